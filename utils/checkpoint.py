@@ -1,0 +1,107 @@
+"""Self-describing checkpoints, written atomically and read with `weights_only=True`.
+
+Every checkpoint is a dict of plain types (DESIGN 4, STYLE):
+
+    {"format_version", "stage", "config", "state_dict", "optimizer", "scheduler", "scaler",
+     "step", "epoch", "rng", "metrics", "parent": {"path", "sha256"} | None}
+
+`stage` is one of STAGES; a later stage records the file and sha256 of the checkpoint it builds on,
+and `check_parent` turns a mismatch into an error naming both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from utils.errors import CheckpointError
+
+FORMAT_VERSION = 1
+STAGES = ("tokenizer", "encoder", "anomaly")
+_STAGE_HINT = {
+    "tokenizer": "sspq_tokenizer/train_tokenizer.py writes it (checkpoints/tokenizer/best.pth)",
+    "encoder": "encoder/pretrain_mtp.py writes it (checkpoints/encoder/universal_hsi_encoder.pth)",
+    "anomaly": "anomaly/train_anomaly.py writes it (checkpoints/anomaly/anomaly_detector.pth)",
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)`, then rename onto `path`: a crash mid-write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def parent_record(path: str | Path) -> dict[str, str]:
+    """What a later stage stores about the checkpoint it was built from."""
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def save_checkpoint(path: str | Path, stage: str, config: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor], **extra: Any) -> Path:
+    """Write a checkpoint atomically. `extra` holds optimizer, step, metrics, parent, ... (plain types)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    payload = {"format_version": FORMAT_VERSION, "stage": stage, "config": config,
+               "state_dict": state_dict, **extra}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint of `stage`; every failure is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; {_STAGE_HINT.get(stage, '')}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:160]}); "
+                              f"re-create it ({_STAGE_HINT.get(stage, '')})") from None
+    if not isinstance(ckpt, dict) or "stage" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not an sspq-hsi checkpoint (no 'stage'/'state_dict' entries)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format_version')} is not the supported "
+                              f"format {FORMAT_VERSION}; re-create it with this version")
+    if ckpt["stage"] != stage:
+        raise CheckpointError(f"{path}: this is a {ckpt['stage']} checkpoint, but a {stage} checkpoint is "
+                              f"expected here; {_STAGE_HINT.get(stage, '')}")
+    return ckpt
+
+
+def check_parent(ckpt: dict[str, Any], ckpt_path: str | Path, parent_path: str | Path) -> None:
+    """Raise if `parent_path` is not the file `ckpt` was built from (by sha256)."""
+    recorded = ckpt.get("parent")
+    if not recorded:
+        raise CheckpointError(f"{ckpt_path}: records no parent checkpoint to check {parent_path} against")
+    actual = sha256_file(parent_path)
+    if actual != recorded["sha256"]:
+        raise CheckpointError(
+            f"{ckpt_path} was built from {recorded['path']} (sha256 {recorded['sha256'][:12]}), but "
+            f"{parent_path} has sha256 {actual[:12]}: retrain this stage, or pass the original file")

@@ -1,0 +1,48 @@
+"""Shared command-line plumbing for the stage scripts.
+
+    parser = stage_parser("Train the SSPQ tokenizer", default_config="configs/tokenizer.yaml")
+    parser.add_argument("--resume", action="store_true")
+    run_cli(main, parser)
+
+`run_cli` turns an `SSPQError` (bad config, data or checkpoint) into one line on stderr and exit
+status 2; `--debug` shows the traceback instead. Other exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+# Scripts run as `python sspq_tokenizer/train_tokenizer.py` put their own folder, not the repository
+# root, on sys.path; make the root importable before any project import.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.errors import SSPQError  # noqa: E402
+
+
+def stage_parser(description: str, default_config: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=default_config, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (dotted keys for nested fields); repeatable")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except SSPQError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,187 @@
+"""Typed configs: YAML into dataclasses, with command-line overrides.
+
+Each stage defines its config as a (possibly nested) dataclass with a `validate()` method
+(`sspq_tokenizer/config.py`, `encoder/config.py`, `anomaly/config.py`). This module turns YAML
+and `--set key=value` overrides into such an object:
+
+- unknown keys are an error naming the key and the nearest valid one;
+- values are cast by the field's type (PyYAML reads `1e-3` as a string; it becomes a float);
+- nested fields are addressed with dots: `--set spectral.codebook_size=64`;
+- `yaml.safe_load` only: nothing in a config executes code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from utils.errors import ConfigError
+
+T = TypeVar("T")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _cast(value: Any, tp: Any, where: str) -> Any:
+    """Cast a YAML / command-line value to the annotated type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None or (isinstance(value, str) and value.lower() in {"null", "none", "~"}):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _cast(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot be null")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{where}.")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        return [_cast(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        val_tp = args[1] if len(args) == 2 else Any
+        return {str(k): _cast(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                as_float = float(value)
+            except ValueError:
+                as_float = None
+            if as_float is not None and as_float.is_integer():
+                return int(as_float)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass `cls` from a plain dict; unknown keys are an error (with a suggestion)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_nearest(key, list(fields))}")
+        kwargs[key] = _cast(value, hints[key], f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field without a default is missing
+        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-types dict of a config dataclass (what checkpoints store)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply `key=value` strings (dotted keys for nested fields); returns a new object."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node, node_cls = data, type(cfg)
+        for depth, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(node_cls)]
+            if part not in names:
+                path = ".".join(parts[: depth + 1])
+                raise ConfigError(f"unknown config key '{path}' in override{_nearest(part, names)}")
+            if depth == len(parts) - 1:
+                node[part] = yaml.safe_load(raw) if raw.strip() else raw
+            else:
+                sub_tp = typing.get_type_hints(node_cls)[part]
+                if not dataclasses.is_dataclass(sub_tp):
+                    raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
+                node, node_cls = node[part], sub_tp
+    return from_dict(type(cfg), data)
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Read YAML `path` (or start from defaults when None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+    try:
+        cfg = from_dict(cls, data)
+        cfg = apply_overrides(cfg, overrides or [])
+        validate = getattr(cfg, "validate", None)
+        if validate is not None:
+            validate()
+    except ConfigError as err:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{err}") from None
+    return cfg
+
+
+def check(condition: bool, message: str) -> None:
+    """Validation helper for `validate()` methods: raise ConfigError(message) unless condition."""
+    if not condition:
+        raise ConfigError(message)
