@@ -139,17 +139,25 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
         parts = key.strip().split(".")
         node, node_cls = data, type(cfg)
         for depth, part in enumerate(parts):
-            names = [f.name for f in dataclasses.fields(node_cls)]
-            if part not in names:
-                path = ".".join(parts[: depth + 1])
-                raise ConfigError(f"unknown config key '{path}' in override{_nearest(part, names)}")
+            if node_cls is dict:  # a dict-typed field: `head_weights.recon=0.5` sets one entry
+                names = list(node)
+            else:
+                names = [f.name for f in dataclasses.fields(node_cls)]
+                if part not in names:
+                    path = ".".join(parts[: depth + 1])
+                    raise ConfigError(f"unknown config key '{path}' in override{_nearest(part, names)}")
             if depth == len(parts) - 1:
                 node[part] = yaml.safe_load(raw) if raw.strip() else raw
-            else:
-                sub_tp = typing.get_type_hints(node_cls)[part]
-                if not dataclasses.is_dataclass(sub_tp):
-                    raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
+                break
+            if node_cls is dict:
+                raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
+            sub_tp = typing.get_type_hints(node_cls)[part]
+            if dataclasses.is_dataclass(sub_tp):
                 node, node_cls = node[part], sub_tp
+            elif typing.get_origin(sub_tp) is dict and isinstance(node[part], dict):
+                node, node_cls = node[part], dict
+            else:
+                raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
     return from_dict(type(cfg), data)
 
 
