@@ -1,0 +1,131 @@
+"""Stage 3 configuration: the anomaly detector's YAML (`configs/anomaly.yaml`) as a typed dataclass.
+
+The spec's keys (spec 7: anomaly_batch_size, anomaly_epochs, learning_rate_anomaly, freeze_encoder,
+use_lora, head_weights) plus what the scripts need. Preprocessing (num_bands, normalisation, patch
+size, stride) is NOT here: it comes from the tokenizer checkpoint that the encoder checkpoint names
+(DESIGN 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from utils.config import check
+
+HEAD_NAMES = ("lm_nll", "recon", "one_class", "rarity", "grx", "lrx")
+NORMALIZERS = ("robust_z", "minmax")
+
+
+@dataclass
+class HeadWeights:
+    """Fusion weight of each head's per-scene normalised map; a head with weight 0 is not computed."""
+
+    lm_nll: float = 0.0
+    recon: float = 1.0
+    one_class: float = 0.0
+    rarity: float = 1.0
+    grx: float = 1.0
+    lrx: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in HEAD_NAMES}
+
+    def active(self) -> list[str]:
+        return [name for name in HEAD_NAMES if getattr(self, name) > 0]
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA adapters on the BERT attention projections (use_lora: true)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    mlm_weight: float = 1.0  # weight of the target-scene masked-token loss that keeps the adapted encoder a language model
+
+
+@dataclass
+class OneClassSettings:
+    """Deep SVDD head (Ruff et al. 2018): bias-free map, centre c fixed from the initial embeddings."""
+
+    per_token: bool = True
+    rep_dim: int = 32
+    center_eps: float = 0.1
+    weight_decay: float = 1e-6
+
+
+@dataclass
+class LocalRXSettings:
+    """Dual-window local RX (the `lrx` head)."""
+
+    inner: int = 3
+    outer: int = 9
+    n_components: int = 30
+
+
+@dataclass
+class AnomalyConfig:
+    seed: int = 66
+    device: str = "auto"
+    amp: bool = True
+    data_path: str = "synthetic"
+    cube_key: str | None = None
+    gt_key: str | None = None
+    domain_id: int = 0
+    encoder_ckpt: str = "checkpoints/encoder/universal_hsi_encoder.pth"
+    output_dir: str = "checkpoints/anomaly"
+    out_dir: str = ""
+    anomaly_batch_size: int = 16
+    anomaly_epochs: int = 20
+    learning_rate_anomaly: float = 1e-4
+    max_train_patches: int = 0
+    freeze_encoder: bool = True
+    use_lora: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    one_class: OneClassSettings = field(default_factory=OneClassSettings)
+    head_weights: HeadWeights = field(default_factory=HeadWeights)
+    supervised: bool = False
+    supervised_data_path: str = ""
+    lm_block: int = 3
+    normalize_scores: str = "robust_z"
+    inference_batch_size: int = 64
+    local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)
+
+    def validate(self) -> None:
+        check(self.anomaly_batch_size >= 1, f"anomaly_batch_size: must be >= 1, got {self.anomaly_batch_size}")
+        check(self.inference_batch_size >= 1, f"inference_batch_size: must be >= 1, got {self.inference_batch_size}")
+        check(self.anomaly_epochs >= 0, f"anomaly_epochs: must be >= 0, got {self.anomaly_epochs}")
+        check(self.learning_rate_anomaly > 0, f"learning_rate_anomaly: must be > 0, got {self.learning_rate_anomaly}")
+        check(self.max_train_patches >= 0, f"max_train_patches: must be >= 0 (0 = all), got {self.max_train_patches}")
+        check(self.domain_id >= 0, f"domain_id: must be >= 0, got {self.domain_id}")
+        check(self.lm_block >= 1, f"lm_block: must be >= 1, got {self.lm_block}")
+        check(self.freeze_encoder, "freeze_encoder: false would fine-tune the whole encoder, which Stage 3 does not "
+              "support; keep freeze_encoder: true and set use_lora: true to adapt the encoder")
+        check(self.normalize_scores in NORMALIZERS,
+              f"normalize_scores: must be one of {', '.join(NORMALIZERS)}, got '{self.normalize_scores}'")
+        check(bool(self.data_path.strip()), "data_path: must name a scene file or 'synthetic'")
+        weights = self.head_weights.as_dict()
+        for name, weight in weights.items():
+            check(weight >= 0, f"head_weights.{name}: must be >= 0 (0 switches the head off), got {weight}")
+        check(any(w > 0 for w in weights.values()), "head_weights: at least one head needs a weight > 0")
+        if self.supervised:
+            check(bool(self.supervised_data_path.strip()),
+                  "supervised: true needs supervised_data_path, a labelled scene other than the scored one")
+            check(self.head_weights.one_class > 0,
+                  "supervised: true trains the one-class head with BCE; give head_weights.one_class a weight > 0")
+        lora = self.lora
+        check(lora.r >= 1, f"lora.r: must be >= 1, got {lora.r}")
+        check(lora.alpha > 0, f"lora.alpha: must be > 0, got {lora.alpha}")
+        check(0 <= lora.dropout < 1, f"lora.dropout: must be in [0, 1), got {lora.dropout}")
+        check(len(lora.target_modules) > 0, "lora.target_modules: name at least one module (e.g. [query, value])")
+        check(lora.mlm_weight >= 0, f"lora.mlm_weight: must be >= 0, got {lora.mlm_weight}")
+        oc = self.one_class
+        check(oc.rep_dim >= 1, f"one_class.rep_dim: must be >= 1, got {oc.rep_dim}")
+        check(oc.center_eps > 0, f"one_class.center_eps: must be > 0, got {oc.center_eps}")
+        check(oc.weight_decay >= 0, f"one_class.weight_decay: must be >= 0, got {oc.weight_decay}")
+        lrx = self.local_rx
+        check(lrx.inner >= 1 and lrx.inner % 2 == 1, f"local_rx.inner: must be an odd window >= 1, got {lrx.inner}")
+        check(lrx.outer > lrx.inner and lrx.outer % 2 == 1,
+              f"local_rx.outer: must be an odd window larger than local_rx.inner ({lrx.inner}), got {lrx.outer}")
+        check(lrx.n_components >= 1, f"local_rx.n_components: must be >= 1, got {lrx.n_components}")

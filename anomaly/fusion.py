@@ -1,0 +1,64 @@
+"""Put each head's score map on one scale and fuse them (spec 6.2 step 3).
+
+Normalisation is computed over the WHOLE scene's map, never per batch: a batch of patches that
+happens to hold an anomaly would otherwise be rescaled away.
+
+- `robust_z`: (x - median) / (1.4826 * MAD), the robust z-score (MAD = median absolute deviation;
+  1.4826 makes it match the standard deviation for Gaussian data). Anomalies are rare, so median
+  and MAD describe the background and are not pulled by the anomalies themselves. Where MAD is 0
+  (over half the values tie, as in a code-rarity map where most pixels share a few codes), the
+  standard deviation is the scale instead.
+- `minmax`: (x - min) / (max - min), into [0, 1].
+A constant map carries no ranking: it normalises to zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+MAD_TO_STD = 1.4826
+_TINY = 1e-12
+
+
+def normalize_scores(scores: torch.Tensor, method: str = "robust_z") -> torch.Tensor:
+    """Normalise a score tensor of any shape over all its elements; returns float32, same shape."""
+    x = scores.detach().float()
+    flat = x.reshape(-1)  # (n,)
+    if method == "robust_z":
+        median = flat.median()
+        mad = (flat - median).abs().median()
+        scale = MAD_TO_STD * mad
+        if scale <= _TINY:  # more than half the values equal: fall back to the standard deviation
+            scale = flat.std(unbiased=False) if flat.numel() > 1 else flat.new_tensor(0.0)
+        if scale <= _TINY:
+            return torch.zeros_like(x)
+        return (x - median) / scale
+    if method == "minmax":
+        lo, hi = flat.min(), flat.max()
+        if hi - lo <= _TINY:
+            return torch.zeros_like(x)
+        return (x - lo) / (hi - lo)
+    raise ValueError(f"unknown normalisation {method!r} (robust_z or minmax)")
+
+
+def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
+                method: str = "robust_z") -> torch.Tensor:
+    """Weighted sum of the normalised maps, divided by the sum of the weights used.
+
+    Every head in `maps` must have a weight > 0; a weighted head missing from `maps` is an error.
+    """
+    used = {name: float(w) for name, w in weights.items() if w > 0}
+    missing = sorted(set(used) - set(maps))
+    if missing:
+        raise KeyError(f"no score map for weighted head(s) {missing}")
+    extra = sorted(set(maps) - set(used))
+    if extra:
+        raise KeyError(f"score map(s) {extra} have no weight > 0")
+    total = sum(used.values())
+    fused = None
+    for name, weight in used.items():
+        part = normalize_scores(maps[name], method) * (weight / total)
+        fused = part if fused is None else fused + part
+    return fused
