@@ -1,0 +1,194 @@
+"""HSIEncoderBERT and UniversalHSIModel (spec 5.1, 5.2; DESIGN 8).
+
+`HSIEncoderBERT` wraps `transformers.BertForMaskedLM` (`self.encoder`):
+
+- Inputs enter through `inputs_embeds = token + domain + position` (spec 5.1). BERT's own position and
+  token-type tables are zeroed and frozen, so positions are counted once, by `position_embedding`.
+- The token table (joint_vocab_size + 1 rows, the last id = mask token) IS BERT's word-embedding table,
+  tied to the MLM decoder as in BERT; no unused (V x H) table exists. The decoder's extra output for the
+  mask id is sliced off: logits cover the joint vocabulary V.
+- The MLM head (`self.encoder.cls`) only runs on the selected (masked) positions: (N, T, V) logits are
+  never built (with V = 65,536 they would dominate memory and time).
+- `load_pretrained_lm=True` reuses a pretrained transformer body (encoder/pretrained_lm.py); token,
+  domain and position embeddings and the MLM head are new, listed in `reinitialised_keys`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM
+
+from encoder.masking import STRATEGIES, apply_mask, sample_mask
+from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
+from utils.checkpoint import load_checkpoint
+from utils.errors import CheckpointError
+
+
+class HSIEncoderBERT(nn.Module):
+    def __init__(self, joint_vocab_size: int, num_domains: int, bert_model_name_or_path: str,
+                 load_pretrained_lm: bool, mask_ratio: float, max_seq_len: int, grid_size: int | None = None,
+                 bert_config: dict[str, Any] | None = None, mask_strategy: str = "structured",
+                 spectral_codebook_size: int | None = None, spectral_mask_share: float = 0.25):
+        """`grid_size` g (tokens form a g x g grid, needed by structured masks); `bert_config` overrides
+        BertConfig fields (ARCH_KEYS in encoder/pretrained_lm.py; only dropouts when loading a pretrained
+        body); `spectral_codebook_size` K_s enables spectral-segment masking (code k = id % K_s) for a
+        `spectral_mask_share` of each mask."""
+        super().__init__()
+        if mask_strategy not in STRATEGIES:
+            raise ValueError(f"mask_strategy {mask_strategy!r}: use one of {STRATEGIES}")
+        if grid_size is not None and grid_size * grid_size > max_seq_len:
+            raise ValueError(f"a {grid_size}x{grid_size} token grid does not fit max_seq_len={max_seq_len}")
+        self.joint_vocab_size = joint_vocab_size
+        self.mask_token_id = joint_vocab_size  # last row of the token table
+        self.num_domains = num_domains
+        self.bert_model_name_or_path = bert_model_name_or_path
+        self.mask_ratio = mask_ratio
+        self.max_seq_len = max_seq_len
+        self.grid_size = grid_size
+        self.mask_strategy = mask_strategy
+        self.spectral_codebook_size = spectral_codebook_size
+        self.spectral_mask_share = spectral_mask_share
+
+        if load_pretrained_lm:
+            self.arch, body_state = load_pretrained_body(bert_model_name_or_path, bert_config)
+        else:
+            self.arch, body_state = default_arch(bert_config), None
+        config = BertConfig(vocab_size=joint_vocab_size + 1, max_position_embeddings=max_seq_len,
+                            type_vocab_size=1, pad_token_id=None, tie_word_embeddings=True, **self.arch)
+        self.encoder = BertForMaskedLM(config)
+        self.hidden_size = config.hidden_size
+        self.domain_embedding = nn.Embedding(num_domains, self.hidden_size)
+        self.position_embedding = nn.Embedding(max_seq_len, self.hidden_size)
+        for table in (self.domain_embedding, self.position_embedding):
+            nn.init.normal_(table.weight, std=config.initializer_range)
+        embeddings = self.encoder.bert.embeddings
+        for table in (embeddings.position_embeddings, embeddings.token_type_embeddings):
+            nn.init.zeros_(table.weight)
+            table.weight.requires_grad_(False)
+
+        self.reinitialised_keys: tuple[str, ...] = ()
+        if body_state is not None:
+            missing, unexpected = self.encoder.bert.load_state_dict(body_state, strict=False)
+            if set(missing) != set(NOT_LOADED) or unexpected:
+                raise CheckpointError(
+                    f"{bert_model_name_or_path}: the pretrained BERT body does not fit: missing "
+                    f"{sorted(set(missing) - set(NOT_LOADED))}, unexpected {sorted(unexpected)}")
+            loaded = {f"encoder.bert.{key}" for key in body_state}
+            self.reinitialised_keys = tuple(sorted(set(self.state_dict()) - loaded))
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        """(joint_vocab_size + 1, H) token table; BERT's word embeddings, tied to the MLM decoder."""
+        return self.encoder.bert.embeddings.word_embeddings
+
+    def encoder_args(self) -> dict[str, Any]:
+        """Constructor kwargs that rebuild this architecture offline (what checkpoints store)."""
+        return {"joint_vocab_size": self.joint_vocab_size, "num_domains": self.num_domains,
+                "bert_model_name_or_path": self.bert_model_name_or_path, "load_pretrained_lm": False,
+                "mask_ratio": self.mask_ratio, "max_seq_len": self.max_seq_len, "grid_size": self.grid_size,
+                "bert_config": dict(self.arch), "mask_strategy": self.mask_strategy,
+                "spectral_codebook_size": self.spectral_codebook_size,
+                "spectral_mask_share": self.spectral_mask_share}
+
+    def sample_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, T) bool training mask with this encoder's ratio and strategy."""
+        return sample_mask(tokens, self.mask_ratio, self.mask_strategy, self.grid_size, generator,
+                           self.spectral_codebook_size, self.spectral_mask_share)
+
+    def embed(self, input_ids: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
+        """token + domain + position embeddings: (N, T) ids, (N,) domains -> (N, T, H)."""
+        t = input_ids.shape[1]
+        if t > self.max_seq_len:
+            raise ValueError(f"{t} tokens per sequence exceed max_seq_len={self.max_seq_len}")
+        positions = torch.arange(t, device=input_ids.device)  # (T,)
+        tok = self.token_embedding(input_ids)  # (N, T, H)
+        dom = self.domain_embedding(domain_ids).unsqueeze(1)  # (N, 1, H)
+        pos = self.position_embedding(positions).unsqueeze(0)  # (1, T, H)
+        return tok + dom + pos  # (N, T, H)
+
+    def body(self, input_ids: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
+        """Last hidden states of the BERT body: (N, T, H)."""
+        return self.encoder.bert(inputs_embeds=self.embed(input_ids, domain_ids)).last_hidden_state
+
+    def predict(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """MLM logits at the masked positions only: hidden (N, T, H), mask (N, T) -> (M, V), nonzero() order."""
+        selected = hidden[mask]  # (M, H)
+        return self.encoder.cls(selected)[:, : self.joint_vocab_size]  # (M, V); drop the mask id's output
+
+    def forward(self, tokens: torch.Tensor, domain_ids: torch.Tensor, pretrain: bool = True,
+                mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """pretrain: `(loss, logits (M, V), hidden (N, T, H))`, cross-entropy over the M masked positions
+        (mask sampled with `generator` unless given); else `hidden (N, T, H)` of the unmasked tokens."""
+        if not pretrain:
+            return self.body(tokens, domain_ids)
+        if mask is None:
+            mask = self.sample_mask(tokens, generator)  # (N, T)
+        if not bool(mask.any()):
+            raise ValueError("the mask selects no position: nothing to predict")
+        masked_input_ids, _ = apply_mask(tokens, mask, self.mask_token_id)  # (N, T)
+        hidden = self.body(masked_input_ids, domain_ids)  # (N, T, H)
+        logits = self.predict(hidden, mask)  # (M, V)
+        loss = F.cross_entropy(logits.float(), tokens[mask])
+        return loss, logits, hidden
+
+    def masked_token_nll(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """-log p(true id | unmasked context) at masked positions, 0 elsewhere: (N, T) float32."""
+        masked_input_ids, _ = apply_mask(tokens, mask, self.mask_token_id)  # (N, T)
+        hidden = self.body(masked_input_ids, domain_ids)  # (N, T, H)
+        nll = F.cross_entropy(self.predict(hidden, mask).float(), tokens[mask], reduction="none")  # (M,)
+        out = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)  # (N, T)
+        out[mask] = nll
+        return out
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"
+                        ) -> tuple["HSIEncoderBERT", dict[str, Any]]:
+        """(encoder in eval mode, checkpoint dict) from an encoder checkpoint (encoder/pretrain_mtp.py)."""
+        ckpt = load_checkpoint(path, "encoder", map_location=map_location)
+        args = ckpt["config"].get("encoder_args")
+        if not isinstance(args, dict):
+            raise CheckpointError(f"{path}: the encoder checkpoint records no encoder_args; re-create it")
+        encoder = cls(**args)
+        try:
+            encoder.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: state_dict does not fit its encoder_args: "
+                                  f"{str(err).splitlines()[0][:200]}") from None
+        return encoder.eval(), ckpt
+
+
+class UniversalHSIModel(nn.Module):
+    """Frozen SSPQ tokenizer + HSIEncoderBERT (spec 5.2)."""
+
+    def __init__(self, tokenizer: nn.Module, encoder: HSIEncoderBERT):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+
+    def tokenize(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, B, S, S) -> joint ids (N, T), with the tokenizer in eval mode and no gradients: the VQ
+        codebook must not move (its library updates codes inside forward in train mode)."""
+        was_training = self.tokenizer.training
+        self.tokenizer.eval()
+        try:
+            with torch.no_grad():
+                joint_ids = self.tokenizer(patches, return_recon=False)["joint_ids"]  # (N, T)
+        finally:
+            self.tokenizer.train(was_training)
+        return joint_ids
+
+    def encode_patches(self, patches: torch.Tensor, domain_ids: torch.Tensor, pretrain: bool = False,
+                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """pretrain: {"loss", "logits" (M, V), "hidden" (N, T, H), "joint_ids" (N, T)};
+        else {"hidden" (N, T, H), "joint_ids" (N, T)}."""
+        joint_ids = self.tokenize(patches)  # (N, T)
+        if pretrain:
+            loss, logits, hidden = self.encoder(joint_ids, domain_ids, pretrain=True, generator=generator)
+            return {"loss": loss, "logits": logits, "hidden": hidden, "joint_ids": joint_ids}
+        hidden = self.encoder(joint_ids, domain_ids, pretrain=False)
+        return {"hidden": hidden, "joint_ids": joint_ids}
