@@ -1,0 +1,180 @@
+"""data.io.load_scene: every format on tiny files, the layout rule, and every documented error."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+from spectral.io import envi
+
+from data.io import Scene, load_scene
+from utils.errors import DataError
+
+H, W, B = 5, 7, 6
+
+
+@pytest.fixture
+def cube() -> np.ndarray:
+    return np.random.default_rng(0).random((H, W, B)).astype(np.float32)
+
+
+@pytest.fixture
+def gt() -> np.ndarray:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[1, 2] = mask[3, 4] = 1
+    return mask
+
+
+def write_mat73(path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a MATLAB v7.3 file as MATLAB does: HDF5 with a 512-byte userblock, arrays column-major."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in arrays.items():
+            f.create_dataset(name, data=np.ascontiguousarray(value.T))  # MATLAB's column-major order
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    header = text.ljust(116) + b" " * 8 + b"\x00\x02" + b"IM"  # text, subsystem offset, version 0x0200, endian
+    with open(path, "r+b") as f:  # the 128-byte MATLAB header lives in the userblock
+        f.write(header)
+
+
+def test_npz_round_trip(tmp_path, cube, gt):
+    path = tmp_path / "scene.npz"
+    wavelengths = np.linspace(400, 1000, B)
+    np.savez(path, cube=cube, gt=gt, wavelengths=wavelengths)
+    scene = load_scene(path)
+    assert isinstance(scene, Scene) and scene.name == "scene"
+    assert scene.cube.dtype == np.float32 and np.array_equal(scene.cube, cube)
+    assert scene.gt.dtype == np.uint8 and np.array_equal(scene.gt, gt)
+    assert np.allclose(scene.wavelengths, wavelengths)
+
+
+def test_npz_integer_cube_bool_gt(tmp_path, gt):
+    path = tmp_path / "ints.npz"
+    ints = np.arange(H * W * B, dtype=np.int16).reshape(H, W, B)
+    np.savez(path, cube=ints, gt=gt.astype(bool))
+    scene = load_scene(path)
+    assert scene.cube.dtype == np.float32 and np.array_equal(scene.cube, ints.astype(np.float32))
+    assert scene.gt.dtype == np.uint8 and np.array_equal(scene.gt, gt)
+
+
+def test_npz_without_gt_and_without_anomaly(tmp_path, cube):
+    np.savez(tmp_path / "a.npz", cube=cube)
+    assert load_scene(tmp_path / "a.npz").gt is None
+    np.savez(tmp_path / "b.npz", cube=cube, gt=np.zeros((H, W), np.uint8))
+    assert load_scene(tmp_path / "b.npz").gt.sum() == 0
+
+
+def test_npy_stays_memmap(tmp_path, cube):
+    path = tmp_path / "cube.npy"
+    np.save(path, cube.astype(np.float64))
+    scene = load_scene(path)
+    assert isinstance(scene.cube, np.memmap)
+    assert scene.cube.dtype == np.float64  # kept as stored: consumers convert chunk by chunk
+    assert np.array_equal(np.asarray(scene.cube), cube.astype(np.float64))
+
+
+def test_mat_v5_named_and_guessed_keys(tmp_path, cube, gt):
+    path = tmp_path / "abu.mat"
+    scipy.io.savemat(path, {"data": cube.astype(np.float64), "map": gt.astype(np.float64)})
+    scene = load_scene(path)  # 'data' is the only 3-D array; 'map' is a known gt name
+    assert np.allclose(scene.cube, cube) and np.array_equal(scene.gt, gt)
+    other = tmp_path / "other.mat"
+    scipy.io.savemat(other, {"img": cube, "truth": gt, "note": "x"})
+    scene = load_scene(other)  # gt found as the one sparse 0/1 (H, W) array
+    assert np.array_equal(scene.gt, gt)
+    assert np.array_equal(load_scene(other, cube_key="img", gt_key="truth").gt, gt)
+
+
+def test_mat_v73_transposed_back(tmp_path, cube, gt):
+    path = tmp_path / "big.mat"
+    write_mat73(path, {"hsi": cube.astype(np.float64), "groundtruth": gt.astype(np.uint8)})
+    with pytest.raises(NotImplementedError):
+        scipy.io.loadmat(path)  # the fixture is a real v7.3 file
+    scene = load_scene(path)
+    assert scene.cube.shape == (H, W, B) and np.allclose(scene.cube, cube)
+    assert np.array_equal(scene.gt, gt)
+
+
+def test_envi_with_wavelengths(tmp_path, cube):
+    hdr = tmp_path / "scene.hdr"
+    wavelengths = [450.0 + 10 * i for i in range(B)]
+    envi.save_image(str(hdr), cube, dtype=np.float32, interleave="bsq", metadata={"wavelength": wavelengths})
+    scene = load_scene(hdr)
+    assert scene.cube.shape == (H, W, B) and np.array_equal(np.asarray(scene.cube), cube)
+    assert np.allclose(scene.wavelengths, wavelengths)
+    assert scene.gt is None
+
+
+def test_envi_header_without_data(tmp_path, cube):
+    hdr = tmp_path / "lonely.hdr"
+    envi.save_image(str(hdr), cube, dtype=np.float32)
+    (tmp_path / "lonely.img").unlink()
+    with pytest.raises(DataError, match="lonely.img"):
+        load_scene(hdr)
+
+
+def test_layout_rule_transposes_only_on_evidence(tmp_path, cube, gt):
+    bhw = np.ascontiguousarray(cube.transpose(2, 0, 1))  # (B, H, W)
+    np.savez(tmp_path / "wl.npz", cube=bhw, wavelengths=np.arange(B) + 400.0)
+    assert np.array_equal(load_scene(tmp_path / "wl.npz").cube, cube)
+    np.savez(tmp_path / "gt.npz", cube=bhw, gt=gt)
+    assert np.array_equal(load_scene(tmp_path / "gt.npz").cube, cube)
+    np.savez(tmp_path / "none.npz", cube=bhw)
+    assert load_scene(tmp_path / "none.npz").cube.shape == (B, H, W)  # no evidence: no guess
+    np.savez(tmp_path / "bad.npz", cube=cube, wavelengths=np.arange(B + 3.0))
+    with pytest.raises(DataError, match="wavelengths match no axis"):
+        load_scene(tmp_path / "bad.npz")
+
+
+def test_synthetic_pseudo_path():
+    scene = load_scene("synthetic:2")
+    assert scene.name == "synthetic-2" and scene.cube.shape == (100, 100, 128) and scene.gt.sum() > 0
+    with pytest.raises(DataError, match="integer"):
+        load_scene("synthetic:abc")
+
+
+def _write(tmp_path, name, **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+ERROR_CASES = {
+    "missing file": (lambda p, c, g: p / "nope.npz", "not found"),
+    "unknown extension": (lambda p, c, g: (p / "x.tif").write_bytes(b"II*\0") and p / "x.tif", "unknown scene format"),
+    "truncated npz": (lambda p, c, g: _truncate(_write(p, "t.npz", cube=c)), "t.npz: not a readable .npz"),
+    "garbage npy": (lambda p, c, g: (p / "g.npy").write_bytes(b"nonsense") and p / "g.npy", "not a .npy file"),
+    "2-D cube": (lambda p, c, g: _write(p, "flat.npz", cube=c[..., 0]), "must be 3-D"),
+    "1-D cube": (lambda p, c, g: _write(p, "line.npz", cube=c[0, 0]), "must be 3-D"),
+    "single band": (lambda p, c, g: _write(p, "one.npz", cube=c[..., :1]), "needs spectra"),
+    "bad gt shape": (lambda p, c, g: _write(p, "s.npz", cube=c, gt=g[:-1]), r"gt shape \(4, 7\).*\(5, 7\)"),
+    "gt values 0/2": (lambda p, c, g: _write(p, "v.npz", cube=c, gt=g * 2), "found values 0, 2"),
+    "boolean cube": (lambda p, c, g: _write(p, "b.npz", cube=c > 0.5), "real numeric"),
+    "mat without cube": (lambda p, c, g: scipy.io.savemat(p / "y.mat", {"Y": c[..., 0], "A": g}) or p / "y.mat",
+                         "arrays found: A, Y"),
+    "wrong cube_key": (lambda p, c, g: _write(p, "k.npz", cube=c), "no array named 'data'"),
+}
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_errors_name_the_file_and_the_problem(tmp_path, cube, gt, case):
+    make, message = ERROR_CASES[case]
+    path = make(tmp_path, cube, gt)
+    with pytest.raises(DataError, match=message) as err:
+        load_scene(path, cube_key="data" if case == "wrong cube_key" else None)
+    assert path.name in str(err.value)
+
+
+def test_corrupt_mat_v73_is_data_error(tmp_path, cube):
+    path = tmp_path / "cut.mat"
+    write_mat73(path, {"cube": cube})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cut.mat"):
+        load_scene(path)
