@@ -1,0 +1,328 @@
+"""HSIAnomalyDetector (spec 6.2): a frozen (or LoRA-adapted) universal model plus anomaly heads.
+
+    det = HSIAnomalyDetector(universal_model, hidden_size, head_weights={"recon": 1, "rarity": 1, "grx": 1})
+    out = det(patches, domain_ids, mode="eval")        # per-head (N, S, S) pixel maps + "combined"
+    scene = det.score_scene(cube, domain_id=0)         # whole-scene (H, W) maps, normalised per scene
+    anomaly_map = det.generate_anomaly_map(cube, 0)    # (H, W) float32 = scene.anomaly_map
+
+Heads (DESIGN 2, 10; a head with weight 0 is not computed):
+- lm_nll     masked-LM NLL of every token (complementary block masks, each token masked once)
+- recon      per-pixel squared error of the decode from the quantised codes
+- one_class  Deep SVDD distance of each token's embedding (or BCE logit after supervised training)
+- rarity     -log frequency of the pixel's spectral code in the scored scene
+- grx, lrx   global / dual-window local RX on the prepared cube (label-free, whole-scene heads)
+
+Fusion: every head's whole-scene (H, W) map is normalised over the scene (robust z-score
+(x - median) / (1.4826 MAD) by default, or min-max), then averaged with `head_weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomaly.baselines import global_rx, local_rx
+from anomaly.config import HEAD_NAMES
+from anomaly.fusion import fuse_scores, normalize_scores
+from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
+                           compute_recon_error, tokens_to_pixels)
+from data.datasets import HSIPatchExtractor, ScoreAccumulator
+from utils.errors import ConfigError, DataError
+
+DEFAULT_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2
+PATCH_HEADS = ("lm_nll", "recon", "one_class", "rarity")  # scored patch by patch
+SCENE_HEADS = ("grx", "lrx")  # scored on the whole prepared cube
+ADAPTER_KEY = "lora_"
+
+
+@dataclass
+class SceneScores:
+    """Output of `score_scene`: all maps (H, W) float32 numpy arrays.
+
+    anomaly_map: the fused map; head_maps: each computed head's raw map; normalized: the same maps
+    after the per-scene normalisation that the fusion used.
+    """
+
+    anomaly_map: np.ndarray
+    head_maps: dict[str, np.ndarray]
+    normalized: dict[str, np.ndarray]
+
+
+class HSIAnomalyDetector(nn.Module):
+    """Frozen universal model (tokenizer + BERT encoder) with anomaly heads on top.
+
+    freeze_encoder must be True: the tokenizer and the encoder's own weights never train. With
+    use_lora, peft LoRA adapters (`lora`: r, alpha, dropout, target_modules) are injected into the BERT
+    attention projections and train together with the heads. The constructor asserts that exactly the
+    head (and adapter) parameters are trainable. `stride` is the patch stride of the scene scan
+    (the tokenizer config's; default patch_size // 2).
+    """
+
+    def __init__(self, universal_model: nn.Module, hidden_size: int, freeze_encoder: bool = True,
+                 use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
+                 lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
+                 objective: str = "svdd", lm_block: int = 3, normalize: str = "robust_z",
+                 local_rx: dict[str, int] | None = None, stride: int | None = None):
+        super().__init__()
+        if not freeze_encoder:
+            raise ConfigError("freeze_encoder: false (full fine-tuning) is not supported; use use_lora: true")
+        weights = dict(DEFAULT_HEAD_WEIGHTS if head_weights is None else head_weights)
+        unknown = sorted(set(weights) - set(HEAD_NAMES))
+        if unknown:
+            raise ConfigError(f"head_weights: unknown head(s) {unknown}; the heads are {', '.join(HEAD_NAMES)}")
+        self.head_weights = {name: float(w) for name, w in weights.items() if w > 0}
+        if not self.head_weights:
+            raise ConfigError("head_weights: at least one head needs a weight > 0")
+        self.universal_model = universal_model
+        self.use_lora = use_lora
+        self.lm_block = lm_block
+        self.normalize = normalize
+        self.local_rx_args = dict(local_rx or {})
+        tokenizer, encoder = universal_model.tokenizer, universal_model.encoder
+        self.patch_size = tokenizer.patch_size
+        self.num_bands = tokenizer.num_bands
+        self.stride = stride or max(1, self.patch_size // 2)
+        universal_model.requires_grad_(False)
+        if use_lora:
+            self._inject_lora(dict(lora or {}))
+        self.one_class_head = None
+        if "one_class" in self.head_weights:
+            self.one_class_head = OneClassHead(hidden_size, objective=objective, **dict(one_class or {}))
+        self.register_buffer("code_log_freq", code_log_frequencies(torch.zeros(tokenizer.K_s)))
+        expected = self.head_parameter_count() + self.adapter_parameter_count()
+        assert self.trainable_parameter_count() == expected, (
+            f"trainable parameters {self.trainable_parameter_count()} != heads + adapters {expected}")
+        self.train(False)
+
+    # ------------------------------------------------------------------ parameters
+    def _inject_lora(self, settings: dict[str, Any]) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        config = LoraConfig(r=int(settings.get("r", 8)), lora_alpha=settings.get("alpha", 16),
+                            lora_dropout=float(settings.get("dropout", 0.0)),
+                            target_modules=list(settings.get("target_modules", ["query", "value"])))
+        try:
+            inject_adapter_in_model(config, self.universal_model.encoder)
+        except ValueError as err:
+            raise ConfigError(f"lora.target_modules {config.target_modules}: {str(err).splitlines()[0]} "
+                              f"(BERT attention modules are named query, key, value)") from None
+
+    def head_parameter_count(self) -> int:
+        return 0 if self.one_class_head is None else sum(p.numel() for p in self.one_class_head.parameters())
+
+    def adapter_parameter_count(self) -> int:
+        return sum(p.numel() for n, p in self.universal_model.named_parameters() if ADAPTER_KEY in n)
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What Stage 3 adds to its parents: head weights and buffers, LoRA adapters, code frequencies."""
+        return {k: v.detach().cpu() for k, v in self.state_dict().items()
+                if k.startswith("one_class_head.") or ADAPTER_KEY in k or k == "code_log_freq"}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `trained_state_dict`; the key sets must match exactly."""
+        own = self.trained_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"detector state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.load_state_dict(state, strict=False)
+
+    def train(self, mode: bool = True) -> "HSIAnomalyDetector":
+        """Heads follow `mode`; the tokenizer always stays in eval (its VQ codebooks move in train mode),
+        and so does the encoder unless LoRA adapters train (dropout only where something learns)."""
+        super().train(mode)
+        self.universal_model.tokenizer.eval()
+        if not self.use_lora:
+            self.universal_model.encoder.eval()
+        return self
+
+    # ------------------------------------------------------------------ per-patch scoring
+    @property
+    def active_heads(self) -> list[str]:
+        return [name for name in HEAD_NAMES if name in self.head_weights]
+
+    def tokenize(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patches (N, B, S, S) -> joint ids (N, T); the tokenizer is frozen and in eval mode."""
+        with torch.no_grad():
+            return self.universal_model.tokenizer.tokenize(patches)
+
+    def spectral_codes(self, joint_ids: torch.Tensor) -> torch.Tensor:
+        return joint_ids % self.universal_model.tokenizer.K_s  # (N, T)
+
+    def one_class_pixels(self, hidden: torch.Tensor) -> torch.Tensor:
+        """One-class scores of hidden (N, T, H) on the patch pixels (N, S, S)."""
+        score = self.one_class_head(hidden)  # (N, T) or (N, 1)
+        if self.one_class_head.per_token:
+            return tokens_to_pixels(score, self.patch_size)  # (N, S, S)
+        return score[:, :, None].expand(-1, self.patch_size, self.patch_size)  # (N, S, S)
+
+    def head_scores(self, patches: torch.Tensor, domain_ids: torch.Tensor,
+                    code_log_freq: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Raw per-pixel scores (N, S, S) of each active patch head (higher = more anomalous).
+
+        `code_log_freq` (K_s,) is the scored scene's code frequency table for the rarity head; without it
+        the table of the training scene (buffer `code_log_freq`) is used.
+        """
+        encoder, tokenizer = self.universal_model.encoder, self.universal_model.tokenizer
+        joint_ids = self.tokenize(patches)  # (N, T)
+        out: dict[str, torch.Tensor] = {}
+        if "lm_nll" in self.head_weights:
+            nll = compute_lm_nll_scores(encoder, joint_ids, domain_ids, block=self.lm_block)  # (N, T)
+            out["lm_nll"] = tokens_to_pixels(nll, self.patch_size)
+        if "recon" in self.head_weights:
+            with torch.no_grad():
+                out["recon"] = compute_recon_error(tokenizer, patches, joint_ids)  # (N, S, S)
+        if "one_class" in self.head_weights:
+            hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
+            out["one_class"] = self.one_class_pixels(hidden)
+        if "rarity" in self.head_weights:
+            table = self.code_log_freq if code_log_freq is None else code_log_freq.to(joint_ids.device)
+            rarity = compute_code_rarity(self.spectral_codes(joint_ids), table)  # (N, T)
+            out["rarity"] = tokens_to_pixels(rarity, self.patch_size)
+        return out
+
+    def forward(self, patches: torch.Tensor, domain_ids: torch.Tensor, mode: str = "eval",
+                code_log_freq: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Spec 6.2 forward: {head: (N, S, S) raw pixel scores for each active patch head, "combined": (N, S, S)}.
+
+        "combined" normalises each head over THIS batch's pixels and fuses them with the patch heads'
+        weights: a quick look only. The scene-level heads (grx, lrx) and the per-scene normalisation the
+        anomaly map uses live in `score_scene`. mode "eval" runs without gradients, "train" keeps them.
+        """
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        with torch.set_grad_enabled(mode == "train"):
+            out = self.head_scores(patches, domain_ids, code_log_freq)
+            weights = {name: w for name, w in self.head_weights.items() if name in out}
+            if weights:
+                out["combined"] = fuse_scores({name: out[name] for name in weights}, weights, self.normalize)
+        return out
+
+    # ------------------------------------------------------------------ training objective
+    def target_labels(self, gt_patches: torch.Tensor) -> torch.Tensor:
+        """0/1 gt patches (N, S, S) -> labels shaped like the one-class score: (N, T) per token cell
+        (1 if any pixel of the cell is anomalous), or (N, 1) per patch (1 if any pixel is)."""
+        gt = gt_patches.float()
+        if not self.one_class_head.per_token:
+            return gt.amax(dim=(1, 2))[:, None]  # (N, 1)
+        grid = self.universal_model.tokenizer.grid_size
+        pooled = torch.nn.functional.adaptive_max_pool2d(gt[:, None], grid)  # (N, 1, g, g)
+        return pooled.reshape(gt.shape[0], grid * grid)  # (N, T)
+
+    def training_losses(self, patches: torch.Tensor, domain_ids: torch.Tensor,
+                        labels: torch.Tensor | None = None, mlm_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """{"one_class": SVDD or BCE loss, "mlm": masked-token loss (LoRA only), "loss": their sum}.
+
+        Under LoRA the encoder's own masked-token loss on the target scene keeps the adapted encoder a
+        language model, a second guard (besides the bias-free map) against SVDD's collapse onto c.
+        """
+        encoder = self.universal_model.encoder
+        joint_ids = self.tokenize(patches)  # (N, T)
+        losses: dict[str, torch.Tensor] = {}
+        if self.one_class_head is not None:
+            hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
+            losses["one_class"] = self.one_class_head.loss(hidden, labels)
+        if self.use_lora and mlm_weight > 0:
+            mlm_loss, _, _ = encoder(joint_ids, domain_ids, pretrain=True)
+            losses["mlm"] = mlm_weight * mlm_loss
+        if not losses:
+            raise RuntimeError("nothing to train: no one-class head and no LoRA adapters")
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    @torch.no_grad()
+    def init_one_class_center(self, batches: Callable[[], Any]) -> None:
+        """Fix the SVDD centre from the initial embeddings of `batches()` ((patches, domain_ids) pairs)."""
+        encoder = self.universal_model.encoder
+        was_training = self.training
+        self.train(False)
+        self.one_class_head.init_center(encoder(self.tokenize(p), d, pretrain=False) for p, d in batches())
+        self.train(was_training)
+
+    # ------------------------------------------------------------------ whole scene
+    def _batches(self, cube: np.ndarray, batch_size: int, transform: Callable | None):
+        device = self.code_log_freq.device
+        extractor = HSIPatchExtractor(self.patch_size, self.stride)
+        for patches, coords in extractor.iter_batches(cube, batch_size, transform=transform):
+            yield torch.from_numpy(patches).to(device), coords
+
+    @torch.no_grad()
+    def scene_code_counts(self, cube: np.ndarray, batch_size: int = 64,
+                          transform: Callable | None = None) -> torch.Tensor:
+        """How often each spectral code occurs over all tokens of all patches of the scene: (K_s,)."""
+        counts = torch.zeros(self.universal_model.tokenizer.K_s, dtype=torch.float64)
+        for patches, _ in self._batches(cube, batch_size, transform):
+            codes = self.spectral_codes(self.tokenize(patches)).reshape(-1).cpu()  # (n*T,)
+            counts += torch.bincount(codes, minlength=counts.numel()).double()
+        return counts
+
+    def _prepared(self, cube: np.ndarray, transform: Callable | None) -> np.ndarray:
+        """The prepared cube (H, W, num_bands) for the scene heads, transformed in row chunks."""
+        if transform is None:
+            return cube
+        height = cube.shape[0]
+        rows = max(1, (1 << 24) // max(1, cube.shape[1] * cube.shape[2]))
+        out = np.empty((height, cube.shape[1], self.num_bands), dtype=np.float32)
+        for r0 in range(0, height, rows):
+            out[r0:r0 + rows] = transform(np.asarray(cube[r0:r0 + rows]))
+        return out
+
+    @torch.no_grad()
+    def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
+                    transform: Callable[[np.ndarray], np.ndarray] | None = None) -> SceneScores:
+        """Score every pixel of a scene of any H x W (DESIGN 2, 7).
+
+        cube: (H, W, num_bands) prepared, or the raw (H, W, B_raw) cube (ndarray or memmap) with
+        `transform` mapping (..., B_raw) -> (..., num_bands) (e.g. SpectralPreprocessor.transform).
+        Patches stream through the model `batch_size` at a time, so memory is bounded by the batch plus
+        one (H, W) accumulator per head; grx/lrx (when weighted) read the whole prepared cube.
+        Overlapping patches are averaged per pixel; each head's (H, W) map is then normalised over the
+        scene and the maps are fused with `head_weights`.
+        """
+        if getattr(cube, "ndim", None) != 3:
+            raise DataError(f"expected a cube (H, W, B), got shape {getattr(cube, 'shape', None)}")
+        if transform is None and cube.shape[2] != self.num_bands:
+            raise DataError(f"the cube has {cube.shape[2]} bands but the tokenizer expects {self.num_bands}; "
+                            f"prepare it (data.preprocess) or pass its transform")
+        was_training = self.training
+        self.train(False)
+        height, width = cube.shape[:2]
+        patch_heads = [h for h in self.active_heads if h in PATCH_HEADS]
+        maps: dict[str, np.ndarray] = {}
+        if patch_heads:
+            table = None
+            if "rarity" in patch_heads:
+                table = code_log_frequencies(self.scene_code_counts(cube, batch_size, transform))
+            accumulators = {name: ScoreAccumulator(height, width) for name in patch_heads}
+            for patches, coords in self._batches(cube, batch_size, transform):
+                domains = torch.full((patches.shape[0],), int(domain_id), dtype=torch.long, device=patches.device)
+                for name, score in self.head_scores(patches, domains, table).items():
+                    accumulators[name].add(coords, score)
+            maps.update({name: acc.result() for name, acc in accumulators.items()})
+        scene_heads = [h for h in self.active_heads if h in SCENE_HEADS]
+        if scene_heads:
+            prepared = self._prepared(cube, transform)
+            if "grx" in scene_heads:
+                maps["grx"] = global_rx(prepared)
+            if "lrx" in scene_heads:
+                args = dict(self.local_rx_args)
+                args["n_components"] = min(int(args.get("n_components", 30)), prepared.shape[2])
+                maps["lrx"] = local_rx(prepared, **args)
+        self.train(was_training)
+        tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
+        fused = fuse_scores(tensors, self.head_weights, self.normalize)
+        normalized = {name: normalize_scores(t, self.normalize).numpy() for name, t in tensors.items()}
+        return SceneScores(anomaly_map=fused.numpy().astype(np.float32),
+                           head_maps={name: np.asarray(m, dtype=np.float32) for name, m in maps.items()},
+                           normalized=normalized)
+
+    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
+                             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """Spec 6.2: the fused (H, W) float32 anomaly map of a scene (see `score_scene`)."""
+        return self.score_scene(cube, domain_id, batch_size, transform=transform).anomaly_map

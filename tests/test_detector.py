@@ -1,0 +1,164 @@
+"""HSIAnomalyDetector (spec 6.2): frozen and LoRA paths, forward's dict, whole-scene maps of any H x W."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.detector import HSIAnomalyDetector
+from anomaly.heads import compute_lm_nll_scores
+from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
+from sspq_tokenizer.config import TokenizerConfig
+from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from utils.errors import ConfigError, DataError
+
+BANDS, S = 8, 6
+TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+PATCH_HEADS = {"lm_nll": 1.0, "recon": 1.0, "one_class": 1.0, "rarity": 1.0}
+
+
+def tiny_universal(seed=0, downsample=1):
+    torch.manual_seed(seed)
+    cfg = TokenizerConfig(num_bands=BANDS, patch_size=S, stride=3, spatial_downsample=downsample, K_s=8, K_x=8,
+                          hidden_dim=8, num_layers=2, pooled_length=4, encoder_channels=[8])
+    tokenizer = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg()).eval()
+    grid = S // downsample
+    encoder = HSIEncoderBERT(tokenizer.joint_vocab_size, num_domains=2, bert_model_name_or_path="none",
+                             load_pretrained_lm=False, mask_ratio=0.35, max_seq_len=grid * grid, grid_size=grid,
+                             bert_config=TINY_BERT, spectral_codebook_size=8).eval()
+    return UniversalHSIModel(tokenizer, encoder)
+
+
+def detector(weights=None, **kwargs):
+    det = HSIAnomalyDetector(tiny_universal(), 16, head_weights=weights or PATCH_HEADS, lm_block=2,
+                             one_class={"rep_dim": 8}, **kwargs)
+    if det.one_class_head is not None and det.one_class_head.objective == "svdd":
+        det.init_one_class_center(lambda: [(torch.rand(4, BANDS, S, S), torch.zeros(4, dtype=torch.long))])
+    return det
+
+
+def encoder_state(det):
+    return {k: v.clone() for k, v in det.universal_model.state_dict().items() if "lora_" not in k}
+
+
+def test_lm_nll_scores_every_token_exactly_once(monkeypatch):
+    det = detector({"lm_nll": 1.0})
+    encoder = det.universal_model.encoder
+    seen = []
+    real = encoder.masked_token_nll
+
+    def spy(tokens, domain_ids, mask):
+        seen.append(mask.clone())
+        return real(tokens, domain_ids, mask)
+
+    monkeypatch.setattr(encoder, "masked_token_nll", spy)
+    ids = det.tokenize(torch.rand(3, BANDS, S, S))
+    with torch.no_grad():
+        scores = compute_lm_nll_scores(encoder, ids, torch.zeros(3, dtype=torch.long), block=2)
+    coverage = torch.stack(seen).sum(dim=0)  # (N, T): how often each token was masked
+    assert torch.equal(coverage, torch.ones_like(coverage))
+    assert scores.shape == ids.shape and (scores > 0).all() and torch.isfinite(scores).all()
+
+
+def test_forward_returns_pixel_maps_per_head_and_combined():
+    det = detector()
+    out = det(torch.rand(5, BANDS, S, S), torch.zeros(5, dtype=torch.long), mode="eval")
+    assert set(out) == set(PATCH_HEADS) | {"combined"}
+    for value in out.values():
+        assert value.shape == (5, S, S) and torch.isfinite(value).all()
+
+
+def test_frozen_path_trains_only_the_head_and_changes_no_encoder_weight():
+    det = detector()
+    head_params = sum(p.numel() for p in det.one_class_head.parameters())
+    assert det.trainable_parameter_count() == head_params
+    before = encoder_state(det)
+    opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
+    det.train()
+    for _ in range(3):
+        loss = det.training_losses(torch.rand(4, BANDS, S, S), torch.zeros(4, dtype=torch.long))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = encoder_state(det)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lora_path_trains_only_adapters_and_head():
+    det = detector(use_lora=True, lora={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]})
+    trainable = [n for n, p in det.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("one_class_head.") for n in trainable)
+    assert any("lora_" in n for n in trainable)
+    before = encoder_state(det)
+    lora_before = {n: p.clone() for n, p in det.named_parameters() if "lora_B" in n}
+    opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
+    det.train()
+    for _ in range(3):
+        losses = det.training_losses(torch.rand(4, BANDS, S, S), torch.zeros(4, dtype=torch.long))
+        assert set(losses) == {"one_class", "mlm", "loss"}
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    after = encoder_state(det)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # base weights untouched
+    assert any(not torch.equal(p, lora_before[n]) for n, p in det.named_parameters() if "lora_B" in n)
+    assert not det.universal_model.tokenizer.training  # VQ codebooks never move
+
+
+def test_lora_with_unknown_module_names_the_key():
+    with pytest.raises(ConfigError, match="lora.target_modules"):
+        detector(use_lora=True, lora={"target_modules": ["no_such_module"]})
+
+
+def test_trained_state_round_trip():
+    det = detector(use_lora=True, lora={"r": 2, "target_modules": ["query"]})
+    state = det.trained_state_dict()
+    assert any("lora_" in k for k in state) and "one_class_head.c" in state
+    assert not any(k.startswith("universal_model.tokenizer") for k in state)
+    other = HSIAnomalyDetector(tiny_universal(), 16, head_weights=PATCH_HEADS, use_lora=False,
+                               one_class={"rep_dim": 8})
+    with pytest.raises(KeyError, match="missing|unexpected"):
+        other.load_trained_state_dict(state)
+
+
+@pytest.mark.parametrize("height, width", [(7, 9), (3, 4), (1, 5), (13, 11)])
+def test_anomaly_map_covers_every_pixel_for_any_size(height, width):
+    det = detector({**PATCH_HEADS, "grx": 1.0})
+    cube = np.random.default_rng(0).random((height, width, BANDS), dtype=np.float32)
+    scene = det.score_scene(cube, domain_id=1, batch_size=4)
+    assert scene.anomaly_map.shape == (height, width) and scene.anomaly_map.dtype == np.float32
+    assert np.isfinite(scene.anomaly_map).all()
+    assert set(scene.head_maps) == {"lm_nll", "recon", "one_class", "rarity", "grx"}
+    for m in scene.head_maps.values():
+        assert m.shape == (height, width) and np.isfinite(m).all()
+    assert np.array_equal(det.generate_anomaly_map(cube, 1, batch_size=4), scene.anomaly_map)
+
+
+def test_streaming_does_not_depend_on_batch_size():
+    det = detector({"recon": 1.0, "rarity": 1.0, "lm_nll": 1.0})
+    cube = np.random.default_rng(1).random((10, 12, BANDS), dtype=np.float32)
+    a = det.score_scene(cube, 0, batch_size=1)
+    b = det.score_scene(cube, 0, batch_size=64)
+    for name in a.head_maps:
+        assert np.allclose(a.head_maps[name], b.head_maps[name], atol=1e-4)
+
+
+def test_transform_path_matches_a_prepared_cube():
+    det = detector({"recon": 1.0, "grx": 1.0})
+    raw = np.random.default_rng(2).random((9, 9, 2 * BANDS), dtype=np.float32)
+
+    def halve(x):  # (..., 2B) -> (..., B): average band pairs
+        return np.asarray(x, dtype=np.float32).reshape(*x.shape[:-1], BANDS, 2).mean(-1)
+
+    assert np.allclose(det.generate_anomaly_map(raw, 0, transform=halve), det.generate_anomaly_map(halve(raw), 0),
+                       atol=1e-4)
+    with pytest.raises(DataError, match="bands"):
+        det.generate_anomaly_map(raw, 0)
+
+
+def test_anomalous_pixel_scores_high():
+    det = detector({"recon": 1.0, "grx": 1.0, "rarity": 1.0})
+    rng = np.random.default_rng(3)
+    cube = (0.5 + 0.01 * rng.standard_normal((15, 15, BANDS))).astype(np.float32)
+    cube[7, 7] = np.linspace(0, 1, BANDS)
+    anomaly_map = det.generate_anomaly_map(cube, 0)
+    assert np.unravel_index(anomaly_map.argmax(), anomaly_map.shape) == (7, 7)
