@@ -1,0 +1,193 @@
+"""Classical label-free anomaly detectors, the benchmark's baselines (and cheap fusion heads).
+
+    global_rx(cube)                                  # Reed-Xiaoli against the scene's mean and covariance
+    local_rx(cube, inner=7, outer=21, n_components=30)   # dual-window RX on the leading principal components
+    crd(cube, inner=3, outer=11, lam=1e-6)           # collaborative representation detector (Li & Du 2015)
+
+Every detector takes a cube (H, W, B) (ndarray or read-only memmap) and returns an (H, W) float32 map,
+higher = more anomalous. None reads a gt mask.
+
+Singular covariances: global RX inverts the covariance with `numpy.linalg.pinv` (what `spectral`'s
+GaussianStats.inv_cov does), so constant or collinear bands do not break it; local RX adds a ridge of
+`ridge * trace(C) / d` to each local covariance before the solve (windows clipped at the border hold
+fewer pixels); CRD adds `jitter * trace(X X^T) / s` to its Tikhonov term lam * diag(||y - x_i||^2), which
+alone is singular when two window pixels equal the tested one (ABU airport-1 holds 1573 duplicated spectra).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import spectral
+import torch
+from scipy.ndimage import uniform_filter
+
+from utils.errors import ConfigError, DataError
+
+
+def _check_cube(cube: np.ndarray) -> None:
+    if getattr(cube, "ndim", None) != 3:
+        raise DataError(f"expected a cube of shape (H, W, B), got shape {getattr(cube, 'shape', None)}")
+    if min(cube.shape) < 1:
+        raise DataError(f"cube of shape {cube.shape} is empty")
+
+
+def _check_windows(inner: int, outer: int) -> None:
+    for name, size in (("inner", inner), ("outer", outer)):
+        if not isinstance(size, (int, np.integer)) or size < 1 or size % 2 == 0:
+            raise ConfigError(f"{name} window must be a positive odd integer, got {size!r}")
+    if inner >= outer:
+        raise ConfigError(f"inner window ({inner}) must be smaller than the outer window ({outer})")
+
+
+def _rows_per_chunk(width: int, values_per_pixel: int, budget: int = 1 << 23) -> int:
+    """Rows whose float64 working arrays stay near `budget` elements (64 MiB)."""
+    return max(1, budget // max(1, width * values_per_pixel))
+
+
+def scene_stats(cube: np.ndarray, chunk_rows: int | None = None) -> spectral.GaussianStats:
+    """Mean (B,) and unbiased covariance (B, B) of all pixels, accumulated in float64 over row chunks.
+
+    Sums are taken around the first row's mean (a shifted accumulation), so raw radiances of 1e4 do not
+    lose digits to cancellation. The cube is never copied whole: a memmap is read chunk by chunk.
+    """
+    _check_cube(cube)
+    height, width, bands = cube.shape
+    rows = chunk_rows or _rows_per_chunk(width, bands)
+    shift = np.asarray(cube[0], dtype=np.float64).reshape(-1, bands).mean(axis=0)  # (B,)
+    total = np.zeros(bands)
+    outer = np.zeros((bands, bands))
+    for r0 in range(0, height, rows):
+        x = np.asarray(cube[r0:r0 + rows], dtype=np.float64).reshape(-1, bands) - shift  # (P, B)
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"cube rows {r0}..{r0 + len(x) // width - 1} hold non-finite values; "
+                            f"clean the scene (drop or interpolate NaN/inf bands) before scoring")
+        total += x.sum(axis=0)
+        outer += x.T @ x
+    count = height * width
+    if count < 2:
+        raise DataError("a covariance needs at least 2 pixels")
+    mean = total / count  # (B,) around the shift
+    cov = (outer - count * np.outer(mean, mean)) / (count - 1)
+    return spectral.GaussianStats(mean=mean + shift, cov=cov, nsamples=count)
+
+
+def global_rx(cube: np.ndarray, chunk_rows: int | None = None) -> np.ndarray:
+    """Squared Mahalanobis distance of every pixel to the scene mean under the scene covariance.
+
+    cube (H, W, B) -> (H, W) float32. Statistics are accumulated in row chunks (`scene_stats`), then
+    `spectral.rx` scores each chunk against them, so peak memory is one chunk plus a (B, B) matrix.
+    """
+    stats = scene_stats(cube, chunk_rows)
+    height, width, bands = cube.shape
+    rows = chunk_rows or _rows_per_chunk(width, bands)
+    out = np.empty((height, width), dtype=np.float32)
+    for r0 in range(0, height, rows):
+        chunk = np.asarray(cube[r0:r0 + rows], dtype=np.float64)  # (r, W, B)
+        out[r0:r0 + rows] = spectral.rx(chunk, background=stats)
+    return out
+
+
+def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | None = None) -> np.ndarray:
+    """Project every pixel on the scene's leading `n_components` principal axes: (H, W, d) float64."""
+    _check_cube(cube)
+    height, width, bands = cube.shape
+    if not 1 <= n_components <= bands:
+        raise ConfigError(f"n_components must be in 1..{bands} (the cube's band count), got {n_components}")
+    stats = scene_stats(cube, chunk_rows)
+    _, vecs = np.linalg.eigh(stats.cov)  # ascending eigenvalues
+    axes = vecs[:, ::-1][:, :n_components]  # (B, d)
+    rows = chunk_rows or _rows_per_chunk(width, bands)
+    out = np.empty((height, width, n_components))
+    for r0 in range(0, height, rows):
+        out[r0:r0 + rows] = (np.asarray(cube[r0:r0 + rows], dtype=np.float64) - stats.mean) @ axes  # (r, W, d)
+    return out
+
+
+def _box_sum(values: np.ndarray, size: int) -> np.ndarray:
+    """Sum over the size x size window around each pixel, clipped at the border: (h, w, C) -> (h, w, C)."""
+    return uniform_filter(values, size=(size, size, 1), mode="constant", cval=0.0) * float(size * size)
+
+
+def local_rx(cube: np.ndarray, inner: int = 7, outer: int = 21, n_components: int = 30,
+             ridge: float = 1e-6, chunk_rows: int | None = None) -> np.ndarray:
+    """Dual-window local RX on the first `n_components` principal components.
+
+    Each pixel is scored against the mean and covariance of the pixels in its `outer` x `outer` window
+    minus its `inner` x `inner` guard window (both centred on it and clipped at the image border).
+    Vectorised: the window sums of z and z z^T come from box filters (outer sum minus inner sum), then
+    one batched solve per row chunk. cube (H, W, B) -> (H, W) float32.
+    """
+    _check_windows(inner, outer)
+    z = principal_components(cube, n_components, chunk_rows)  # (H, W, d)
+    height, width, d = z.shape
+    halo = outer // 2
+    rows = chunk_rows or _rows_per_chunk(width, 4 * d * d)
+    out = np.empty((height, width), dtype=np.float32)
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        lo, hi = max(0, r0 - halo), min(height, r1 + halo)
+        zb = z[lo:hi]  # (h, W, d) with the halo rows the windows reach
+        zz = (zb[..., :, None] * zb[..., None, :]).reshape(hi - lo, width, d * d)  # (h, W, d*d)
+        ones = np.ones((hi - lo, width, 1))
+        core = slice(r0 - lo, r1 - lo)
+        count = (_box_sum(ones, outer) - _box_sum(ones, inner))[core]  # (r, W, 1)
+        s1 = (_box_sum(zb, outer) - _box_sum(zb, inner))[core]  # (r, W, d)
+        s2 = (_box_sum(zz, outer) - _box_sum(zz, inner))[core]  # (r, W, d*d)
+        count = np.rint(count)
+        if count.min() < 2:
+            raise DataError(f"local RX: a background window holds {int(count.min())} pixels; the image "
+                            f"({height}x{width}) is too small for windows ({inner}, {outer})")
+        mean = s1 / count  # (r, W, d)
+        cov = (s2.reshape(r1 - r0, width, d, d) - count[..., None] * mean[..., :, None] * mean[..., None, :])
+        cov /= (count - 1)[..., None]  # (r, W, d, d)
+        trace = np.trace(cov, axis1=-2, axis2=-1)[..., None, None]  # (r, W, 1, 1)
+        cov += ridge * trace / d * np.eye(d)
+        diff = z[r0:r1] - mean  # (r, W, d)
+        sol = np.linalg.solve(cov, diff[..., None])[..., 0]  # (r, W, d)
+        out[r0:r1] = np.einsum("rwd,rwd->rw", diff, sol)
+    return out
+
+
+def crd(cube: np.ndarray, inner: int = 3, outer: int = 11, lam: float = 1e-6, jitter: float = 1e-9,
+        batch_pixels: int = 512) -> np.ndarray:
+    """Collaborative representation detector (W. Li, Q. Du, IEEE TGRS 2015), vectorised over pixels.
+
+    Each pixel y (B,) is represented by the s = outer^2 - inner^2 pixels X (s, B) of its dual window:
+    alpha = (X X^T + lam * diag(||y - x_i||^2))^-1 X y, and the score is the residual ||y - X^T alpha||.
+    The cube is min-max scaled to [0, 1] as a whole first (so `lam` has one meaning across sensors).
+    Windows are clipped at the border by zero padding: a zero column x_i = 0 gets alpha_i = 0 and adds
+    nothing, so every system keeps size s and the whole scene is solved in batches. cube (H, W, B) -> (H, W).
+    """
+    _check_windows(inner, outer)
+    _check_cube(cube)
+    if lam <= 0:
+        raise ConfigError(f"crd: lam must be > 0, got {lam}")
+    height, width, bands = cube.shape
+    halo = outer // 2
+    x = np.asarray(cube, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DataError("crd: the cube holds non-finite values; clean the scene before scoring")
+    low, high = x.min(), x.max()
+    x = (x - low) / (high - low) if high > low else np.zeros_like(x)
+    padded = torch.from_numpy(np.pad(x, ((halo, halo), (halo, halo), (0, 0)), mode="constant"))  # (H+2h, W+2h, B)
+    dr, dc = np.meshgrid(np.arange(-halo, halo + 1), np.arange(-halo, halo + 1), indexing="ij")
+    keep = (np.abs(dr) > inner // 2) | (np.abs(dc) > inner // 2)
+    off_r = torch.from_numpy(dr[keep])  # (s,)
+    off_c = torch.from_numpy(dc[keep])  # (s,)
+    rr, cc = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    rr, cc = torch.from_numpy(rr.ravel()), torch.from_numpy(cc.ravel())  # (P,)
+    out = torch.empty(height * width, dtype=torch.float64)
+    eye_s = torch.eye(off_r.numel(), dtype=torch.float64)
+    for p0 in range(0, height * width, batch_pixels):
+        pr, pc = rr[p0:p0 + batch_pixels] + halo, cc[p0:p0 + batch_pixels] + halo  # (n,)
+        y = padded[pr, pc]  # (n, B)
+        nb = padded[pr[:, None] + off_r, pc[:, None] + off_c]  # (n, s, B)
+        gram = nb @ nb.transpose(1, 2)  # (n, s, s)
+        dist2 = ((nb - y[:, None, :]) ** 2).sum(-1)  # (n, s)
+        scale = gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)[:, None, None]  # (n, 1, 1)
+        system = gram + eye_s * (lam * dist2[:, None, :] + jitter * scale)  # (n, s, s): diagonal terms only
+        rhs = (nb @ y[:, :, None])  # (n, s, 1)
+        alpha = torch.linalg.solve(system, rhs)  # (n, s, 1)
+        resid = y - (nb.transpose(1, 2) @ alpha)[..., 0]  # (n, B)
+        out[p0:p0 + batch_pixels] = resid.norm(dim=-1)
+    return out.reshape(height, width).numpy().astype(np.float32)
