@@ -42,7 +42,6 @@ import numpy as np
 from utils.errors import DataError
 from utils.logging import get_logger
 
-SUFFIXES = (".npz", ".npy", ".mat", ".hdr")
 GT_NAMES = ("gt", "gt_mask", "map", "groundtruth", "ground_truth")
 WAVELENGTH_NAMES = ("wavelengths", "wavelength")
 
@@ -66,6 +65,8 @@ def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None
     """Load a scene file (or the pseudo-path `synthetic` / `synthetic:SEED`); see the module doc."""
     text = str(path)
     if text == "synthetic" or text.startswith("synthetic:"):
+        if cube_key is not None or gt_key is not None:
+            raise DataError(f"'{text}': the synthetic scene has no array names; drop cube_key / gt_key")
         return _load_synthetic(text)
     path = Path(path)
     if not path.is_file():
@@ -78,7 +79,7 @@ def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None
         ".hdr": _read_envi,
     }
     if suffix not in readers:
-        raise DataError(f"{path}: unknown scene format '{suffix}' (supported: {', '.join(SUFFIXES)}, "
+        raise DataError(f"{path}: unknown scene format '{suffix}' (supported: {', '.join(readers)}, "
                         f"or 'synthetic[:SEED]')")
     cube, gt, wavelengths = readers[suffix](path, cube_key, gt_key)
     cube, gt, wavelengths = _check_scene(path, cube, gt, wavelengths)

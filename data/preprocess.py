@@ -248,7 +248,8 @@ class SpectralPreprocessor:
         required = ("raw_bands", "num_bands", "method", "keep", "fill", "src_x", "norm", "info")
         missing = [k for k in required if k not in state]
         if missing:
-            raise CheckpointError(f"preprocessor state lacks {', '.join(missing)}: not written by SpectralPreprocessor.state()")
+            raise CheckpointError(f"preprocessor state lacks {', '.join(missing)}: "
+                                  f"not written by SpectralPreprocessor.state()")
         return cls(**{k: state[k] for k in required})
 
 
