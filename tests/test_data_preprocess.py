@@ -7,7 +7,7 @@ import pytest
 
 import data.preprocess as pre
 from data.preprocess import SpectralPreprocessor, normalize_cube, prepare_cube, resample_bands
-from utils.errors import ConfigError, DataError
+from utils.errors import CheckpointError, ConfigError, DataError
 
 
 def smooth_cube(height=9, width=8, bands=12, seed=0) -> np.ndarray:
@@ -136,6 +136,8 @@ def test_state_round_trip_is_plain_types():
     assert plain(state)
     again = SpectralPreprocessor.from_state(state)
     assert np.array_equal(again.transform(cube), prep.transform(cube))
+    with pytest.raises(CheckpointError, match="lacks fill"):
+        SpectralPreprocessor.from_state({k: v for k, v in state.items() if k != "fill"})
 
 
 def test_transform_refuses_other_band_count():
