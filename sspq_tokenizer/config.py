@@ -42,8 +42,8 @@ class TokenizerConfig:
     pooled_length: int = 8
     encoder_channels: list[int] = field(default_factory=lambda: [32, 32])
     commitment_beta: float = 0.25
-    ema_decay: float = 0.9
-    dead_code_threshold: float = 0.5
+    ema_decay: float = 0.8
+    dead_code_threshold: float = 1.0
     batch_size: int = 64
     num_epochs: int = 10
     lr: float = 1e-3

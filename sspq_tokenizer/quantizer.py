@@ -61,8 +61,8 @@ class Quantizer(nn.Module):
     data (DESIGN 10). 0 disables reseeding.
     """
 
-    def __init__(self, dim: int, codebook_size: int, commitment_beta: float, ema_decay: float = 0.9,
-                 dead_code_threshold: float = 0.5, kmeans_iters: int = 10) -> None:
+    def __init__(self, dim: int, codebook_size: int, commitment_beta: float, ema_decay: float = 0.8,
+                 dead_code_threshold: float = 1.0, kmeans_iters: int = 10) -> None:
         super().__init__()
         self.dim = dim
         self.codebook_size = codebook_size

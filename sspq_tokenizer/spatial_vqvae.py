@@ -20,12 +20,13 @@ def _conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
 
 class SpatialCNNVQVAE(nn.Module):
     """1x1 conv B -> encoder_channels[0], 3x3 conv stack over `encoder_channels`, a d x d stride-d conv
-    when downsample d > 1, 1x1 conv to a `hidden_dim` latent (N, D, g, g); K_x codes per position;
+    when downsample d > 1, 1x1 conv to a `hidden_dim` latent (N, D, g, g), LayerNorm without parameters
+    over D (keeps the codes in use, see SpectralTCNVQVAE); K_x codes per position;
     a mirrored decoder (transposed conv for the upsampling) back to (N, B, S, S)."""
 
     def __init__(self, num_bands: int, hidden_dim: int, codebook_size: int, encoder_channels: list[int],
-                 commitment_beta: float, patch_size: int, downsample: int = 1, ema_decay: float = 0.9,
-                 dead_code_threshold: float = 0.5) -> None:
+                 commitment_beta: float, patch_size: int, downsample: int = 1, ema_decay: float = 0.8,
+                 dead_code_threshold: float = 1.0) -> None:
         super().__init__()
         if not encoder_channels:
             raise ValueError("encoder_channels must name at least one layer width")
@@ -45,6 +46,7 @@ class SpatialCNNVQVAE(nn.Module):
             enc += [nn.Conv2d(chans[-1], chans[-1], downsample, stride=downsample), nn.GELU()]
         enc += [nn.Conv2d(chans[-1], hidden_dim, 1)]
         self.encoder = nn.Sequential(*enc)
+        self.latent_norm = nn.LayerNorm(hidden_dim, elementwise_affine=False)
         dec: list[nn.Module] = [nn.Conv2d(hidden_dim, chans[-1], 1), nn.GELU()]
         if downsample > 1:
             dec += [nn.ConvTranspose2d(chans[-1], chans[-1], downsample, stride=downsample), nn.GELU()]
@@ -57,7 +59,7 @@ class SpatialCNNVQVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Patches (N, B, S, S) -> continuous latents (N, T, D), positions row-major over the g x g grid."""
-        return self.encoder(x).flatten(2).transpose(1, 2)  # (N, D, g, g) -> (N, g*g, D)
+        return self.latent_norm(self.encoder(x).flatten(2).transpose(1, 2))  # (N, D, g, g) -> (N, g*g, D)
 
     def decode(self, quantized: torch.Tensor) -> torch.Tensor:
         """Latents (N, T, D) -> patches (N, B, S, S)."""

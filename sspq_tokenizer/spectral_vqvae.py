@@ -36,14 +36,16 @@ class SpectralTCNVQVAE(nn.Module):
     bands become one TCN step: B / band_stride steps, the main cost lever on a CPU), then `num_layers`
     residual blocks with dilations 1, 2, 4, ... (receptive field
     band_stride * (1 + (kernel_size - 1) * (2**num_layers - 1)) bands), adaptive average pooling of the
-    step axis to `pooled_length` positions, and a linear map to a `hidden_dim` latent vector.
+    step axis to `pooled_length` positions, a linear map to a `hidden_dim` latent vector and a LayerNorm
+    without parameters (fixes the latent scale, so the k-means-initialised codes keep covering the
+    latents while the encoder trains; without it most codes fall out of use within a few epochs).
     Decoder: MLP hidden_dim -> 4*hidden_dim -> 4*hidden_dim -> num_bands.
     """
 
     def __init__(self, num_bands: int, hidden_dim: int, codebook_size: int, num_layers: int, kernel_size: int,
                  commitment_beta: float, cell_size: int = 1, token_mode: str = "grid", band_stride: int = 1,
                  pooled_length: int = 8,
-                 ema_decay: float = 0.9, dead_code_threshold: float = 0.5) -> None:
+                 ema_decay: float = 0.8, dead_code_threshold: float = 1.0) -> None:
         super().__init__()
         if token_mode not in TOKEN_MODES:
             raise ValueError(f"token_mode must be one of {TOKEN_MODES}, got {token_mode!r}")
@@ -59,6 +61,7 @@ class SpectralTCNVQVAE(nn.Module):
         self.blocks = nn.Sequential(*[ResidualTCNBlock(hidden_dim, kernel_size, 2 ** i) for i in range(num_layers)])
         self.pool = nn.AdaptiveAvgPool1d(pooled_length)
         self.to_latent = nn.Linear(hidden_dim * pooled_length, hidden_dim)
+        self.latent_norm = nn.LayerNorm(hidden_dim, elementwise_affine=False)
         width = 4 * hidden_dim
         self.decoder = nn.Sequential(nn.Linear(hidden_dim, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
                                      nn.Linear(width, num_bands))
@@ -76,7 +79,7 @@ class SpectralTCNVQVAE(nn.Module):
         n, t, b = cells.shape
         h = self.blocks(self.inp(cells.reshape(n * t, 1, b)))  # (N*T_s, H, B / band_stride)
         h = self.pool(h).flatten(1)  # (N*T_s, H*P)
-        return self.to_latent(h).reshape(n, t, -1)  # (N, T_s, D)
+        return self.latent_norm(self.to_latent(h)).reshape(n, t, -1)  # (N, T_s, D)
 
     def decode(self, quantized: torch.Tensor) -> torch.Tensor:
         """Latents (N, T_s, D) -> cell spectra (N, T_s, B)."""
