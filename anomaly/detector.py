@@ -215,15 +215,16 @@ class HSIAnomalyDetector(nn.Module):
         pooled = torch.nn.functional.adaptive_max_pool2d(gt[:, None], grid)  # (N, 1, g, g)
         return pooled.reshape(gt.shape[0], grid * grid)  # (N, T)
 
-    def training_losses(self, patches: torch.Tensor, domain_ids: torch.Tensor,
+    def training_losses(self, joint_ids: torch.Tensor, domain_ids: torch.Tensor,
                         labels: torch.Tensor | None = None, mlm_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """{"one_class": SVDD or BCE loss, "mlm": masked-token loss (LoRA only), "loss": their sum}.
 
-        Under LoRA the encoder's own masked-token loss on the target scene keeps the adapted encoder a
-        language model, a second guard (besides the bias-free map) against SVDD's collapse onto c.
+        Takes joint ids (N, T) (`tokenize(patches)`): the tokenizer is frozen, so a training scene is
+        tokenised once, not once per epoch. Under LoRA the encoder's own masked-token loss on the target
+        scene keeps the adapted encoder a language model, a second guard (besides the bias-free map)
+        against SVDD's collapse onto c.
         """
         encoder = self.universal_model.encoder
-        joint_ids = self.tokenize(patches)  # (N, T)
         losses: dict[str, torch.Tensor] = {}
         if self.one_class_head is not None:
             hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
@@ -238,11 +239,11 @@ class HSIAnomalyDetector(nn.Module):
 
     @torch.no_grad()
     def init_one_class_center(self, batches: Callable[[], Any]) -> None:
-        """Fix the SVDD centre from the initial embeddings of `batches()` ((patches, domain_ids) pairs)."""
+        """Fix the SVDD centre from the initial embeddings of `batches()` ((joint_ids (N, T), domain_ids) pairs)."""
         encoder = self.universal_model.encoder
         was_training = self.training
         self.train(False)
-        self.one_class_head.init_center(encoder(self.tokenize(p), d, pretrain=False) for p, d in batches())
+        self.one_class_head.init_center(encoder(ids, d, pretrain=False) for ids, d in batches())
         self.train(was_training)
 
     # ------------------------------------------------------------------ whole scene

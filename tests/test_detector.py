@@ -32,7 +32,8 @@ def detector(weights=None, **kwargs):
     det = HSIAnomalyDetector(tiny_universal(), 16, head_weights=weights or PATCH_HEADS, lm_block=2,
                              one_class={"rep_dim": 8}, **kwargs)
     if det.one_class_head is not None and det.one_class_head.objective == "svdd":
-        det.init_one_class_center(lambda: [(torch.rand(4, BANDS, S, S), torch.zeros(4, dtype=torch.long))])
+        ids = det.tokenize(torch.rand(4, BANDS, S, S))
+        det.init_one_class_center(lambda: [(ids, torch.zeros(4, dtype=torch.long))])
     return det
 
 
@@ -75,7 +76,7 @@ def test_frozen_path_trains_only_the_head_and_changes_no_encoder_weight():
     opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
     det.train()
     for _ in range(3):
-        loss = det.training_losses(torch.rand(4, BANDS, S, S), torch.zeros(4, dtype=torch.long))["loss"]
+        loss = det.training_losses(det.tokenize(torch.rand(4, BANDS, S, S)), torch.zeros(4, dtype=torch.long))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -93,7 +94,7 @@ def test_lora_path_trains_only_adapters_and_head():
     opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
     det.train()
     for _ in range(3):
-        losses = det.training_losses(torch.rand(4, BANDS, S, S), torch.zeros(4, dtype=torch.long))
+        losses = det.training_losses(det.tokenize(torch.rand(4, BANDS, S, S)), torch.zeros(4, dtype=torch.long))
         assert set(losses) == {"one_class", "mlm", "loss"}
         opt.zero_grad()
         losses["loss"].backward()

@@ -1,0 +1,179 @@
+"""Stage 3 inference (spec 6.3): score a scene and write its anomaly map, head maps, metrics and figure.
+
+    python anomaly/inference.py --config configs/anomaly.yaml \
+        --detector_ckpt checkpoints/anomaly/anomaly_detector.pth --data_path path/to/scene.npz [--out_dir D] [--overwrite]
+    python -m anomaly.inference ...                                    # the same
+
+Everything that defines the model (heads, weights, normalisation, LoRA, domain id) is rebuilt from the
+checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256. From the YAML / command
+line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size.
+
+Writes into `out_dir` (default outputs/<scene name>), each file atomically, and refuses to replace an
+earlier run's files without --overwrite (DESIGN 6):
+- anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
+- head_maps.npz     each computed head's raw (H, W) map
+- metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
+                    (the gt is read for these metrics only), runtime, mode, checkpoints and hashes
+- anomaly_map.png   false colour, gt, fused map, each head's map, ROC curve
+A `.npy` scene stays memory-mapped: patches are read and preprocessed batch by batch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python anomaly/inference.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from anomaly.config import AnomalyConfig  # noqa: E402
+from anomaly.train_anomaly import build_detector, fit_preprocessor, load_universal_model, same_scene  # noqa: E402
+from anomaly.visualize import save_anomaly_figure  # noqa: E402
+from data.io import load_scene  # noqa: E402
+from utils.checkpoint import atomic_write, check_parent, load_checkpoint, sha256_file  # noqa: E402
+from utils.cli import run_cli, stage_parser  # noqa: E402
+from utils.config import from_dict, load_config  # noqa: E402
+from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.logging import get_logger  # noqa: E402
+from utils.metrics import detection_metrics  # noqa: E402
+from utils.runtime import resolve_device, set_seed  # noqa: E402
+
+OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
+log = get_logger("anomaly")
+
+
+def _write_bytes(path: Path, payload: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+    atomic_write(path, write)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def load_detector(detector_ckpt: str | Path, device: torch.device):
+    """Rebuild the trained detector: returns (detector in eval mode, trained AnomalyConfig, ckpt, info)."""
+    ckpt = load_checkpoint(detector_ckpt, "anomaly")
+    parent = ckpt.get("parent") or {}
+    enc_path = parent.get("path")
+    if not enc_path or not Path(enc_path).is_file():
+        raise CheckpointError(f"{detector_ckpt} was built from the encoder {enc_path}, which is missing; "
+                              f"restore it or re-run Stage 2 and 3")
+    check_parent(ckpt, detector_ckpt, enc_path)
+    try:
+        trained = from_dict(AnomalyConfig, ckpt["config"]["anomaly"])
+        trained.validate()
+    except (ConfigError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{detector_ckpt}: its stored config is not a valid anomaly config: {err}") from None
+    model, info = load_universal_model(enc_path, device)
+    detector = build_detector(trained, model, info, ckpt["config"]["objective"] == "bce")
+    try:
+        detector.load_trained_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{detector_ckpt}: weights do not fit the detector its config describes: "
+                              f"{str(err).splitlines()[0]}") from None
+    return detector.to(device).eval(), trained, ckpt, info
+
+
+def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | None) -> dict[str, Any]:
+    if gt is None:
+        return {"note": "the scene has no gt mask: no detection metrics"}
+    positives = int(gt.sum())
+    if positives == 0 or positives == gt.size:
+        return {"note": f"the gt mask has {'no anomaly' if positives == 0 else 'no background'} pixels: "
+                        f"AUC is undefined"}
+    return {"fused": detection_metrics(fused, gt),
+            "heads": {name: detection_metrics(m, gt) for name, m in maps.items()},
+            "anomaly_pixels": positives}
+
+
+def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path: str | None = None,
+                  out_dir: str | None = None, overwrite: bool = False,
+                  overrides: list[str] | None = None) -> Path:
+    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder."""
+    overrides = list(overrides or [])
+    if data_path:
+        overrides.append(f"data_path={data_path}")
+    if out_dir:
+        overrides.append(f"out_dir={out_dir}")
+    run = load_config(AnomalyConfig, config_path, overrides)
+    set_seed(run.seed)
+    device = resolve_device(run.device)
+    start = time.time()
+    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
+    folder = Path(run.out_dir or Path("outputs") / scene.name)
+    existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{folder} already holds an earlier run's {', '.join(existing)}; pass --overwrite "
+                          f"to replace them, or choose another --out_dir")
+    detector, trained, ckpt, info = load_detector(detector_ckpt, device)
+    mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
+    if mode == "supervised":
+        train_scene = load_scene(trained.supervised_data_path)
+        if same_scene(train_scene, trained.supervised_data_path, scene, run.data_path):
+            raise DataError(f"{detector_ckpt} was trained with the labels of {trained.supervised_data_path}, "
+                            f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
+    prep = fit_preprocessor(scene, info["tokenizer_config"])
+    log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
+             f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
+    result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size, transform=prep.transform)
+    runtime = time.time() - start
+    metrics = {
+        "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
+        "train_scene": ckpt["config"].get("train_scene"), "domain_id": trained.domain_id,
+        "head_weights": detector.head_weights, "normalize_scores": trained.normalize_scores,
+        "runtime_seconds": runtime, "device": str(device),
+        "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},
+                        "encoder": info["encoder"], "tokenizer": info["tokenizer"]},
+        "preprocessing": prep.info,
+        **_metrics(result.head_maps, result.anomaly_map, scene.gt),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_bytes(folder / "anomaly_map.npy", _npy_bytes(result.anomaly_map))
+    _write_bytes(folder / "head_maps.npz", _npz_bytes(result.head_maps))
+    _write_bytes(folder / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    title = f"{scene.name}: fused {', '.join(detector.head_weights)}"
+    if "fused" in metrics:
+        title += f" (AUC {metrics['fused']['auc']:.4f})"
+    save_anomaly_figure(folder / "anomaly_map.png", scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
+                        wavelengths=scene.wavelengths)
+    if "fused" in metrics:
+        heads = ", ".join(f"{k} {v['auc']:.4f}" for k, v in metrics["heads"].items())
+        log.info(f"ROC AUC fused {metrics['fused']['auc']:.4f} ({heads})")
+    log.info(f"wrote {folder}/ ({runtime:.1f} s)")
+    return folder
+
+
+def main(args) -> None:
+    run_inference(args.config, args.detector_ckpt, args.data_path, args.out_dir, args.overwrite, args.overrides)
+
+
+def build_parser():
+    parser = stage_parser("Stage 3: score a scene with a trained anomaly detector", "configs/anomaly.yaml")
+    parser.add_argument("--detector_ckpt", default="checkpoints/anomaly/anomaly_detector.pth",
+                        help="Stage 3 checkpoint written by anomaly/train_anomaly.py")
+    parser.add_argument("--data_path", default=None, help="scene to score (overrides data_path)")
+    parser.add_argument("--out_dir", default=None, help="output folder (default outputs/<scene name>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in out_dir")
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())

@@ -1,0 +1,250 @@
+"""Stage 3 training (spec 6.3): fit the anomaly heads (and optional LoRA adapters) on the target scene.
+
+    python anomaly/train_anomaly.py --config configs/anomaly.yaml \
+        --encoder_ckpt checkpoints/encoder/universal_hsi_encoder.pth [--data_path scene.npz]
+    python -m anomaly.train_anomaly ...                                # the same
+
+Unsupervised by default (DESIGN 5): Deep SVDD on the target scene's own patches, no labels read.
+`supervised: true` trains the one-class head with BCE on `supervised_data_path`, a labelled scene that
+must differ from the scored scene (`data_path`); scoring the training scene itself is refused.
+Writes `<output_dir>/anomaly_detector.pth` (config + trained head / adapter weights + the encoder
+checkpoint's path and sha256; the tokenizer and encoder are rebuilt from their own checkpoints).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python anomaly/train_anomaly.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from anomaly.config import AnomalyConfig  # noqa: E402
+from anomaly.detector import HSIAnomalyDetector  # noqa: E402
+from anomaly.heads import code_log_frequencies  # noqa: E402
+from data.datasets import HSIPatchExtractor  # noqa: E402
+from data.io import Scene, load_scene  # noqa: E402
+from data.preprocess import SpectralPreprocessor, iter_row_chunks  # noqa: E402
+from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel  # noqa: E402
+from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
+from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint  # noqa: E402
+from utils.cli import run_cli, stage_parser  # noqa: E402
+from utils.config import load_config, to_dict  # noqa: E402
+from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.logging import get_logger  # noqa: E402
+from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
+
+CKPT_NAME = "anomaly_detector.pth"
+log = get_logger("anomaly")
+
+
+# ---------------------------------------------------------------------- rebuilding the parents
+def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tuple[UniversalHSIModel, dict[str, Any]]:
+    """Tokenizer -> encoder from their checkpoints (sha256-checked); returns (model, info).
+
+    info: "tokenizer_config" (preprocessing: num_bands, normalize, patch_size, stride), "num_domains",
+    "domains", "hidden_size", "encoder" / "tokenizer" parent records.
+    """
+    enc_ckpt = load_checkpoint(encoder_ckpt, "encoder")
+    parent = enc_ckpt.get("parent") or {}
+    tok_path = parent.get("path")
+    if not tok_path:
+        raise CheckpointError(f"{encoder_ckpt}: names no tokenizer checkpoint (no parent record)")
+    if not Path(tok_path).is_file():
+        raise CheckpointError(f"{encoder_ckpt} was built from the tokenizer {tok_path}, which is missing; "
+                              f"restore it or re-run Stage 2")
+    check_parent(enc_ckpt, encoder_ckpt, tok_path)
+    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tok_path)
+    encoder, _ = HSIEncoderBERT.from_checkpoint(encoder_ckpt)
+    if encoder.grid_size != tokenizer.grid_size:
+        raise CheckpointError(f"{encoder_ckpt}: encoder grid {encoder.grid_size} != tokenizer grid "
+                              f"{tokenizer.grid_size} of {tok_path}")
+    model = UniversalHSIModel(tokenizer, encoder).to(device).eval()
+    info = {
+        "tokenizer_config": tok_ckpt["config"],
+        "num_domains": int(encoder.num_domains),
+        "domains": dict(enc_ckpt.get("domains", {})),
+        "hidden_size": int(encoder.hidden_size),
+        "encoder": parent_record(encoder_ckpt),
+        "tokenizer": parent_record(tok_path),
+    }
+    return model, info
+
+
+def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str, Any],
+                   supervised: bool) -> HSIAnomalyDetector:
+    if cfg.domain_id >= info["num_domains"]:
+        raise ConfigError(f"domain_id: {cfg.domain_id}, but the encoder knows {info['num_domains']} domains "
+                          f"{info['domains'] or ''}; pick the id of the most similar pre-training sensor")
+    grid = model.tokenizer.grid_size
+    if "lm_nll" in cfg.head_weights.active() and grid > 1 and cfg.lm_block >= grid:
+        raise ConfigError(f"lm_block: {cfg.lm_block} must be smaller than the token grid ({grid}x{grid}), "
+                          f"else one scoring mask hides every token")
+    return HSIAnomalyDetector(
+        model, info["hidden_size"], freeze_encoder=cfg.freeze_encoder, use_lora=cfg.use_lora,
+        head_weights=cfg.head_weights.as_dict(),
+        lora={"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
+              "target_modules": list(cfg.lora.target_modules)},
+        one_class={"rep_dim": cfg.one_class.rep_dim, "per_token": cfg.one_class.per_token,
+                   "center_eps": cfg.one_class.center_eps},
+        objective="bce" if supervised else "svdd", lm_block=cfg.lm_block, normalize=cfg.normalize_scores,
+        local_rx={"inner": cfg.local_rx.inner, "outer": cfg.local_rx.outer,
+                  "n_components": cfg.local_rx.n_components},
+        stride=int(info["tokenizer_config"]["stride"]),
+    )
+
+
+def fit_preprocessor(scene: Scene, tokenizer_config: dict[str, Any]) -> SpectralPreprocessor:
+    """Per-scene spectral preprocessing with the tokenizer's num_bands and normalisation (DESIGN 3)."""
+    return SpectralPreprocessor.fit(scene.cube, int(tokenizer_config["num_bands"]),
+                                    tokenizer_config["normalize"], scene.wavelengths)
+
+
+def prepare(scene: Scene, prep: SpectralPreprocessor) -> np.ndarray:
+    """The prepared cube (H, W, num_bands) float32, transformed in row chunks."""
+    out = np.empty((*scene.cube.shape[:2], prep.num_bands), dtype=np.float32)
+    for r0, block in iter_row_chunks(scene.cube):
+        out[r0:r0 + block.shape[0]] = prep.transform(block)
+    return out
+
+
+def same_scene(a: Scene, path_a: str, b: Scene, path_b: str) -> bool:
+    """True when two scenes are the same file or hold the same cube (DESIGN 5: never train on the scored scene)."""
+    if path_a == path_b:
+        return True
+    pa, pb = Path(path_a), Path(path_b)
+    if pa.is_file() and pb.is_file() and pa.resolve() == pb.resolve():
+        return True
+    if a.cube.shape != b.cube.shape:
+        return False
+    return all(np.array_equal(x, y) for (_, x), (_, y) in zip(iter_row_chunks(a.cube), iter_row_chunks(b.cube)))
+
+
+# ---------------------------------------------------------------------- training
+def _training_set(cfg: AnomalyConfig, scene: Scene, prepared: np.ndarray, patch_size: int, stride: int,
+                  supervised: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Patches (N, B, S, S) of the training scene, and gt patches (N, S, S) when supervised."""
+    extractor = HSIPatchExtractor(patch_size, stride)
+    patches, _ = extractor.extract_patches(prepared)  # (N, B, S, S)
+    gt = None
+    if supervised:
+        gt, _ = extractor.extract_patches(scene.gt.astype(np.float32)[..., None])  # (N, 1, S, S)
+        gt = torch.from_numpy(gt[:, 0])  # (N, S, S)
+    patches = torch.from_numpy(patches)
+    if cfg.max_train_patches and cfg.max_train_patches < len(patches):
+        keep = torch.randperm(len(patches), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_train_patches]
+        patches = patches[keep]
+        gt = gt[keep] if gt is not None else None
+    return patches, gt
+
+
+def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
+                           encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
+    """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""
+    overrides = list(overrides or [])
+    if encoder_ckpt:
+        overrides.append(f"encoder_ckpt={encoder_ckpt}")
+    if data_path:
+        overrides.append(f"data_path={data_path}")
+    cfg = load_config(AnomalyConfig, config_path, overrides)
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    start = time.time()
+    model, info = load_universal_model(cfg.encoder_ckpt, device)
+    tok_cfg = info["tokenizer_config"]
+    target = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key)
+    supervised = cfg.supervised
+    if supervised:
+        train_scene = load_scene(cfg.supervised_data_path)
+        if same_scene(train_scene, cfg.supervised_data_path, target, cfg.data_path):
+            raise ConfigError(f"supervised_data_path {cfg.supervised_data_path} is the scored scene {cfg.data_path}: "
+                              f"labels of the scored scene never train the detector (DESIGN 5); train on "
+                              f"another labelled scene, or set supervised: false")
+        if train_scene.gt is None or not (0 < int(train_scene.gt.sum()) < train_scene.gt.size):
+            raise DataError(f"{cfg.supervised_data_path}: supervised training needs a gt mask with both "
+                            f"anomaly and background pixels")
+    else:
+        train_scene = target
+    prep = fit_preprocessor(train_scene, tok_cfg)
+    prepared = prepare(train_scene, prep)
+    detector = build_detector(cfg, model, info, supervised).to(device)
+    patches, gt = _training_set(cfg, train_scene, prepared, int(tok_cfg["patch_size"]), int(tok_cfg["stride"]),
+                                supervised)
+    log.info(f"{'supervised (BCE on ' + train_scene.name + ')' if supervised else 'unsupervised'} training "
+             f"for scene {target.name}: {len(patches)} patches of {tuple(patches.shape[1:])}, heads "
+             f"{detector.head_weights}, trainable parameters {detector.trainable_parameter_count()}")
+    bs = cfg.anomaly_batch_size
+    domain = torch.tensor(cfg.domain_id, dtype=torch.long)
+
+    # The tokenizer is frozen: tokenise the training patches once, train on their ids.
+    joint_ids = torch.cat([detector.tokenize(patches[i:i + cfg.inference_batch_size].to(device)).cpu()
+                           for i in range(0, len(patches), cfg.inference_batch_size)])  # (N, T)
+
+    def batches(shuffle: torch.Generator | None = None):
+        order = torch.randperm(len(joint_ids), generator=shuffle) if shuffle is not None else torch.arange(len(joint_ids))
+        for first in range(0, len(order), bs):
+            idx = order[first:first + bs]
+            yield (joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
+                   None if gt is None else gt[idx].to(device))
+
+    if "rarity" in detector.head_weights:
+        counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1), minlength=model.tokenizer.K_s)
+        detector.code_log_freq.copy_(code_log_frequencies(counts).to(device))
+    if detector.one_class_head is not None and not supervised:
+        detector.init_one_class_center(lambda: ((ids, d) for ids, d, _ in batches()))
+    history = []
+    params = [p for p in detector.parameters() if p.requires_grad]
+    if params and cfg.anomaly_epochs > 0:
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate_anomaly, weight_decay=cfg.one_class.weight_decay)
+        scaler = make_scaler(device, cfg.amp)
+        shuffle = torch.Generator().manual_seed(cfg.seed)
+        detector.train()
+        for epoch in range(cfg.anomaly_epochs):
+            total, count = 0.0, 0
+            for ids, d, g in batches(shuffle):
+                labels = None if g is None else detector.target_labels(g)
+                with autocast(device, cfg.amp):
+                    losses = detector.training_losses(ids, d, labels, mlm_weight=cfg.lora.mlm_weight)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(losses["loss"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += float(losses["loss"].detach()) * len(ids)
+                count += len(ids)
+            history.append(total / count)
+            log.info(f"epoch {epoch + 1}/{cfg.anomaly_epochs}: loss {history[-1]:.5f}")
+        detector.train(False)
+    else:
+        log.info("nothing to train (no one-class head, no LoRA adapters, or anomaly_epochs: 0); "
+                 "the checkpoint holds the label-free heads' settings")
+    path = Path(cfg.output_dir) / CKPT_NAME
+    save_checkpoint(
+        path, "anomaly", {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd",
+                          "train_scene": train_scene.name,
+                          "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
+                          "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}},
+        detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
+        epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "train_seconds": time.time() - start,
+                                           "trainable_parameters": detector.trainable_parameter_count()})
+    log.info(f"wrote {path} ({time.time() - start:.1f} s)")
+    return path
+
+
+def main(args) -> None:
+    train_anomaly_detector(args.config, args.overrides, args.encoder_ckpt, args.data_path)
+
+
+def build_parser():
+    parser = stage_parser("Stage 3: train the anomaly detector on a target scene", "configs/anomaly.yaml")
+    parser.add_argument("--encoder_ckpt", default=None, help="Stage 2 checkpoint (overrides encoder_ckpt)")
+    parser.add_argument("--data_path", default=None, help="target scene (overrides data_path)")
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())

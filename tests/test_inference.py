@@ -1,0 +1,133 @@
+"""Stage 3 scripts on tiny checkpoints: outputs, refusals, checkpoint chain, band-count changes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.inference import OUTPUT_FILES, run_inference
+from anomaly.train_anomaly import train_anomaly_detector
+from encoder.hsi_bert_encoder import HSIEncoderBERT
+from sspq_tokenizer.config import TokenizerConfig
+from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from utils.checkpoint import load_checkpoint, parent_record, save_checkpoint
+from utils.config import to_dict
+from utils.errors import CheckpointError, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Untrained tokenizer (12 bands, 6x6 patches) and encoder checkpoints, chained by sha256."""
+    root = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(num_bands=12, patch_size=6, stride=3, K_s=8, K_x=8, hidden_dim=8, num_layers=2,
+                          pooled_length=4, encoder_channels=[8])
+    tok = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())
+    save_checkpoint(root / "tok.pth", "tokenizer", to_dict(cfg), tok.state_dict())
+    enc = HSIEncoderBERT(64, 2, "none", False, 0.35, 36, grid_size=6, bert_config=TINY_BERT, spectral_codebook_size=8)
+    save_checkpoint(root / "enc.pth", "encoder", {"encoder_args": enc.encoder_args()}, enc.state_dict(),
+                    parent=parent_record(root / "tok.pth"), domains={"a": 0, "b": 1})
+    return root
+
+
+def scene_file(path, seed=0, size=(17, 19), bands=30):
+    """A smooth background with a 2x2 target; `bands` differs from the tokenizer's 12 (DESIGN 3)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    base = np.sin(np.linspace(0, 3, bands))[None, None] + 0.3 * rng.random((h, w, 1))
+    cube = (base + 0.02 * rng.standard_normal((h, w, bands))).astype(np.float32)
+    gt = np.zeros((h, w), np.uint8)
+    gt[5:7, 8:10] = 1
+    cube[gt == 1] = np.cos(np.linspace(0, 3, bands))
+    np.savez(path, cube=cube, gt=gt)
+    return str(path)
+
+
+def sets(tmp, **extra):
+    base = {"output_dir": tmp / "det", "anomaly_epochs": 1, "anomaly_batch_size": 32, "local_rx.outer": 5,
+            "head_weights.one_class": 1, "head_weights.lm_nll": 1, "lm_block": 2}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def test_train_then_infer_writes_every_output(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    ckpt = train_anomaly_detector(None, sets(tmp_path), encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
+    stored = load_checkpoint(ckpt, "anomaly")
+    assert stored["parent"]["path"] == str(ckpts / "enc.pth") and len(stored["parent"]["sha256"]) == 64
+    assert not any(k.startswith("universal_model.") and "lora_" not in k for k in stored["state_dict"])
+    out = run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "out"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    anomaly_map = np.load(out / "anomaly_map.npy")
+    assert anomaly_map.shape == (17, 19) and anomaly_map.dtype == np.float32 and np.isfinite(anomaly_map).all()
+    heads = np.load(out / "head_maps.npz")
+    assert set(heads.files) == {"lm_nll", "recon", "one_class", "rarity", "grx", "lrx"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "unsupervised" and 0 <= metrics["fused"]["auc"] <= 1
+    assert set(metrics["heads"]) == set(heads.files)
+    assert set(metrics["fused"]) == {"auc", "ap", "auc_pf_tau", "auc_pd_tau"}
+    assert metrics["checkpoints"]["encoder"]["sha256"] == stored["parent"]["sha256"]
+
+    with pytest.raises(ConfigError, match="--overwrite"):  # an earlier run's files are never replaced silently
+        run_inference(None, ckpt, data_path=scene, out_dir=str(out))
+    run_inference(None, ckpt, data_path=scene, out_dir=str(out), overwrite=True)
+
+
+def test_lora_training_round_trips_through_the_checkpoint(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    ckpt = train_anomaly_detector(None, sets(tmp_path, use_lora="true", **{"lora.r": 2}),
+                                  encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
+    assert any("lora_" in k for k in load_checkpoint(ckpt, "anomaly")["state_dict"])
+    out = run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "out"))
+    assert np.isfinite(np.load(out / "anomaly_map.npy")).all()
+
+
+def test_supervised_training_on_the_scored_scene_is_refused(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(Path(scene).read_bytes())  # same cube under another name
+    for labelled in (scene, str(copy)):
+        with pytest.raises(ConfigError, match="DESIGN 5"):
+            train_anomaly_detector(None, sets(tmp_path, supervised="true", supervised_data_path=labelled),
+                                   encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
+
+
+def test_supervised_training_on_another_scene(ckpts, tmp_path):
+    scored = scene_file(tmp_path / "scored.npz", seed=0)
+    labelled = scene_file(tmp_path / "labelled.npz", seed=1)
+    ckpt = train_anomaly_detector(None, sets(tmp_path, supervised="true", supervised_data_path=labelled),
+                                  encoder_ckpt=str(ckpts / "enc.pth"), data_path=scored)
+    out = run_inference(None, ckpt, data_path=scored, out_dir=str(tmp_path / "out"))
+    assert json.loads((out / "metrics.json").read_text())["mode"] == "supervised"
+    with pytest.raises(Exception, match="DESIGN 5"):
+        run_inference(None, ckpt, data_path=labelled, out_dir=str(tmp_path / "out2"))
+
+
+def test_a_replaced_encoder_checkpoint_is_an_error_naming_both(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    enc = tmp_path / "enc.pth"
+    enc.write_bytes((ckpts / "enc.pth").read_bytes())
+    ckpt = train_anomaly_detector(None, sets(tmp_path), encoder_ckpt=str(enc), data_path=scene)
+    enc_ckpt = torch.load(enc, weights_only=True)
+    enc_ckpt["metrics"] = {"changed": 1.0}
+    torch.save(enc_ckpt, enc)
+    with pytest.raises(CheckpointError, match=f"{ckpt}.*{enc}"):
+        run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "out"))
+
+
+def test_cli_refuses_supervised_training_on_the_scored_scene(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    proc = subprocess.run([sys.executable, "-m", "anomaly.train_anomaly", "--config", "configs/anomaly.yaml",
+                           "--encoder_ckpt", str(ckpts / "enc.pth"), "--data_path", scene,
+                           "--set", "supervised=true", "--set", f"supervised_data_path={scene}",
+                           "--set", "head_weights.one_class=1",
+                           "--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "error:" in proc.stderr and "DESIGN 5" in proc.stderr and "Traceback" not in proc.stderr
