@@ -162,6 +162,19 @@ class HSIEncoderBERT(nn.Module):
         return encoder.eval(), ckpt
 
 
+def frozen_tokenize(tokenizer: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    """(N, B, S, S) -> joint ids (N, T), with the tokenizer in eval mode and no gradients: the VQ codebook
+    must not move (its library updates codes inside forward in train mode). The train flag is restored."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        with torch.no_grad():
+            joint_ids = tokenizer(patches, return_recon=False)["joint_ids"]  # (N, T)
+    finally:
+        tokenizer.train(was_training)
+    return joint_ids
+
+
 class UniversalHSIModel(nn.Module):
     """Frozen SSPQ tokenizer + HSIEncoderBERT (spec 5.2)."""
 
@@ -171,16 +184,8 @@ class UniversalHSIModel(nn.Module):
         self.encoder = encoder
 
     def tokenize(self, patches: torch.Tensor) -> torch.Tensor:
-        """(N, B, S, S) -> joint ids (N, T), with the tokenizer in eval mode and no gradients: the VQ
-        codebook must not move (its library updates codes inside forward in train mode)."""
-        was_training = self.tokenizer.training
-        self.tokenizer.eval()
-        try:
-            with torch.no_grad():
-                joint_ids = self.tokenizer(patches, return_recon=False)["joint_ids"]  # (N, T)
-        finally:
-            self.tokenizer.train(was_training)
-        return joint_ids
+        """(N, B, S, S) -> joint ids (N, T); see `frozen_tokenize`."""
+        return frozen_tokenize(self.tokenizer, patches)
 
     def encode_patches(self, patches: torch.Tensor, domain_ids: torch.Tensor, pretrain: bool = False,
                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

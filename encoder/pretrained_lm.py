@@ -4,17 +4,18 @@ Only the transformer body is reused: our vocabulary (joint SSPQ ids) and positio
 word, position and token-type embedding tables of the pretrained model are never loaded.
 
 Offline behaviour: a local directory is read with `local_files_only=True`; a hub name is looked up in
-the local HF cache first, and only downloaded when the hub answers a 3-second connection probe, so
-with no network the load fails within seconds with a CheckpointError that says so.
+the local HF cache first, and only downloaded when the hub answers a 3-second request about that model
+(huggingface_hub itself would retry for tens of seconds), so with no network the load fails within
+seconds with a CheckpointError that says so.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from transformers import BertConfig, BertModel
@@ -32,17 +33,19 @@ NOT_LOADED = ("embeddings.word_embeddings.weight", "embeddings.position_embeddin
 PROBE_TIMEOUT_S = 3.0
 
 
-def _hub_reachable() -> bool:
+def _hub_probe(name: str) -> str | None:
+    """None when the hub serves model `name`; else why not (one request, PROBE_TIMEOUT_S)."""
     import huggingface_hub.constants as hub
 
     if hub.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(hub.ENDPOINT).hostname or "huggingface.co"
+        return "HF_HUB_OFFLINE is set"
     try:
-        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
-    except OSError:
-        return False
-    return True
+        urllib.request.urlopen(f"{hub.ENDPOINT}/api/models/{name}", timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError as err:
+        return f"the hub answers HTTP {err.code} for this model (no such public model?)"
+    except (OSError, ValueError) as err:  # URLError, timeouts, refused or intercepted connections
+        return f"the hub {hub.ENDPOINT} cannot be reached (no network?): {err}"
+    return None
 
 
 def _from_pretrained(name_or_path: str) -> BertModel:
@@ -61,11 +64,12 @@ def _from_pretrained(name_or_path: str) -> BertModel:
         return BertModel.from_pretrained(name_or_path, local_files_only=True)
     except (OSError, ValueError):
         pass  # not in the local cache: download below if the hub can be reached
-    if not _hub_reachable():
+    problem = _hub_probe(name_or_path)
+    if problem is not None:
         raise CheckpointError(
             f"bert_model_name_or_path: '{name_or_path}' is not a local directory nor in the local Hugging Face "
-            f"cache, and the hub cannot be reached (no network, or HF_HUB_OFFLINE set): pass a local directory "
-            f"holding config.json + model.safetensors, or set load_pretrained_lm: false")
+            f"cache, and {problem}: pass a local directory holding config.json + model.safetensors, or set "
+            f"load_pretrained_lm: false")
     try:
         return BertModel.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:

@@ -1,0 +1,322 @@
+"""Stage 2: cross-domain masked-token pre-training of HSIEncoderBERT on cached SSPQ token grids (spec 5.3).
+
+    python encoder/pretrain_mtp.py --config configs/pretrain.yaml --tokenizer_ckpt checkpoints/tokenizer/best.pth
+    python -m encoder.pretrain_mtp --config configs/pretrain.yaml --set pretrain_epochs=2
+    torchrun --nproc_per_node=2 encoder/pretrain_mtp.py --config configs/pretrain_gpu.yaml      # DDP
+    python encoder/pretrain_mtp.py --config configs/pretrain.yaml --resume                      # from last.pth
+
+1. The tokenizer checkpoint is loaded and frozen (eval, no gradients); preprocessing (num_bands,
+   normalize, patch_size, stride) comes from ITS config. Every scene is tokenised once; the token
+   grids are cached in memory.
+2. Each scene's grids are split by image rows: the bottom `val_fraction` of patch rows is held out
+   for validation, and training patches overlapping those rows are dropped, so no held-out pixel is
+   seen in training.
+3. Training draws every domain equally often (`data.datasets.balanced_sampler`), masks with the
+   encoder's strategy, and optimises AdamW with linear warmup/decay; AMP on CUDA.
+4. After every epoch: masked-token accuracy and perplexity per domain on the held-out grids under a
+   fixed seeded mask, next to a context-free baseline (each domain's most frequent training token;
+   unigram perplexity). The best mean validation NLL -> `{output_dir}/universal_hsi_encoder.pth`;
+   `last.pth` (optimizer, scheduler, scaler) -> `--resume`.
+Random streams (sampling, masks, dropout) are reseeded from (seed, epoch, rank) at each epoch start,
+so a run resumed from `last.pth` (written at epoch ends) continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python encoder/pretrain_mtp.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from data.datasets import HSIPatchExtractor, balanced_sampler
+from data.io import load_scene
+from data.preprocess import prepare_cube
+from encoder.config import PretrainConfig
+from encoder.hsi_bert_encoder import HSIEncoderBERT, frozen_tokenize
+from encoder.masking import sample_mask
+from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint
+from utils.cli import run_cli, stage_parser
+from utils.config import load_config, to_dict
+from utils.distributed import DistInfo, barrier, distributed_session, shard, unwrap, wrap_ddp
+from utils.errors import CheckpointError, ConfigError, DataError
+from utils.logging import get_logger
+from utils.runtime import autocast, make_scaler, set_seed
+
+BEST_NAME = "universal_hsi_encoder.pth"
+LAST_NAME = "last.pth"
+TOKENIZE_BATCH = 256
+EVAL_BATCH = 256
+
+
+@dataclass
+class DomainGrids:
+    """One scene's cached token grids."""
+
+    name: str
+    domain_id: int
+    train: torch.Tensor  # (N_train, T) int64
+    val: torch.Tensor  # (N_val, T) int64
+
+
+def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) bool (N,) over patches: val = the bottom val_fraction of patch rows; train = patches
+    lying wholly above them."""
+    rows = np.unique(coords[:, 0])
+    cut = rows[-max(1, round(len(rows) * val_fraction))]
+    val = coords[:, 0] >= cut
+    train = coords[:, 0] + patch_size <= cut
+    if not train.any():
+        raise DataError(f"pretrain_datasets '{name}': too few image rows to hold out val_fraction={val_fraction} "
+                        f"of {len(rows)} patch rows with {patch_size}-pixel patches; lower val_fraction")
+    return train, val
+
+
+def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict[str, Any],
+                    device: torch.device) -> list[DomainGrids]:
+    """Tokenise every scene of cfg.pretrain_datasets once, with the tokenizer checkpoint's preprocessing."""
+    extractor = HSIPatchExtractor(tok_cfg["patch_size"], tok_cfg["stride"])
+    grids = []
+    for entry in cfg.pretrain_datasets:
+        scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
+        cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths)  # (H, W, B)
+        chunks, corners = [], []
+        for patches, coords in extractor.iter_batches(cube, TOKENIZE_BATCH):
+            chunks.append(frozen_tokenize(tokenizer, torch.from_numpy(patches).to(device)).cpu())  # (n, T)
+            corners.append(coords)
+        tokens, coords = torch.cat(chunks), np.concatenate(corners)  # (N, T), (N, 2)
+        train, val = split_by_rows(coords, extractor.patch_size, cfg.val_fraction, entry.name)
+        grids.append(DomainGrids(entry.name, entry.domain_id, tokens[torch.from_numpy(train)],
+                                 tokens[torch.from_numpy(val)]))
+    return grids
+
+
+def unigram_baseline(train: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> dict[str, float]:
+    """Context-free baseline: predict the domain's most frequent training token; unigram NLL (add-1/2)."""
+    counts = torch.bincount(train.reshape(-1), minlength=vocab_size).double()  # (V,)
+    log_p = ((counts + 0.5) / (counts.sum() + 0.5 * vocab_size)).log()  # (V,)
+    acc = float((targets == counts.argmax()).double().mean())
+    nll = float(-log_p[targets].mean())
+    return {"baseline_acc": acc, "baseline_nll": nll, "baseline_ppl": math.exp(nll)}
+
+
+@torch.no_grad()
+def evaluate(encoder: HSIEncoderBERT, grids: list[DomainGrids], val_masks: list[torch.Tensor],
+             device: torch.device, amp: bool) -> dict[str, Any]:
+    """Per-domain masked-token accuracy / NLL / perplexity on the held-out grids, with baselines."""
+    was_training = encoder.training
+    encoder.eval()
+    per_domain = {}
+    for grid, mask in zip(grids, val_masks):
+        correct, nll_sum = 0, 0.0
+        for first in range(0, len(grid.val), EVAL_BATCH):
+            tokens = grid.val[first:first + EVAL_BATCH].to(device)  # (n, T)
+            batch_mask = mask[first:first + EVAL_BATCH].to(device)  # (n, T)
+            domains = torch.full((len(tokens),), grid.domain_id, dtype=torch.long, device=device)  # (n,)
+            with autocast(device, amp):
+                _, logits, _ = encoder(tokens, domains, pretrain=True, mask=batch_mask)  # (M, V)
+            targets = tokens[batch_mask]  # (M,)
+            correct += int((logits.argmax(dim=1) == targets).sum())
+            nll_sum += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
+        count = int(mask.sum())
+        nll = nll_sum / count
+        per_domain[grid.name] = {"acc": correct / count, "nll": nll, "ppl": math.exp(nll), "masked": count,
+                                 **unigram_baseline(grid.train, grid.val[mask], encoder.joint_vocab_size)}
+    encoder.train(was_training)
+    return {"val_nll": float(np.mean([m["nll"] for m in per_domain.values()])),
+            "val_acc": float(np.mean([m["acc"] for m in per_domain.values()])),
+            "baseline_acc": float(np.mean([m["baseline_acc"] for m in per_domain.values()])),
+            "per_domain": per_domain}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only (not on biases / LayerNorm); frozen tables left out."""
+    decay, plain = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else plain).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def epoch_batches(grids: list[DomainGrids], steps: int, batch_size: int, epoch: int, seed: int,
+                  dist: DistInfo) -> list[torch.Tensor]:
+    """This rank's `steps` index batches (b,) into the concatenated training grids, domains balanced."""
+    domains = np.concatenate([np.full(len(g.train), g.domain_id) for g in grids])  # (N,)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    drawn = list(balanced_sampler(domains, steps * batch_size * dist.world_size, generator))
+    mine = torch.tensor(shard(drawn, dist), dtype=torch.long)  # DistributedSampler-style share
+    return list(mine.view(steps, batch_size))
+
+
+def _check_resume_config(cfg: PretrainConfig, ckpt: dict[str, Any], path: Path) -> None:
+    stored = {k: v for k, v in ckpt["config"].items() if k != "encoder_args"}
+    current = to_dict(cfg)
+    differ = sorted(k for k in set(stored) | set(current) if k != "device" and stored.get(k) != current.get(k))
+    if differ:
+        raise ConfigError(f"--resume: {path} was written with a different config ({', '.join(differ)}); "
+                          f"use the same config and overrides, or start afresh without --resume")
+
+
+def pretrain_universal_hsi(config_path: str | Path | None, overrides: list[str] | None = None,
+                           tokenizer_ckpt: str | Path | None = None, resume: bool = False) -> Path:
+    """Run Stage 2; returns the path of the best encoder checkpoint."""
+    extra = [f"tokenizer_ckpt={tokenizer_ckpt}"] if tokenizer_ckpt is not None else []
+    cfg = load_config(PretrainConfig, config_path, list(overrides or []) + extra)
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    with distributed_session(cfg.device) as dist:
+        return _pretrain(cfg, dist, resume)
+
+
+def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
+    log = get_logger("pretrain")
+    info = log.info if dist.is_main else (lambda *args: None)
+    device = dist.device
+    out_dir = Path(cfg.output_dir)
+    best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
+    set_seed(cfg.seed)
+
+    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(cfg.tokenizer_ckpt, map_location=device)
+    tokenizer.requires_grad_(False)
+    if any(p.requires_grad for p in tokenizer.parameters()):
+        raise RuntimeError("the tokenizer must be frozen in Stage 2")
+    tok_cfg = tok_ckpt["config"]
+    start = time.perf_counter()
+    grids = tokenize_scenes(cfg, tokenizer, tok_cfg, device)  # cached once; the grid size sizes the encoder
+    num_tokens = grids[0].train.shape[1]
+    info(f"tokenised {len(grids)} scenes in {time.perf_counter() - start:.1f}s: "
+         + ", ".join(f"{g.name}={len(g.train)}+{len(g.val)}" for g in grids) + f" grids of {num_tokens} tokens")
+    if num_tokens > cfg.max_seq_len:
+        raise ConfigError(f"max_seq_len {cfg.max_seq_len} is smaller than the tokenizer's {num_tokens} tokens "
+                          f"per patch; raise max_seq_len")
+    grid_size = tokenizer.grid_size if tokenizer.grid_size ** 2 == num_tokens else None
+    if grid_size is None and cfg.mask_strategy == "structured":
+        raise ConfigError(f"mask_strategy structured needs a square token grid, but {cfg.tokenizer_ckpt} gives "
+                          f"{num_tokens} tokens per patch; use mask_strategy: random")
+
+    encoder = HSIEncoderBERT(
+        joint_vocab_size=tokenizer.joint_vocab_size, num_domains=cfg.num_domains,
+        bert_model_name_or_path=cfg.bert_model_name_or_path, load_pretrained_lm=cfg.load_pretrained_lm,
+        mask_ratio=cfg.mask_ratio, max_seq_len=cfg.max_seq_len, grid_size=grid_size, bert_config=cfg.bert_config,
+        mask_strategy=cfg.mask_strategy, spectral_codebook_size=tokenizer.K_s,
+        spectral_mask_share=cfg.spectral_mask_share).to(device)
+    if encoder.reinitialised_keys:
+        info(f"loaded the transformer body of {cfg.bert_model_name_or_path}; newly initialised: "
+             + ", ".join(encoder.reinitialised_keys))
+    trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+    info(f"encoder: hidden {encoder.hidden_size}, {encoder.arch['num_hidden_layers']} layers, "
+         f"{trainable:,} trainable parameters, vocabulary {encoder.joint_vocab_size}, device {device}, "
+         f"world size {dist.world_size}")
+
+    val_gen = torch.Generator().manual_seed(cfg.seed)
+    val_masks = [sample_mask(g.val, cfg.mask_ratio, cfg.mask_strategy, grid_size, val_gen, tokenizer.K_s,
+                             cfg.spectral_mask_share) for g in grids]  # fixed: every evaluation sees the same
+    steps = cfg.steps_per_epoch or math.ceil(sum(len(g.train) for g in grids)
+                                             / (cfg.pretrain_batch_size * dist.world_size))
+    total_steps = steps * cfg.pretrain_epochs
+    if cfg.num_warmup_steps >= total_steps:
+        raise ConfigError(f"num_warmup_steps {cfg.num_warmup_steps} >= the {total_steps} training steps "
+                          f"(pretrain_epochs x {steps} steps per epoch): lower num_warmup_steps")
+    ddp_model = wrap_ddp(encoder, dist)
+    optimizer = torch.optim.AdamW(param_groups(encoder, cfg.weight_decay), lr=cfg.learning_rate_pretrain)
+    scheduler = get_linear_schedule_with_warmup(optimizer, cfg.num_warmup_steps, total_steps)
+    scaler = make_scaler(device, cfg.amp)
+    parent = parent_record(cfg.tokenizer_ckpt)
+    config_dict = {**to_dict(cfg), "encoder_args": encoder.encoder_args()}
+    domains = {g.name: g.domain_id for g in grids}
+
+    all_tokens = torch.cat([g.train for g in grids])  # (N, T)
+    all_domains = torch.cat([torch.full((len(g.train),), g.domain_id, dtype=torch.long) for g in grids])  # (N,)
+    first_epoch, step, best_nll, best_metrics = 0, 0, math.inf, None
+    if resume:
+        last = load_checkpoint(last_path, "encoder", map_location=device)
+        check_parent(last, last_path, cfg.tokenizer_ckpt)
+        _check_resume_config(cfg, last, last_path)
+        encoder.load_state_dict(last["state_dict"])
+        optimizer.load_state_dict(last["optimizer"])
+        scheduler.load_state_dict(last["scheduler"])
+        scaler.load_state_dict(last["scaler"])
+        first_epoch, step = last["epoch"] + 1, last["step"]
+        best_nll, best_metrics = last["best_val_nll"], last["best_metrics"]
+        info(f"resumed from {last_path} after epoch {last['epoch'] + 1} (step {step})")
+        if first_epoch >= cfg.pretrain_epochs:
+            raise ConfigError(f"--resume: {last_path} already finished all {cfg.pretrain_epochs} epochs")
+
+    for epoch in range(first_epoch, cfg.pretrain_epochs):
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # dropout stream
+        mask_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 1_009 + dist.rank)
+        batches = epoch_batches(grids, steps, cfg.pretrain_batch_size, epoch, cfg.seed, dist)
+        ddp_model.train()
+        loss_sum, tic = 0.0, time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.pretrain_epochs}", disable=not dist.is_main,
+                   dynamic_ncols=True, leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
+        for index in bar:
+            tokens, domain_ids = all_tokens[index].to(device), all_domains[index].to(device)  # (b, T), (b,)
+            with autocast(device, cfg.amp):
+                loss, _, _ = ddp_model(tokens, domain_ids, pretrain=True, generator=mask_gen)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss_value = float(loss.detach())
+            loss_sum += loss_value
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.close()
+        steps_per_s = steps / (time.perf_counter() - tic)
+        if dist.is_main:
+            metrics = evaluate(encoder, grids, val_masks, device, cfg.amp)
+            metrics.update(epoch=epoch + 1, step=step, train_loss=loss_sum / steps, steps_per_s=steps_per_s,
+                           world_size=dist.world_size)
+            info(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val nll {metrics['val_nll']:.3f}, "
+                 f"val acc {metrics['val_acc']:.3f} (context-free baseline {metrics['baseline_acc']:.3f}), "
+                 f"{steps_per_s:.1f} steps/s")
+            state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+            common = dict(encoder_args=encoder.encoder_args(), domains=domains, parent=parent, step=step,
+                          epoch=epoch)
+            if metrics["val_nll"] < best_nll:
+                best_nll, best_metrics = metrics["val_nll"], metrics
+                save_checkpoint(best_path, "encoder", config_dict, state, metrics=metrics, **common)
+                info(f"wrote {best_path}")
+            save_checkpoint(last_path, "encoder", config_dict, state, metrics=metrics, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), best_val_nll=best_nll,
+                            best_metrics=best_metrics, **common)
+        barrier(dist)
+
+    info(f"best encoder: {best_path}")
+    if dist.is_main:
+        for name, m in best_metrics["per_domain"].items():
+            info(f"best (epoch {best_metrics['epoch']}) {name}: acc {m['acc']:.3f} vs baseline {m['baseline_acc']:.3f}, "
+                 f"ppl {m['ppl']:.1f} vs {m['baseline_ppl']:.1f}")
+    return best_path
+
+
+def main(args) -> None:
+    pretrain_universal_hsi(args.config, args.overrides, args.tokenizer_ckpt, args.resume)
+
+
+def build_parser():
+    parser = stage_parser("Stage 2: cross-domain masked-token pre-training of the HSI encoder",
+                          default_config="configs/pretrain.yaml")
+    parser.add_argument("--tokenizer_ckpt", default=None,
+                        help="Stage 1 checkpoint (default: the config's tokenizer_ckpt)")
+    parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())

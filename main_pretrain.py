@@ -1,0 +1,57 @@
+"""Stages 1 + 2 from one command: train the SSPQ tokenizer, then pre-train the encoder on its tokens.
+
+    python main_pretrain.py --config configs/pretrain.yaml
+    python main_pretrain.py --config configs/pretrain.yaml --tokenizer_config configs/tokenizer.yaml \
+        --set pretrain_epochs=5 --tokenizer_set num_epochs=3
+
+The tokenizer trains on the PRETRAIN config's `pretrain_datasets` (they replace the tokenizer config's
+list, so both stages see the same scenes) and writes `{tokenizer output_dir}/best.pth`; Stage 2 then
+runs with `tokenizer_ckpt` set to that file. `--set` overrides the pretrain config, `--tokenizer_set`
+the tokenizer config. This runs in one process; for multi-GPU Stage 2 run the two stages separately
+(`torchrun ... encoder/pretrain_mtp.py`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python main_pretrain.py` from elsewhere: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import yaml  # noqa: E402
+
+from encoder.config import PretrainConfig  # noqa: E402
+from encoder.pretrain_mtp import pretrain_universal_hsi  # noqa: E402
+from sspq_tokenizer.train_tokenizer import train_sspq_tokenizer  # noqa: E402
+from utils.cli import run_cli, stage_parser  # noqa: E402
+from utils.config import load_config, to_dict  # noqa: E402
+from utils.logging import get_logger  # noqa: E402
+
+
+def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/tokenizer.yaml",
+                    overrides: list[str] | None = None, tokenizer_overrides: list[str] | None = None) -> Path:
+    """Stage 1 on the pretrain config's scenes, then Stage 2 with that tokenizer; returns the encoder path."""
+    cfg = load_config(PretrainConfig, config, overrides)  # validated before an hour of Stage 1 starts
+    scenes = yaml.safe_dump(to_dict(cfg)["pretrain_datasets"], default_flow_style=True, width=1 << 20).strip()
+    tokenizer_ckpt = train_sspq_tokenizer(tokenizer_config, list(tokenizer_overrides or [])
+                                          + [f"pretrain_datasets={scenes}"])
+    get_logger("main_pretrain").info(f"Stage 1 done: {tokenizer_ckpt}; Stage 2 starts")
+    return pretrain_universal_hsi(config, overrides, tokenizer_ckpt=tokenizer_ckpt)
+
+
+def main(args) -> None:
+    run_pretraining(args.config, args.tokenizer_config, args.overrides, args.tokenizer_overrides)
+
+
+def build_parser():
+    parser = stage_parser("Stages 1 + 2: SSPQ tokenizer, then cross-domain encoder pre-training",
+                          default_config="configs/pretrain.yaml")
+    parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
+    parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())
