@@ -1,0 +1,97 @@
+"""benchmarks/run_benchmark.py in --quick mode on two tiny scenes; benchmarks/scale_case.py at a small size."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.run_benchmark import ROW_KEYS, build_parser, run
+from benchmarks.scale_case import build_parser as scale_parser
+from benchmarks.scale_case import run as run_scale
+from utils.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write_scenes(folder: Path, unlabelled: bool = False) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        cube = (rng.normal(size=(14, 16, 10)) @ rng.normal(size=(10, 10)) + 50).astype(np.float32)
+        gt = np.zeros((14, 16), dtype=np.uint8)
+        for r, c in [(4, 5), (9, 11)]:
+            cube[r, c] += 8 * rng.normal(size=10).astype(np.float32)
+            gt[r, c] = 1
+        np.savez(folder / f"scene{i}.npz", cube=cube, gt=gt)
+    if unlabelled:
+        np.savez(folder / "nolabel.npz", cube=rng.normal(size=(14, 16, 10)).astype(np.float32))
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(list(argv))
+
+
+def test_quick_run_writes_valid_json_md_and_figures(tmp_path):
+    _write_scenes(tmp_path / "had", unlabelled=True)
+    out = tmp_path / "results"
+    result = run(_args("--scenes", str(tmp_path / "had"), "--out", str(out), "--quick",
+                       "--methods", "grx,lrx", "--seeds", "2", "--mode", "leave-one-out"))
+    data = json.loads((out / "benchmark.json").read_text())
+    assert data == json.loads(json.dumps(result))
+    rows = data["rows"]
+    assert len(rows) == 4  # 2 scored scenes x 2 deterministic methods (nolabel.npz is not scored)
+    for row in rows:
+        assert tuple(row) == ROW_KEYS
+        assert row["mode"] == "leave-one-out" and row["seed"] is None
+        assert 0.0 <= row["auc"] <= 1.0 and row["seconds"] >= 0
+    assert {(r["scene"], r["method"]) for r in rows} == {(s, m) for s in ("scene0", "scene1") for m in ("grx", "lrx")}
+    grx = [r for r in rows if r["method"] == "grx"]
+    assert min(r["auc"] for r in grx) > 0.9  # the implanted pixels stand out
+    assert data["speed"]["pixels_per_second"]["grx"] > 0 and data["speed"]["peak_rss_mb"] > 0
+    md = (out / "benchmark.md").read_text()
+    assert md.index("## Protocol") < md.index("| scene | grx | lrx |")
+    assert "leave-one-out" in md and "nolabel" in md and "QUICK" in md
+    table = [line for line in md.splitlines() if line.startswith("| scene") or line.startswith("| **mean")
+             or line.startswith("| scene0") or line.startswith("| scene1")]
+    assert len(table) == 4
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["scene0.png", "scene1.png"]
+
+
+def test_ours_is_not_wired_yet(tmp_path):
+    _write_scenes(tmp_path / "had")
+    with pytest.raises(NotImplementedError, match="run_ours"):
+        run(_args("--scenes", str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--quick", "--methods", "ours"))
+
+
+@pytest.mark.parametrize("argv, error, message", [
+    (["--methods", "grx,foo"], ConfigError, "foo"),
+    (["--seeds", "0"], ConfigError, "seeds"),
+])
+def test_bad_options(tmp_path, argv, error, message):
+    _write_scenes(tmp_path / "had")
+    with pytest.raises(error, match=message):
+        run(_args("--scenes", str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--quick", *argv))
+
+
+def test_folder_without_labelled_scenes(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no scene file"):
+        run(_args("--scenes", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--quick"))
+
+
+def test_command_line_error_is_one_line(tmp_path):
+    _write_scenes(tmp_path / "had")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmark.py"), "--scenes",
+                           str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--methods", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --methods")
+
+
+def test_scale_case_small(tmp_path):
+    result = run_scale(scale_parser().parse_args(["--size", "32", "--bands", "8", "--out", str(tmp_path / "s.json")]))
+    assert result["shape"] == [32, 32, 8] and result["global_rx"]["finite"]
+    assert result["global_rx"]["peak_rss_mb"] > 0
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(result))
