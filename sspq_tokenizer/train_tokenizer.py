@@ -205,7 +205,11 @@ def main(args: Any) -> None:
     train_sspq_tokenizer(args.config, args.overrides, resume=args.resume)
 
 
-if __name__ == "__main__":
+def build_parser() -> Any:
     parser = stage_parser("Train the SSPQ tokenizer (Stage 1)", "configs/tokenizer.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
-    run_cli(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())
