@@ -163,7 +163,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
     if resume:
         if not last_path.is_file():
             raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
-        ckpt = load_checkpoint(last_path, "tokenizer", map_location=device)
+        ckpt = load_checkpoint(last_path, "tokenizer")  # on the CPU: the RNG states must stay host tensors
         _check_resumable(ckpt["config"], to_dict(cfg), last_path)
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
