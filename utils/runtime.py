@@ -72,8 +72,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     gauss = None if py[-1] == -1 else py[-1]
     random.setstate((3, tuple(int(v) for v in py[:-1]), gauss))
     np_s = state["numpy"]
-    np.random.set_state(("MT19937", np_s["keys"].numpy().astype(np.uint32), np_s["pos"],
+    np.random.set_state(("MT19937", np_s["keys"].cpu().numpy().astype(np.uint32), np_s["pos"],
                          np_s["has_gauss"], np_s["gauss"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # a checkpoint loaded with map_location="cuda" moves them
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
