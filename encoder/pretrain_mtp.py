@@ -48,8 +48,8 @@ from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint
 from utils.cli import run_cli, stage_parser
 from utils.config import load_config, to_dict
-from utils.distributed import DistInfo, barrier, distributed_session, shard, unwrap, wrap_ddp
-from utils.errors import CheckpointError, ConfigError, DataError
+from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
+from utils.errors import ConfigError, DataError
 from utils.logging import get_logger
 from utils.runtime import autocast, make_scaler, set_seed
 
@@ -238,7 +238,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
 
     all_tokens = torch.cat([g.train for g in grids])  # (N, T)
     all_domains = torch.cat([torch.full((len(g.train),), g.domain_id, dtype=torch.long) for g in grids])  # (N,)
-    first_epoch, step, best_nll, best_metrics = 0, 0, math.inf, None
+    first_epoch, step, best_nll, best_metrics, history = 0, 0, math.inf, None, []
     if resume:
         last = load_checkpoint(last_path, "encoder", map_location=device)
         check_parent(last, last_path, cfg.tokenizer_ckpt)
@@ -248,10 +248,16 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         scheduler.load_state_dict(last["scheduler"])
         scaler.load_state_dict(last["scaler"])
         first_epoch, step = last["epoch"] + 1, last["step"]
-        best_nll, best_metrics = last["best_val_nll"], last["best_metrics"]
+        best_nll, best_metrics, history = last["best_val_nll"], last["best_metrics"], last["metrics"]["history"]
         info(f"resumed from {last_path} after epoch {last['epoch'] + 1} (step {step})")
         if first_epoch >= cfg.pretrain_epochs:
             raise ConfigError(f"--resume: {last_path} already finished all {cfg.pretrain_epochs} epochs")
+
+    elif dist.is_main:  # the untrained encoder's validation scores: the reference the history starts from
+        initial = evaluate(encoder, grids, val_masks, device, cfg.amp)
+        history.append({"epoch": 0, "val_nll": initial["val_nll"], "val_acc": initial["val_acc"]})
+        info(f"untrained: val nll {initial['val_nll']:.3f}, val acc {initial['val_acc']:.3f} "
+             f"(context-free baseline {initial['baseline_acc']:.3f})")
 
     for epoch in range(first_epoch, cfg.pretrain_epochs):
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # dropout stream
@@ -275,13 +281,14 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
             step += 1
             loss_value = float(loss.detach())
             loss_sum += loss_value
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
         bar.close()
         steps_per_s = steps / (time.perf_counter() - tic)
         if dist.is_main:
             metrics = evaluate(encoder, grids, val_masks, device, cfg.amp)
+            history.append({"epoch": epoch + 1, "val_nll": metrics["val_nll"], "val_acc": metrics["val_acc"]})
             metrics.update(epoch=epoch + 1, step=step, train_loss=loss_sum / steps, steps_per_s=steps_per_s,
-                           world_size=dist.world_size)
+                           world_size=dist.world_size, history=list(history))
             info(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val nll {metrics['val_nll']:.3f}, "
                  f"val acc {metrics['val_acc']:.3f} (context-free baseline {metrics['baseline_acc']:.3f}), "
                  f"{steps_per_s:.1f} steps/s")

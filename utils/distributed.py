@@ -100,10 +100,6 @@ def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def shard(items: Sequence[T], info: DistInfo) -> Sequence[T]:
     """This rank's share of a sequence every rank built identically: items[rank::world_size]."""
     return items[info.rank::info.world_size]
@@ -113,11 +109,3 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         tdist.barrier()
 
-
-def broadcast_object(value: T, info: DistInfo) -> T:
-    """Rank 0's `value` on every rank."""
-    if not info.enabled:
-        return value
-    box = [value]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
