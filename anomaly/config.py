@@ -18,12 +18,16 @@ NORMALIZERS = ("robust_z", "minmax")
 
 @dataclass
 class HeadWeights:
-    """Fusion weight of each head's per-scene normalised map; a head with weight 0 is not computed."""
+    """Fusion weight of each head's per-scene normalised map; a head with weight 0 is not computed.
 
-    lm_nll: float = 0.0
-    recon: float = 1.0
-    one_class: float = 0.0
-    rarity: float = 1.0
+    Defaults chosen on the synthetic scene only (never on benchmark gt): lm_nll + one_class + grx + lrx
+    fused 0.98 ROC AUC there; recon (0.53) and rarity (0.35) alone were below chance-level use.
+    """
+
+    lm_nll: float = 1.0
+    recon: float = 0.0
+    one_class: float = 1.0
+    rarity: float = 0.0
     grx: float = 1.0
     lrx: float = 1.0
 
