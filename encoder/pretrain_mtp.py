@@ -187,8 +187,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
     set_seed(cfg.seed)
 
-    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(cfg.tokenizer_ckpt, map_location=device)
-    tokenizer.requires_grad_(False)
+    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(cfg.tokenizer_ckpt)
+    tokenizer = tokenizer.to(device).requires_grad_(False)
     if any(p.requires_grad for p in tokenizer.parameters()):
         raise RuntimeError("the tokenizer must be frozen in Stage 2")
     tok_cfg = tok_ckpt["config"]
