@@ -29,7 +29,6 @@ from typing import Any, Callable
 if __package__ in (None, ""):  # `python benchmarks/run_benchmark.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.cli  # noqa: E402,F401  (first project import: fixes sys.path)
 import numpy as np  # noqa: E402
 
 from anomaly.baselines import crd, global_rx, local_rx  # noqa: E402

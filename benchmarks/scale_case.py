@@ -25,7 +25,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/scale_case.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.cli  # noqa: E402,F401  (first project import: fixes sys.path)
 import numpy as np  # noqa: E402
 
 from utils.checkpoint import atomic_write  # noqa: E402

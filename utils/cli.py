@@ -4,6 +4,10 @@
     parser.add_argument("--resume", action="store_true")
     run_cli(main, parser)
 
+Scripts run as `python stage/script.py` put their own folder, not the repository root, on sys.path;
+each script therefore inserts the root itself (`if __package__ in (None, ""): sys.path.insert(...)`)
+before its first project import.
+
 `run_cli` turns an `SSPQError` (bad config, data or checkpoint) into one line on stderr and exit
 status 2; `--debug` shows the traceback instead. Other exceptions are bugs and keep their traceback.
 """
@@ -12,16 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Callable
 
-# Scripts run as `python sspq_tokenizer/train_tokenizer.py` put their own folder, not the repository
-# root, on sys.path; make the root importable before any project import.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils.errors import SSPQError  # noqa: E402
+from utils.errors import SSPQError
 
 
 def stage_parser(description: str, default_config: str) -> argparse.ArgumentParser:
