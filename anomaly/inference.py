@@ -43,7 +43,7 @@ from utils.config import from_dict, load_config  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
-from utils.runtime import resolve_device, set_seed  # noqa: E402
+from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
 OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
 log = get_logger("anomaly")
@@ -133,7 +133,9 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
     prep = fit_preprocessor(scene, info["tokenizer_config"])
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
-    result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size, transform=prep.transform)
+    with autocast(device, run.amp):
+        result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size,
+                                      transform=prep.transform)
     runtime = time.time() - start
     metrics = {
         "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
