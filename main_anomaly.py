@@ -12,13 +12,18 @@ it is resampled to the tokenizer's num_bands (DESIGN 3).
 
 from __future__ import annotations
 
-import utils.cli  # noqa: F401  (first: fixes sys.path)
-from anomaly.config import AnomalyConfig
-from anomaly.inference import run_inference
-from anomaly.train_anomaly import train_anomaly_detector
-from utils.cli import run_cli, stage_parser
-from utils.config import load_config
-from utils.errors import ConfigError
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python main_anomaly.py` from elsewhere: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from anomaly.config import AnomalyConfig  # noqa: E402
+from anomaly.inference import run_inference  # noqa: E402
+from anomaly.train_anomaly import train_anomaly_detector  # noqa: E402
+from utils.cli import run_cli, stage_parser  # noqa: E402
+from utils.config import load_config  # noqa: E402
+from utils.errors import ConfigError  # noqa: E402
 
 
 def main(args) -> None:
