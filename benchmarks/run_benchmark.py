@@ -9,7 +9,7 @@ scene, method, mode, seed, auc, auc_pf_tau, auc_pd_tau, ap, seconds), `OUT/bench
 then one row per scene and one column per method: mean ROC AUC, +- std over seeds) and
 `OUT/figures/<scene>.png` (false colour, gt, each method's map, ROC curves with a log false-alarm axis).
 
-Methods: `ours` (Stages 1-3, see `run_ours`), `grx` global RX, `lrx` dual-window local RX on 30 principal
+Methods: `ours` (Stages 1-3, `benchmarks/ours.py`; each head also as `ours/<head>`), `grx` global RX, `lrx` dual-window local RX on 30 principal
 components, `crd` collaborative representation detector. The baselines are deterministic: they run
 once per scene (row seed null, std 0); `--seeds N` repeats only the seeded methods. No method reads a
 gt mask: gt is read only by utils.metrics after a map is made, and no parameter is tuned per scene.
@@ -39,6 +39,7 @@ from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
+from benchmarks.ours import OursPipeline, OursResult  # noqa: E402
 
 SCENE_SUFFIXES = (".npz", ".mat", ".hdr", ".npy")
 MODES = ("transductive", "leave-one-out")
@@ -47,21 +48,12 @@ ROW_KEYS = ("scene", "method", "mode", "seed", "auc", "auc_pf_tau", "auc_pd_tau"
 
 @dataclass(frozen=True)
 class Method:
-    """A detector under test: `score(scene, seed) -> (H, W)`; `seeded` methods run once per seed."""
+    """A detector under test: `score(scene, seed)` gives an (H, W) map, or for ours an `OursResult`
+    (fused map plus per-head maps and stage timings); `seeded` methods run once per seed."""
     label: str
     seeded: bool
     params: str
-    score: Callable[[Scene, int], np.ndarray]
-
-
-def run_ours(scene: Scene, seed: int, *, train_scenes: list[Scene], mode: str, quick: bool,
-             workdir: Path) -> np.ndarray:
-    """Stages 1-3 on `scene`: pre-train the tokenizer and encoder on `train_scenes` (labels never read),
-    train the Stage 3 heads on `scene` without labels, return the fused (H, W) anomaly map."""
-    raise NotImplementedError(
-        "run_ours: the Stage 1-3 pipeline is not wired into the benchmark yet "
-        "(sspq_tokenizer.train_tokenizer.train_sspq_tokenizer -> encoder.pretrain_mtp.pretrain_universal_hsi "
-        "-> anomaly.train_anomaly / anomaly.inference); run with --methods grx,lrx,crd meanwhile")
+    score: Callable[[Scene, int], Any]
 
 
 def baseline_methods(quick: bool) -> dict[str, Method]:
@@ -134,7 +126,7 @@ def _cell(values: list[float]) -> str:
 
 def markdown(protocol: str, rows: list[dict[str, Any]], methods: dict[str, Method], scenes: list[str],
              speed: dict[str, Any]) -> str:
-    keys = list(methods)
+    keys = list(dict.fromkeys(r["method"] for r in rows))  # methods, then ours/<head>, in run order
     out = ["# Hyperspectral anomaly detection benchmark", "", "## Protocol", "", protocol, "",
            "## ROC AUC (one row per scene; mean ± std over seeds where a method is seeded)", "",
            "| scene | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -161,6 +153,9 @@ def markdown(protocol: str, rows: list[dict[str, Any]], methods: dict[str, Metho
     if speed.get("ours_over_grx_throughput") is not None:
         out.append(f"- throughput ratio ours / global RX: {speed['ours_over_grx_throughput']:.4f}.")
     out.append(f"- peak resident memory of the benchmark process: {speed['peak_rss_mb']:.0f} MiB.")
+    for stage, values in speed.get("stage_seconds", {}).items():
+        if values:
+            out.append(f"- {stage}: {np.mean(values):.1f} s per run on average ({len(values)} runs).")
     out.append("- scale case (1024 x 1024 x 128 memmapped .npy): `python benchmarks/scale_case.py`.")
     return "\n".join(out) + "\n"
 
@@ -172,37 +167,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     out = Path(args.out)
-    scored = {p.stem: load_scene(p) for p in list_scenes(args.scenes)}
+    paths = {p.stem: p for p in list_scenes(args.scenes)}
+    scored = {name: load_scene(p) for name, p in paths.items()}
     unlabelled = [name for name, s in scored.items() if s.gt is None or not np.any(s.gt)]
     for name in unlabelled:
         log.info(f"{name}: no anomaly in its gt (or no gt): used for pre-training only, not scored")
     scored_names = [name for name in scored if name not in unlabelled]
     if not scored_names:
         raise DataError(f"{args.scenes}: no scene with an anomaly gt mask to score")
-    extra = {p.stem: load_scene(p) for p in list_scenes(args.pretrain)} if args.pretrain else {}
+    extra_paths = {p.stem: p for p in list_scenes(args.pretrain)} if args.pretrain else {}
+    clash = sorted(set(extra_paths) & set(paths))
+    if clash:
+        raise DataError(f"scene name(s) {clash} appear in both --scenes and --pretrain: rename one copy")
+    paths.update(extra_paths)
+    all_scenes = {**scored, **{name: load_scene(p) for name, p in extra_paths.items()}}
+    pipeline = OursPipeline(out / "work", quick=args.quick)
 
-    def ours_score(scene: Scene, seed: int) -> np.ndarray:
-        pool = [s for s in [*scored.values(), *extra.values()]
-                if args.mode == "transductive" or s is not scene]
-        return run_ours(scene, seed, train_scenes=pool, mode=args.mode, quick=args.quick,
-                        workdir=out / "work" / scene.name / f"seed{seed}")
+    def ours_score(scene: Scene, seed: int) -> OursResult:
+        train = {name: paths[name] for name in all_scenes
+                 if args.mode == "transductive" or name != scene.name}
+        return pipeline.score(scene, paths[scene.name], seed, train, all_scenes)
 
-    ours = Method("ours (SSPQ tokenizer + BERT + Stage 3 heads)", True, "configs of the stage scripts", ours_score)
+    ours = Method("ours (SSPQ tokenizer + BERT + Stage 3 heads)", True,
+                  "configs/tokenizer.yaml, configs/pretrain.yaml, configs/anomaly.yaml as committed", ours_score)
     methods = parse_methods(args.methods, args.quick, ours)
     rows: list[dict[str, Any]] = []
     seconds: dict[str, float] = {k: 0.0 for k in methods}
     pixels: dict[str, int] = {k: 0 for k in methods}
+    stage3_train: list[float] = []
+
+    def add_row(name: str, key: str, seed: int | None, scores: np.ndarray, elapsed: float) -> dict[str, float]:
+        metrics = detection_metrics(scores, scored[name].gt)
+        row = {"scene": name, "method": key, "mode": args.mode, "seed": seed, **metrics, "seconds": elapsed}
+        rows.append({k: row[k] for k in ROW_KEYS})
+        return metrics
+
     for name in scored_names:
         scene = scored[name]
         first_maps: dict[str, np.ndarray] = {}
         for key, method in methods.items():
             for seed in (range(args.seeds) if method.seeded else [None]):
                 start = time.perf_counter()
-                scores = np.asarray(method.score(scene, 0 if seed is None else seed), dtype=np.float32)
+                result = method.score(scene, 0 if seed is None else seed)
                 elapsed = time.perf_counter() - start
-                metrics = detection_metrics(scores, scene.gt)
-                row = {"scene": name, "method": key, "mode": args.mode, "seed": seed, **metrics, "seconds": elapsed}
-                rows.append({k: row[k] for k in ROW_KEYS})
+                if isinstance(result, OursResult):  # timed by the pipeline: inference alone, not training
+                    elapsed = result.inference_seconds
+                    stage3_train.append(result.train_seconds)
+                    for head, head_map in result.heads.items():
+                        add_row(name, f"{key}/{head}", seed, head_map, elapsed)
+                    result = result.fused
+                scores = np.asarray(result, dtype=np.float32)
+                metrics = add_row(name, key, seed, scores, elapsed)
                 seconds[key] += elapsed
                 pixels[key] += int(scores.size)
                 first_maps.setdefault(key, scores)
@@ -215,10 +230,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pixels_per_second": {k: pixels[k] / seconds[k] for k in ("ours", "grx")
                               if k in methods and seconds[k] > 0},
         "peak_rss_mb": peak_rss_mb(),
+        "stage_seconds": {"pretrain_stages_1_2": pipeline.pretrain_seconds, "stage3_train": stage3_train},
     }
     pps = speed["pixels_per_second"]
     speed["ours_over_grx_throughput"] = pps["ours"] / pps["grx"] if {"ours", "grx"} <= pps.keys() else None
-    protocol = protocol_text(args, methods, scored_names, list(extra) + unlabelled)
+    protocol = protocol_text(args, methods, scored_names, list(extra_paths) + unlabelled)
     result = {"protocol": protocol, "rows": rows, "speed": speed}
     atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     text = markdown(protocol, rows, methods, scored_names, speed)
