@@ -25,7 +25,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 from encoder.masking import STRATEGIES, apply_mask, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import describe_load_error, load_checkpoint
 from utils.errors import CheckpointError
 
 
@@ -158,7 +158,7 @@ class HSIEncoderBERT(nn.Module):
             encoder.load_state_dict(ckpt["state_dict"])
         except RuntimeError as err:
             raise CheckpointError(f"{path}: state_dict does not fit its encoder_args: "
-                                  f"{str(err).splitlines()[0][:200]}") from None
+                                  f"{describe_load_error(err)}; re-create the checkpoint") from None
         return encoder.eval(), ckpt
 
 

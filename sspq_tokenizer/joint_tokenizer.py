@@ -21,7 +21,7 @@ from torch import nn
 
 from sspq_tokenizer.spatial_vqvae import SpatialCNNVQVAE
 from sspq_tokenizer.spectral_vqvae import SpectralTCNVQVAE
-from utils.checkpoint import atomic_write, load_checkpoint
+from utils.checkpoint import atomic_write, describe_load_error, load_checkpoint
 from utils.errors import CheckpointError, ConfigError, DataError
 
 CODEBOOKS_FORMAT = 1
@@ -191,6 +191,7 @@ class SSPQTokenizer(nn.Module):
         try:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as err:
-            raise CheckpointError(f"{path}: weights do not match the model its config describes: "
-                                  f"{str(err).splitlines()[0]}") from None
+            raise CheckpointError(f"{path}: weights do not match the model its config describes "
+                                  f"(num_bands {cfg.num_bands}, K_s {cfg.K_s}, K_x {cfg.K_x}): "
+                                  f"{describe_load_error(err)}; re-create the checkpoint") from None
         return model.eval(), ckpt

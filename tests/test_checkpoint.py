@@ -21,7 +21,7 @@ def test_round_trip_and_weights_only(tmp_path):
 
 def test_wrong_stage_is_named(tmp_path):
     path = save_checkpoint(tmp_path / "tok.pth", "tokenizer", {}, {})
-    with pytest.raises(CheckpointError, match="this is a tokenizer checkpoint, but a encoder checkpoint is expected"):
+    with pytest.raises(CheckpointError, match="this is a tokenizer checkpoint, but an encoder checkpoint is expected"):
         load_checkpoint(path, "encoder")
 
 

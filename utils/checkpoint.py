@@ -32,6 +32,23 @@ _STAGE_HINT = {
 }
 
 
+def _a(word: str) -> str:
+    return f"{'an' if str(word)[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The first sentence of an exception's message (torch's can run to a paragraph)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.split(". ")[0][:160]
+
+
+def describe_load_error(err: BaseException) -> str:
+    """One line out of `load_state_dict`'s multi-line RuntimeError: the first concrete mismatch."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = next((line for line in lines[1:]), lines[0] if lines else type(err).__name__)
+    return detail[:300]
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -80,9 +97,12 @@ def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.devi
         raise CheckpointError(f"{path}: checkpoint not found; {_STAGE_HINT.get(stage, '')}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:160]}); "
+    except pickle.UnpicklingError:  # weights_only refused a Python object: never executed, never loaded
+        raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain types, "
+                              f"which torch.load(weights_only=True) will not run; use a checkpoint written by "
+                              f"this project ({_STAGE_HINT.get(stage, '')})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {_first_sentence(err)}); "
                               f"re-create it ({_STAGE_HINT.get(stage, '')})") from None
     if not isinstance(ckpt, dict) or "stage" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not an sspq-hsi checkpoint (no 'stage'/'state_dict' entries)")
@@ -90,7 +110,7 @@ def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.devi
         raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format_version')} is not the supported "
                               f"format {FORMAT_VERSION}; re-create it with this version")
     if ckpt["stage"] != stage:
-        raise CheckpointError(f"{path}: this is a {ckpt['stage']} checkpoint, but a {stage} checkpoint is "
+        raise CheckpointError(f"{path}: this is {_a(ckpt['stage'])} checkpoint, but {_a(stage)} checkpoint is "
                               f"expected here; {_STAGE_HINT.get(stage, '')}")
     return ckpt
 
