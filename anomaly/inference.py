@@ -37,7 +37,7 @@ from anomaly.config import AnomalyConfig  # noqa: E402
 from anomaly.train_anomaly import build_detector, fit_preprocessor, load_universal_model, same_scene  # noqa: E402
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
-from utils.checkpoint import atomic_write, check_parent, load_checkpoint, sha256_file  # noqa: E402
+from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, sha256_file  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import from_dict, load_config  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -88,7 +88,7 @@ def load_detector(detector_ckpt: str | Path, device: torch.device):
         detector.load_trained_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{detector_ckpt}: weights do not fit the detector its config describes: "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{describe_load_error(err)}; retrain Stage 3") from None
     return detector.to(device).eval(), trained, ckpt, info
 
 
@@ -156,6 +156,8 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
         title += f" (AUC {metrics['fused']['auc']:.4f})"
     save_anomaly_figure(folder / "anomaly_map.png", scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
                         wavelengths=scene.wavelengths)
+    if "note" in metrics:
+        log.warning(f"{run.data_path}: {metrics['note']} (metrics.json says so)")
     if "fused" in metrics:
         heads = ", ".join(f"{k} {v['auc']:.4f}" for k, v in metrics["heads"].items())
         log.info(f"ROC AUC fused {metrics['fused']['auc']:.4f} ({heads})")

@@ -64,6 +64,12 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tupl
     if encoder.grid_size != tokenizer.grid_size:
         raise CheckpointError(f"{encoder_ckpt}: encoder grid {encoder.grid_size} != tokenizer grid "
                               f"{tokenizer.grid_size} of {tok_path}")
+    k_s = encoder.spectral_codebook_size
+    if encoder.joint_vocab_size != tokenizer.joint_vocab_size or k_s not in (None, tokenizer.K_s):
+        raise CheckpointError(f"{encoder_ckpt}: encoder vocabulary {encoder.joint_vocab_size} (K_s "
+                              f"{k_s}) does not match the joint vocabulary "
+                              f"{tokenizer.joint_vocab_size} (K_s {tokenizer.K_s}) of its tokenizer {tok_path}; "
+                              f"re-run Stage 2 with that tokenizer")
     model = UniversalHSIModel(tokenizer, encoder).to(device).eval()
     info = {
         "tokenizer_config": tok_ckpt["config"],

@@ -4,7 +4,7 @@
 
 Panels: a false-colour composite of three bands (percentile-stretched), the gt mask (when given), the
 fused map (when given), one panel per entry of `head_maps` (colours clipped to the 1st..99.5th percentile
-of each map), and, when a gt is given, ROC curves with a
+of each map), and, when a gt with both anomaly and background pixels is given, ROC curves with a
 logarithmic false-alarm axis and each map's AUC in the legend. Matplotlib runs on the Agg backend (no
 display needed); the file is written atomically (utils.checkpoint.atomic_write).
 """
@@ -75,7 +75,7 @@ def save_anomaly_figure(path: str | Path, cube: np.ndarray, gt: np.ndarray | Non
     if gt is not None:
         panels.append(("gt", gt, "gray"))
     panels += [(name, values, "inferno") for name, values in maps.items()]
-    with_roc = gt is not None and bool(maps)
+    with_roc = gt is not None and bool(maps) and 0 < int(np.count_nonzero(gt)) < gt.size  # else AUC is undefined
     count = len(panels) + int(with_roc)
     cols = min(_MAX_COLUMNS, count)
     rows = -(-count // cols)
