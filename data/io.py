@@ -20,8 +20,8 @@ asking for `gt_key`). Keys picked this way are logged.
 
 Layout: the cube is `(H, W, B)`. It is read as `(B, H, W)` (and transposed) only on explicit
 evidence from the same file: wavelengths whose length matches axis 0 but not axis 2, or a gt whose
-shape is `cube.shape[1:]` but not `cube.shape[:2]`. Without such evidence no layout is guessed;
-wavelengths that match neither axis are an error.
+shape is `cube.shape[1:]` but not `cube.shape[:2]`. Without such evidence no layout is guessed: the
+cube is read as (H, W, B) and the log says so; wavelengths that match neither axis are an error.
 
 Checks: 3-D cube with H, W >= 1 and B >= 2 (one band carries no spectrum); integer cubes become
 float32 (a `.npy` or ENVI memmap keeps its stored dtype: every consumer converts chunk by chunk); gt of
@@ -298,6 +298,10 @@ def _orient(path: Path, cube: np.ndarray, gt: np.ndarray | None, wavelengths: np
     if gt is not None and gt.shape == shape[1:] and gt.shape != shape[:2]:
         get_logger().info(f"{path.name}: gt {gt.shape} matches axes 1-2: reading the cube as (B, H, W)")
         return np.ascontiguousarray(cube.transpose(1, 2, 0))
+    if path.suffix.lower() != ".hdr":  # an ENVI header states its interleave; other files cannot
+        get_logger().info(f"{path.name}: no wavelengths or gt to confirm the layout: reading shape {shape} as "
+                          f"(H, W, B) = {shape[0]} x {shape[1]} pixels of {shape[2]} bands (a (B, H, W) cube must "
+                          f"ship its wavelengths or gt, or be transposed)")
     return cube
 
 
