@@ -63,8 +63,8 @@ class OneClassSettings:
 class LocalRXSettings:
     """Dual-window local RX (the `lrx` head)."""
 
-    inner: int = 3
-    outer: int = 9
+    inner: int = 7
+    outer: int = 21
     n_components: int = 30
 
 

@@ -124,8 +124,7 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.4f}" if len(values) == 1 else f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def markdown(protocol: str, rows: list[dict[str, Any]], methods: dict[str, Method], scenes: list[str],
-             speed: dict[str, Any]) -> str:
+def markdown(protocol: str, rows: list[dict[str, Any]], scenes: list[str], speed: dict[str, Any]) -> str:
     keys = list(dict.fromkeys(r["method"] for r in rows))  # methods, then ours/<head>, in run order
     out = ["# Hyperspectral anomaly detection benchmark", "", "## Protocol", "", protocol, "",
            "## ROC AUC (one row per scene; mean ± std over seeds where a method is seeded)", "",
@@ -173,6 +172,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in unlabelled:
         log.info(f"{name}: no anomaly in its gt (or no gt): used for pre-training only, not scored")
     scored_names = [name for name in scored if name not in unlabelled]
+    if args.only:
+        only = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = sorted(set(only) - set(scored_names))
+        if unknown:
+            raise ConfigError(f"--only: {unknown} are not labelled scenes of {args.scenes} ({', '.join(scored_names)})")
+        scored_names = [name for name in scored_names if name in only]
     if not scored_names:
         raise DataError(f"{args.scenes}: no scene with an anomaly gt mask to score")
     extra_paths = {p.stem: p for p in list_scenes(args.pretrain)} if args.pretrain else {}
@@ -237,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol = protocol_text(args, methods, scored_names, list(extra_paths) + unlabelled)
     result = {"protocol": protocol, "rows": rows, "speed": speed}
     atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
-    text = markdown(protocol, rows, methods, scored_names, speed)
+    text = markdown(protocol, rows, scored_names, speed)
     atomic_write(out / "benchmark.md", lambda tmp: Path(tmp).write_text(text))
     log.info(f"wrote {out / 'benchmark.md'}, {out / 'benchmark.json'} and {out / 'figures'}/")
     return result
@@ -252,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="transductive", choices=MODES, help="pre-training protocol for ours")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per seeded method (mean and std)")
     parser.add_argument("--methods", default="ours,grx,lrx,crd", help="comma list of ours, grx, lrx, crd")
+    parser.add_argument("--only", default="", help="comma list of scene names to score (the others still "
+                        "pre-train); runs of disjoint --only lists merge with benchmarks/merge_results.py")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for tests (not a benchmark)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser

@@ -96,3 +96,22 @@ def test_scale_case_small(tmp_path):
     assert result["shape"] == [32, 32, 8] and result["global_rx"]["finite"]
     assert result["global_rx"]["peak_rss_mb"] > 0
     assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_only_and_merge_give_the_same_rows_as_one_run(tmp_path):
+    from benchmarks.merge_results import build_parser as merge_parser
+    from benchmarks.merge_results import main as merge_main
+    _write_scenes(tmp_path / "had")
+    common = ["--scenes", str(tmp_path / "had"), "--quick", "--methods", "grx"]
+    whole = run(_args(*common, "--out", str(tmp_path / "all")))
+    run(_args(*common, "--out", str(tmp_path / "p0"), "--only", "scene0"))
+    run(_args(*common, "--out", str(tmp_path / "p1"), "--only", "scene1"))
+    merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "p1"), "--out", str(tmp_path / "m")]))
+    merged = json.loads((tmp_path / "m" / "benchmark.json").read_text())
+    strip = lambda rows: sorted((r["scene"], r["method"], round(r["auc"], 6)) for r in rows)  # noqa: E731
+    assert strip(merged["rows"]) == strip(whole["rows"])
+    assert "| scene0 |" in (tmp_path / "m" / "benchmark.md").read_text()
+    with pytest.raises(ConfigError, match="--only"):
+        run(_args(*common, "--out", str(tmp_path / "x"), "--only", "nope"))
+    with pytest.raises(DataError, match="disjoint"):
+        merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "p0"), "--out", str(tmp_path / "m2")]))

@@ -1,0 +1,77 @@
+"""Merge benchmark runs over disjoint scene sets (`run_benchmark.py --only ...`) into one table.
+
+    python benchmarks/merge_results.py --out results/loo results/loo_part1 results/loo_part2 ...
+
+Rows are concatenated (a scene scored twice by the same method, mode and seed is an error); speed
+figures are combined per run: throughputs and the ours / global RX ratio averaged over runs, peak
+memory the largest run's, stage timings pooled. Writes OUT/benchmark.json and OUT/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/merge_results.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.run_benchmark import markdown  # noqa: E402
+from utils.checkpoint import atomic_write  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import DataError  # noqa: E402
+
+
+def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    rows = [row for run in runs for row in run["rows"]]
+    keys = [(r["scene"], r["method"], r["mode"], r["seed"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise DataError("the runs score the same scene with the same method, mode and seed: merge disjoint --only runs")
+    speeds = [run["speed"] for run in runs]
+    pps: dict[str, list[float]] = {}
+    for speed in speeds:
+        for key, value in speed["pixels_per_second"].items():
+            pps.setdefault(key, []).append(value)
+    ratios = [s["ours_over_grx_throughput"] for s in speeds if s.get("ours_over_grx_throughput") is not None]
+    stages: dict[str, list[float]] = {}
+    for speed in speeds:
+        for key, values in speed.get("stage_seconds", {}).items():
+            stages.setdefault(key, []).extend(values)
+    speed = {"pixels_per_second": {k: float(np.mean(v)) for k, v in pps.items()},
+             "ours_over_grx_throughput": float(np.mean(ratios)) if ratios else None,
+             "peak_rss_mb": max(s["peak_rss_mb"] for s in speeds), "stage_seconds": stages}
+    protocol = runs[0]["protocol"] + f"\n- Merged from {len(runs)} runs over disjoint scene sets: {', '.join(sources)}."
+    return {"protocol": protocol, "rows": rows, "speed": speed}
+
+
+def main(args: argparse.Namespace) -> None:
+    runs, sources = [], []
+    for folder in args.runs:
+        path = Path(folder) / "benchmark.json"
+        if not path.is_file():
+            raise DataError(f"{path}: not found (is {folder} a run_benchmark.py --out folder?)")
+        runs.append(json.loads(path.read_text()))
+        sources.append(str(folder))
+    result = merge(runs, sources)
+    scenes = list(dict.fromkeys(r["scene"] for r in result["rows"]))
+    out = Path(args.out)
+    atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    text = markdown(result["protocol"], result["rows"], scenes, result["speed"])
+    atomic_write(out / "benchmark.md", lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'} ({len(result['rows'])} rows)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run_benchmark.py --out folders to merge")
+    parser.add_argument("--out", required=True, help="folder for the merged benchmark.json / benchmark.md")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())
