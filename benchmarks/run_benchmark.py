@@ -207,6 +207,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({k: row[k] for k in ROW_KEYS})
         return metrics
 
+    protocol = protocol_text(args, methods, scored_names, list(extra_paths) + unlabelled)
+
+    def write_results() -> dict[str, Any]:
+        """(Re)write benchmark.json / .md from the rows so far: a killed run keeps what it measured."""
+        speed: dict[str, Any] = {
+            "seconds_total": seconds,
+            "pixels_per_second": {k: pixels[k] / seconds[k] for k in ("ours", "grx")
+                                  if k in methods and seconds[k] > 0},
+            "peak_rss_mb": peak_rss_mb(),
+            "stage_seconds": {"pretrain_stages_1_2": pipeline.pretrain_seconds, "stage3_train": stage3_train},
+        }
+        pps = speed["pixels_per_second"]
+        speed["ours_over_grx_throughput"] = pps["ours"] / pps["grx"] if {"ours", "grx"} <= pps.keys() else None
+        result = {"protocol": protocol, "rows": rows, "speed": speed}
+        atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        text = markdown(protocol, rows, scored_names, speed)
+        atomic_write(out / "benchmark.md", lambda tmp: Path(tmp).write_text(text))
+        return result
+
     for name in scored_names:
         scene = scored[name]
         first_maps: dict[str, np.ndarray] = {}
@@ -227,23 +246,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pixels[key] += int(scores.size)
                 first_maps.setdefault(key, scores)
                 log.info(f"{name} {key} seed={seed}: AUC {metrics['auc']:.4f} ({elapsed:.2f} s)")
+                write_results()
         fused = first_maps.pop("ours", None)
         save_anomaly_figure(out / "figures" / f"{name}.png", scene.cube, scene.gt, fused,
                             {methods[k].label: v for k, v in first_maps.items()}, name, scene.wavelengths)
-    speed: dict[str, Any] = {
-        "seconds_total": seconds,
-        "pixels_per_second": {k: pixels[k] / seconds[k] for k in ("ours", "grx")
-                              if k in methods and seconds[k] > 0},
-        "peak_rss_mb": peak_rss_mb(),
-        "stage_seconds": {"pretrain_stages_1_2": pipeline.pretrain_seconds, "stage3_train": stage3_train},
-    }
-    pps = speed["pixels_per_second"]
-    speed["ours_over_grx_throughput"] = pps["ours"] / pps["grx"] if {"ours", "grx"} <= pps.keys() else None
-    protocol = protocol_text(args, methods, scored_names, list(extra_paths) + unlabelled)
-    result = {"protocol": protocol, "rows": rows, "speed": speed}
-    atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
-    text = markdown(protocol, rows, scored_names, speed)
-    atomic_write(out / "benchmark.md", lambda tmp: Path(tmp).write_text(text))
+    result = write_results()
     log.info(f"wrote {out / 'benchmark.md'}, {out / 'benchmark.json'} and {out / 'figures'}/")
     return result
 
