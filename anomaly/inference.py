@@ -130,7 +130,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
         if same_scene(train_scene, trained.supervised_data_path, scene, run.data_path):
             raise DataError(f"{detector_ckpt} was trained with the labels of {trained.supervised_data_path}, "
                             f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
-    prep = fit_preprocessor(scene, info["tokenizer_config"])
+    prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
     with autocast(device, run.amp):

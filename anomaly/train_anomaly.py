@@ -105,10 +105,12 @@ def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str,
     )
 
 
-def fit_preprocessor(scene: Scene, tokenizer_config: dict[str, Any]) -> SpectralPreprocessor:
-    """Per-scene spectral preprocessing with the tokenizer's num_bands and normalisation (DESIGN 3)."""
+def fit_preprocessor(scene: Scene, tokenizer_config: dict[str, Any], source: str | None = None
+                     ) -> SpectralPreprocessor:
+    """Per-scene spectral preprocessing with the tokenizer's num_bands and normalisation (DESIGN 3);
+    `source` (the scene's path) names the file in errors."""
     return SpectralPreprocessor.fit(scene.cube, int(tokenizer_config["num_bands"]),
-                                    tokenizer_config["normalize"], scene.wavelengths)
+                                    tokenizer_config["normalize"], scene.wavelengths, source=source)
 
 
 def prepare(scene: Scene, prep: SpectralPreprocessor) -> np.ndarray:
@@ -176,7 +178,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
                             f"anomaly and background pixels")
     else:
         train_scene = target
-    prep = fit_preprocessor(train_scene, tok_cfg)
+    prep = fit_preprocessor(train_scene, tok_cfg, cfg.supervised_data_path if supervised else cfg.data_path)
     prepared = prepare(train_scene, prep)
     detector = build_detector(cfg, model, info, supervised).to(device)
     patches, gt = _training_set(cfg, train_scene, prepared, int(tok_cfg["patch_size"]), int(tok_cfg["stride"]),

@@ -156,8 +156,21 @@ class SpectralPreprocessor:
 
     @classmethod
     def fit(cls, cube: np.ndarray, num_bands: int, method: str = "minmax",
-            wavelengths: np.ndarray | None = None) -> "SpectralPreprocessor":
-        """Fit on a (H, W, B_raw) cube (ndarray or memmap), reading it in row chunks."""
+            wavelengths: np.ndarray | None = None, source: str | None = None) -> "SpectralPreprocessor":
+        """Fit on a (H, W, B_raw) cube (ndarray or memmap), reading it in row chunks.
+
+        `source` (the scene's file) prefixes every DataError, so the user learns which scene is unusable.
+        """
+        try:
+            return cls._fit(cube, num_bands, method, wavelengths)
+        except DataError as err:
+            if source is None:
+                raise
+            raise DataError(f"{source}: {err}") from None
+
+    @classmethod
+    def _fit(cls, cube: np.ndarray, num_bands: int, method: str,
+             wavelengths: np.ndarray | None) -> "SpectralPreprocessor":
         _check_num_bands(num_bands)
         _check_method(method)
         if cube.ndim != 3:
@@ -185,8 +198,9 @@ class SpectralPreprocessor:
         constant = ~mostly_bad & (hi - lo <= 1e-7 * span)
         keep = np.flatnonzero(~mostly_bad & ~constant)
         if keep.size < 2:
+            why = " (a single pixel: every band is constant)" if pixels == 1 else ""
             raise DataError(f"only {keep.size} usable band(s) of {raw} after dropping {int(mostly_bad.sum())} "
-                            f"mostly non-finite and {int(constant.sum())} constant band(s); need at least 2")
+                            f"mostly non-finite and {int(constant.sum())} constant band(s){why}; need at least 2")
         if wavelengths is None:
             x_all, over = np.arange(raw, dtype=np.float64), "band index"
         else:
@@ -254,9 +268,9 @@ class SpectralPreprocessor:
 
 
 def prepare_cube(cube: np.ndarray, num_bands: int, method: str = "minmax",
-                 wavelengths: np.ndarray | None = None) -> np.ndarray:
+                 wavelengths: np.ndarray | None = None, source: str | None = None) -> np.ndarray:
     """Fit a SpectralPreprocessor on `cube` and apply it chunk by chunk: (H, W, num_bands) float32."""
-    prep = SpectralPreprocessor.fit(cube, num_bands, method, wavelengths)
+    prep = SpectralPreprocessor.fit(cube, num_bands, method, wavelengths, source=source)
     out = np.empty((*cube.shape[:2], num_bands), dtype=np.float32)
     for r0, block in iter_row_chunks(cube):
         out[r0:r0 + block.shape[0]] = prep.transform(block)

@@ -49,7 +49,7 @@ from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_
 from utils.cli import run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
-from utils.errors import ConfigError, DataError
+from utils.errors import CheckpointError, ConfigError, DataError
 from utils.logging import get_logger
 from utils.runtime import autocast, make_scaler, set_seed
 
@@ -90,7 +90,8 @@ def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict
     grids = []
     for entry in cfg.pretrain_datasets:
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
-        cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths)  # (H, W, B)
+        cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths,
+                            source=entry.data_path)  # (H, W, B)
         chunks, corners = [], []
         for patches, coords in extractor.iter_batches(cube, TOKENIZE_BATCH):
             chunks.append(frozen_tokenize(tokenizer, torch.from_numpy(patches).to(device)).cpu())  # (n, T)
@@ -186,6 +187,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     out_dir = Path(cfg.output_dir)
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
     set_seed(cfg.seed)
+    if resume and not last_path.is_file():  # before the scenes are tokenised
+        raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
 
     tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(cfg.tokenizer_ckpt)
     tokenizer = tokenizer.to(device).requires_grad_(False)

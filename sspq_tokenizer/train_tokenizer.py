@@ -51,7 +51,8 @@ def load_patches(cfg: TokenizerConfig, log: Any) -> torch.Tensor:
     chunks = []
     for i, entry in enumerate(cfg.pretrain_datasets):
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
-        prep = SpectralPreprocessor.fit(scene.cube, cfg.num_bands, cfg.normalize, scene.wavelengths)
+        prep = SpectralPreprocessor.fit(scene.cube, cfg.num_bands, cfg.normalize, scene.wavelengths,
+                                        source=entry.data_path)
         coords = extractor.coords(*scene.cube.shape[:2])  # (n, 2)
         if cfg.max_patches_per_scene is not None and len(coords) > cfg.max_patches_per_scene:
             pick = np.random.default_rng(cfg.seed + i).permutation(len(coords))[:cfg.max_patches_per_scene]
@@ -148,6 +149,8 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
     out_dir = Path(cfg.output_dir)
     best_path, last_path = out_dir / "best.pth", out_dir / "last.pth"
     set_seed(cfg.seed)
+    if resume and not last_path.is_file():  # before minutes of data loading
+        raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
 
     patches = load_patches(cfg, log)
     train_idx, val_idx = split_indices(len(patches), cfg.val_fraction, cfg.seed)
@@ -160,8 +163,6 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
     scaler = make_scaler(device, cfg.amp)
     start_epoch, best_val, best_epoch = 0, float("inf"), -1
     if resume:
-        if not last_path.is_file():
-            raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
         ckpt = load_checkpoint(last_path, "tokenizer")  # on the CPU: the RNG states must stay host tensors
         _check_resumable(ckpt["config"], to_dict(cfg), last_path)
         model.load_state_dict(ckpt["state_dict"])
