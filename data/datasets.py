@@ -158,6 +158,11 @@ class SceneEntry:
     gt_key: str | None = None  # array name of the gt when it is not found by name
 
 
+def default_scenes() -> list[SceneEntry]:
+    """The stage configs' default `pretrain_datasets`: the embedded synthetic scene alone."""
+    return [SceneEntry(name="synthetic", data_path="synthetic", domain_id=0)]
+
+
 def check_scene_entries(entries: Sequence[SceneEntry]) -> None:
     """ConfigError on an empty list, empty or duplicate names, duplicate or negative domain ids."""
     if not entries:

@@ -11,21 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.datasets import SceneEntry, check_scene_entries
+from data.datasets import SceneEntry, check_scene_entries, default_scenes
 from encoder.masking import STRATEGIES
 from encoder.pretrained_lm import ARCH_KEYS, DROPOUT_KEYS
 from utils.config import check
-
-
-def _default_scenes() -> list[SceneEntry]:
-    return [SceneEntry(name="synthetic", data_path="synthetic", domain_id=0)]
 
 
 @dataclass
 class PretrainConfig:
     seed: int = 66
     device: str = "auto"
-    pretrain_datasets: list[SceneEntry] = field(default_factory=_default_scenes)
+    pretrain_datasets: list[SceneEntry] = field(default_factory=default_scenes)
     tokenizer_ckpt: str = "checkpoints/tokenizer/best.pth"
     bert_model_name_or_path: str = "bert-base-uncased"
     load_pretrained_lm: bool = False

@@ -9,22 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.datasets import SceneEntry
+from data.datasets import SceneEntry, default_scenes
 from sspq_tokenizer.spectral_vqvae import TOKEN_MODES
 from utils.config import check
 
 NORMALIZE_METHODS = ("minmax", "zscore")
 
 
-def _default_scenes() -> list[SceneEntry]:
-    return [SceneEntry(name="synthetic", data_path="synthetic", domain_id=0)]
-
-
 @dataclass
 class TokenizerConfig:
     seed: int = 66
     device: str = "auto"
-    pretrain_datasets: list[SceneEntry] = field(default_factory=_default_scenes)
+    pretrain_datasets: list[SceneEntry] = field(default_factory=default_scenes)
     num_bands: int = 128
     normalize: str = "minmax"
     patch_size: int = 8
