@@ -1,0 +1,103 @@
+"""Nothing executes code from a config, a checkpoint or a data file: every project .py file is parsed and
+searched for torch.load without weights_only=True, yaml.load / unsafe_load / full_load, eval / exec /
+__import__, pickle / dill / marshal / shelve / joblib loads, and np.load(..., allow_pickle=True).
+The checker itself is tested on a table of snippets that it must flag and must pass."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP = {".venv", ".git", "checkpoints", "outputs", "node_modules"}
+UNSAFE_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve", "joblib", "cloudpickle"}
+
+
+def _is_true(node: ast.AST | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is True
+
+
+def _keyword(call: ast.Call, name: str) -> ast.AST | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def unsafe_calls(source: str) -> list[str]:
+    """Descriptions of the unsafe loads / code execution in `source`, with line numbers."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in UNSAFE_MODULES:
+            names = {alias.name for alias in node.names}
+            if names & {"load", "loads", "Unpickler", "open"}:
+                found.append(f"line {node.lineno}: from {node.module} import {', '.join(sorted(names))}")
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in {"eval", "exec", "__import__", "compile"}:
+            found.append(f"line {node.lineno}: {func.id}(...)")
+        if not isinstance(func, ast.Attribute):
+            continue
+        owner = func.value.id if isinstance(func.value, ast.Name) else ""
+        if owner == "torch" and func.attr == "load" and not _is_true(_keyword(node, "weights_only")):
+            found.append(f"line {node.lineno}: torch.load without weights_only=True")
+        if owner == "yaml" and func.attr in {"load", "load_all", "unsafe_load", "unsafe_load_all", "full_load"}:
+            found.append(f"line {node.lineno}: yaml.{func.attr} (use yaml.safe_load)")
+        if owner in UNSAFE_MODULES and func.attr in {"load", "loads", "Unpickler", "open"}:
+            found.append(f"line {node.lineno}: {owner}.{func.attr}")
+        if owner in {"np", "numpy"} and func.attr == "load" and _is_true(_keyword(node, "allow_pickle")):
+            found.append(f"line {node.lineno}: np.load(..., allow_pickle=True)")
+    return found
+
+
+def project_files() -> list[Path]:
+    return sorted(p for p in ROOT.rglob("*.py") if not SKIP & set(p.relative_to(ROOT).parts))
+
+
+FLAGGED = [
+    "torch.load(path)",
+    "torch.load(path, map_location='cpu')",
+    "torch.load(path, weights_only=False)",
+    "torch.load(\n    path,\n    weights_only=flag)",
+    "yaml.load(text)",
+    "yaml.load(text, Loader=yaml.FullLoader)",
+    "yaml.unsafe_load(text)",
+    "yaml.full_load(text)",
+    "eval(cfg['lr'])",
+    "exec(open('configurator.py').read())",
+    "__import__(cfg.target)",
+    "pickle.load(handle)",
+    "pickle.loads(data)",
+    "dill.loads(data)",
+    "joblib.load(path)",
+    "from pickle import loads",
+    "np.load(path, allow_pickle=True)",
+    "numpy.load(path, mmap_mode='r', allow_pickle=True)",
+]
+PASSED = [
+    "torch.load(path, map_location='cpu', weights_only=True)",
+    "yaml.safe_load(text)",
+    "model.eval()",
+    "np.load(path, allow_pickle=False)",
+    "np.load(path, mmap_mode='r')",
+    "import pickle\ntry:\n    x = 1\nexcept pickle.UnpicklingError:\n    pass",
+    "torch.save(payload, tmp)",
+]
+
+
+@pytest.mark.parametrize("snippet", FLAGGED)
+def test_checker_flags(snippet):
+    assert unsafe_calls(snippet), snippet
+
+
+@pytest.mark.parametrize("snippet", PASSED)
+def test_checker_passes(snippet):
+    assert unsafe_calls(snippet) == [], snippet
+
+
+def test_no_project_file_loads_unsafely():
+    files = project_files()
+    assert len(files) > 40 and ROOT / "utils" / "checkpoint.py" in files
+    problems = [f"{path.relative_to(ROOT)} {problem}" for path in files
+                for problem in unsafe_calls(path.read_text())]
+    assert problems == [], "\n".join(problems)
