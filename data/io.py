@@ -209,7 +209,7 @@ def _read_mat(path: Path, cube_key: str | None, gt_key: str | None) -> tuple:
         return _read_mat73(path, cube_key, gt_key)
     try:
         content = scipy.io.loadmat(path)
-    except (*_CORRUPT, TypeError, NotImplementedError) as err:
+    except Exception as err:  # scipy's parser raises a zoo of types on a damaged file (IndexError, MatReadError, ...)
         raise DataError(f"{path}: not a readable MATLAB file ({type(err).__name__}: {err})") from None
     content = {k: v for k, v in content.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
     shapes = {k: (v.shape, v.dtype) for k, v in content.items()}
@@ -290,6 +290,9 @@ def _orient(path: Path, cube: np.ndarray, gt: np.ndarray | None, wavelengths: np
     if wavelengths is not None:
         n = wavelengths.size
         if n == shape[2]:
+            if n == shape[0]:
+                get_logger().info(f"{path.name}: {n} wavelengths match axes 0 and 2 of {shape}: reading it as "
+                                  f"(H, W, B); transpose the file if it is (B, H, W)")
             return cube
         if n == shape[0]:
             get_logger().info(f"{path.name}: {n} wavelengths match axis 0: reading the cube as (B, H, W)")
@@ -300,7 +303,7 @@ def _orient(path: Path, cube: np.ndarray, gt: np.ndarray | None, wavelengths: np
         return np.ascontiguousarray(cube.transpose(1, 2, 0))
     if path.suffix.lower() != ".hdr":  # an ENVI header states its interleave; other files cannot
         get_logger().info(f"{path.name}: no wavelengths or gt to confirm the layout: reading shape {shape} as "
-                          f"(H, W, B) = {shape[0]} x {shape[1]} pixels of {shape[2]} bands (a (B, H, W) cube must "
+                          f"(H, W, B) = {shape[0]} x {shape[1]} pixels of {shape[2]} band(s) (a (B, H, W) cube must "
                           f"ship its wavelengths or gt, or be transposed)")
     return cube
 

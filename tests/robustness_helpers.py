@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the zygote imports the project (pytest's `pythonpath = .` does the same)
     sys.path.insert(0, str(ROOT))
-PRELOAD = ["robustness_helpers", "torch", "matplotlib.pyplot", "anomaly.inference", "anomaly.train_anomaly", "encoder.pretrain_mtp",
-           "sspq_tokenizer.train_tokenizer", "main_pretrain", "main_anomaly"]
+PRELOAD = ["robustness_helpers", "torch", "matplotlib.pyplot", "anomaly.inference", "anomaly.train_anomaly",
+           "encoder.pretrain_mtp", "sspq_tokenizer.train_tokenizer", "main_pretrain", "main_anomaly"]
 
 TOKENIZER_SET = ["device=cpu", "cpu_threads=1", "num_bands=8", "patch_size=4", "stride=2", "K_s=8", "K_x=8",
                  "hidden_dim=8", "num_layers=1", "band_stride=1", "pooled_length=4", "encoder_channels=[8]",
