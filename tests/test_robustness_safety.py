@@ -1,7 +1,9 @@
 """Nothing executes code from a config, a checkpoint or a data file: every project .py file is parsed and
 searched for torch.load without weights_only=True, yaml.load / unsafe_load / full_load, eval / exec /
 __import__, pickle / dill / marshal / shelve / joblib loads, and np.load(..., allow_pickle=True).
-The checker itself is tested on a table of snippets that it must flag and must pass."""
+Every file a project module writes (checkpoints, maps, metrics, figures) goes through
+utils.checkpoint.atomic_write: no writer targets a final path directly.
+Each checker is tested on a table of snippets that it must flag and must pass."""
 
 from __future__ import annotations
 
@@ -100,4 +102,65 @@ def test_no_project_file_loads_unsafely():
     assert len(files) > 40 and ROOT / "utils" / "checkpoint.py" in files
     problems = [f"{path.relative_to(ROOT)} {problem}" for path in files
                 for problem in unsafe_calls(path.read_text())]
+    assert problems == [], "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+TEMP_NAMES = {"tmp", "t", "buffer"}  # atomic_write's temporary path, or an in-memory buffer
+
+
+def _target(call: ast.Call) -> ast.AST | None:
+    """The path argument of a file-writing call, or None when `call` writes no file."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    owner = func.value if isinstance(func, ast.Attribute) else None
+    if name == "save" and isinstance(owner, ast.Name) and owner.id == "torch":
+        return call.args[1] if len(call.args) > 1 else _keyword(call, "f")
+    if name in {"save", "savez", "savez_compressed", "savetxt"} and isinstance(owner, ast.Name) \
+            and owner.id in {"np", "numpy"}:
+        return call.args[0] if call.args else None
+    if name in {"savefig", "imsave", "save_image", "savemat"}:
+        return call.args[0] if call.args else None
+    if name in {"write_text", "write_bytes"} and isinstance(owner, ast.Call) and owner.args:
+        return owner.args[0]  # Path(x).write_text(...)
+    if name in {"write_text", "write_bytes"}:
+        return owner
+    if name == "open" and len(call.args) > 1 and isinstance(call.args[1], ast.Constant) \
+            and any(ch in str(call.args[1].value) for ch in "wax+"):
+        return call.args[0]
+    return None
+
+
+def non_atomic_writes(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            target = _target(node)
+            if target is not None and not (isinstance(target, ast.Name) and target.id in TEMP_NAMES):
+                found.append(f"line {node.lineno}: writes {ast.unparse(target)} in place")
+    return found
+
+
+@pytest.mark.parametrize("snippet, flagged", [
+    ("torch.save(payload, path)", True),
+    ("np.save(out / 'anomaly_map.npy', m)", True),
+    ("fig.savefig(path)", True),
+    ("Path(out).write_text(text)", True),
+    ("(folder / 'metrics.json').write_text(text)", True),
+    ("with open(path, 'w') as f: pass", True),
+    ("atomic_write(path, lambda tmp: torch.save(payload, tmp))", False),
+    ("atomic_write(path, lambda tmp: fig.savefig(tmp, format='png'))", False),
+    ("atomic_write(p, lambda t: Path(t).write_text(text))", False),
+    ("np.save(buffer, array)", False),
+    ("with open(tmp, 'wb') as handle: pass", False),
+    ("with open(path, 'rb') as handle: pass", False),
+])
+def test_write_checker(snippet, flagged):
+    assert bool(non_atomic_writes(snippet)) == flagged, snippet
+
+
+def test_every_project_writer_goes_through_atomic_write():
+    files = [p for p in project_files() if "tests" not in p.relative_to(ROOT).parts]
+    problems = [f"{path.relative_to(ROOT)} {problem}" for path in files
+                for problem in non_atomic_writes(path.read_text())]
     assert problems == [], "\n".join(problems)
