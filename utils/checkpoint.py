@@ -46,7 +46,7 @@ def describe_load_error(err: BaseException) -> str:
     """One line out of `load_state_dict`'s multi-line RuntimeError: the first concrete mismatch."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     detail = next((line for line in lines[1:]), lines[0] if lines else type(err).__name__)
-    return detail[:300]
+    return detail[:300].rstrip(".")
 
 
 def sha256_file(path: str | Path) -> str:
