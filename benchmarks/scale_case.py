@@ -9,7 +9,12 @@ and runs `anomaly.baselines.global_rx` (covariance accumulated in row chunks, sc
 Reports wall seconds, pixels/second and the child's peak resident memory: VmHWM from /proc/self/status
 (ru_maxrss would not do: Linux carries the parent's peak across exec). The peak counts the memmap's file
 pages that the kernel keeps resident, so the file-backed and anonymous parts at the end are reported
-too, and the RSS after the imports (torch included) before global RX starts. Stage 3 inference joins here once wired.
+too, and the RSS after the imports (torch included) before global RX starts.
+
+With `--detector_ckpt PATH` (a Stage 3 checkpoint, e.g. checkpoints/anomaly/anomaly_detector.pth) a second
+child runs our inference (`anomaly.inference.run_inference`) on the same memmapped cube and reports the
+same figures. Patch heads stream in batches; the grx / lrx heads, when weighted, hold the prepared cube
+(H x W x num_bands float32) as well.
 """
 
 from __future__ import annotations
@@ -72,6 +77,31 @@ print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": before, "finite":
                   "rss_anon_mb_at_end": end["RssAnon"]}}))
 """
 
+_CHILD_OURS = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from anomaly.inference import run_inference
+
+def status():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    return {{k: int(fields[k].split()[0]) / 1024.0 for k in ("VmHWM", "RssFile", "RssAnon")}}
+
+before = status()["VmHWM"]
+start = time.perf_counter()
+run_inference(None, {ckpt!r}, {path!r}, out_dir={out!r}, overrides=["device=cpu"])
+seconds = time.perf_counter() - start
+end = status()
+print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": before, "peak_rss_mb": end["VmHWM"],
+                  "rss_file_mb_at_end": end["RssFile"], "rss_anon_mb_at_end": end["RssAnon"]}}))
+"""
+
+
+def _child(code: str) -> dict:
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"scale-case child failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
 
 def run(args: argparse.Namespace) -> dict:
     if args.size < 16 or args.bands < 2:
@@ -81,14 +111,19 @@ def run(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         write_cube(path, args.size, args.bands)
         write_seconds = time.perf_counter() - start
-        code = _CHILD.format(root=str(Path(__file__).resolve().parent.parent), path=str(path), chunk=CHUNK_ROWS)
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        root = str(Path(__file__).resolve().parent.parent)
+        measured = _child(_CHILD.format(root=root, path=str(path), chunk=CHUNK_ROWS))
+        ours = None
+        if args.detector_ckpt:
+            ours = _child(_CHILD_OURS.format(root=root, path=str(path), ckpt=str(Path(args.detector_ckpt).resolve()),
+                                             out=str(Path(tmp) / "out")))
     pixels = args.size * args.size
     result = {"shape": [args.size, args.size, args.bands], "dtype": "float32",
               "cube_mb": pixels * args.bands * 4 / 2**20, "write_seconds": write_seconds,
               "global_rx": {**measured, "pixels_per_second": pixels / measured["seconds"],
                             "chunk_rows": CHUNK_ROWS}}
+    if ours is not None:
+        result["ours"] = {**ours, "detector_ckpt": args.detector_ckpt, "pixels_per_second": pixels / ours["seconds"]}
     print(json.dumps(result, indent=1))
     if args.out:
         atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(result, indent=1)))
@@ -96,10 +131,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="peak memory of streamed global RX on a memmapped cube")
+    parser = argparse.ArgumentParser(description="peak memory of global RX (and our inference) on a memmapped cube")
     parser.add_argument("--size", type=int, default=1024, help="height and width of the synthetic cube")
     parser.add_argument("--bands", type=int, default=128, help="band count of the synthetic cube")
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
+    parser.add_argument("--detector_ckpt", default=None, help="also run Stage 3 inference with this checkpoint")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
 

@@ -70,6 +70,10 @@ def test_ours_quick_runs_all_stages_and_reports_heads(tmp_path):
     assert result["speed"]["ours_over_grx_throughput"] > 0
     assert len(result["speed"]["stage_seconds"]["pretrain_stages_1_2"]) == 1  # cached across scenes
     assert "ours/" in (tmp_path / "o" / "benchmark.md").read_text()
+    # the scale case runs our inference too, from the detector this run trained
+    detector = next((tmp_path / "o" / "work" / "stage3").glob("*/scene0/detector/anomaly_detector.pth"))
+    scale = run_scale(scale_parser().parse_args(["--size", "24", "--bands", "8", "--detector_ckpt", str(detector)]))
+    assert scale["ours"]["peak_rss_mb"] > 0 and scale["ours"]["pixels_per_second"] > 0
 
 def test_bad_options(tmp_path, argv, error, message):
     _write_scenes(tmp_path / "had")
