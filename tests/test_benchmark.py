@@ -75,6 +75,11 @@ def test_ours_quick_runs_all_stages_and_reports_heads(tmp_path):
     scale = run_scale(scale_parser().parse_args(["--size", "24", "--bands", "8", "--detector_ckpt", str(detector)]))
     assert scale["ours"]["peak_rss_mb"] > 0 and scale["ours"]["pixels_per_second"] > 0
 
+
+@pytest.mark.parametrize("argv, error, message", [
+    (["--methods", "grx,foo"], ConfigError, "foo"),
+    (["--seeds", "0"], ConfigError, "seeds"),
+])
 def test_bad_options(tmp_path, argv, error, message):
     _write_scenes(tmp_path / "had")
     with pytest.raises(error, match=message):
@@ -92,7 +97,9 @@ def test_command_line_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmark.py"), "--scenes",
                            str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--methods", "nope"],
                           capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: --methods")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert errors == [proc.stderr.strip().splitlines()[-1]] and errors[0].startswith("error: --methods")
 
 
 def test_scale_case_small(tmp_path):

@@ -95,7 +95,7 @@ def test_resume_continues_exactly(tokenizer_ckpt, tmp_path, monkeypatch):
 
 
 def test_resume_without_last_checkpoint_is_an_error(tokenizer_ckpt, tmp_path):
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match=r"--resume: no .*last.pth to resume from"):
         pretrain_mtp.pretrain_universal_hsi("configs/pretrain.yaml", tiny_overrides(tmp_path), tokenizer_ckpt,
                                             resume=True)
 
