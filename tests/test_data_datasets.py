@@ -11,6 +11,7 @@ from data.datasets import (HSIPatchExtractor, PatchDataset, ScoreAccumulator, Sc
 from data.preprocess import SpectralPreprocessor
 from data.transforms import Compose, GaussianNoise, RandomRot90Flip
 from utils.errors import ConfigError, DataError
+from fakes import RowRecorder
 
 SHAPES = [(1, 1), (1, 17), (17, 1), (2, 3), (4, 4), (7, 13), (10, 10), (23, 9), (30, 31)]
 GRIDS = [(1, None), (3, 1), (4, None), (5, 2), (5, 5), (11, None), (11, 11), (6, 4)]
@@ -74,18 +75,6 @@ def test_iter_batches_equals_extract_patches_and_applies_transform():
     streamed = np.concatenate([p for p, _ in ext.iter_batches(cube, 10, transform=prep.transform)])
     expected = prep.transform(cube)  # (H, W, 4), then patches of it
     assert np.allclose(streamed, ext.extract_patches(expected)[0], atol=1e-6)
-
-
-class RowRecorder:
-    """A cube stand-in that records how many rows each read returns."""
-
-    def __init__(self, array: np.ndarray):
-        self.array, self.shape, self.ndim, self.reads = array, array.shape, array.ndim, []
-
-    def __getitem__(self, index):
-        out = self.array[index]
-        self.reads.append(out.shape[0])
-        return out
 
 
 def test_iter_batches_reads_only_the_rows_it_needs(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import data.preprocess as pre
 from data.preprocess import SpectralPreprocessor, normalize_cube, prepare_cube, resample_bands
 from utils.errors import CheckpointError, ConfigError, DataError
+from fakes import RowRecorder
 
 
 def smooth_cube(height=9, width=8, bands=12, seed=0) -> np.ndarray:
@@ -90,18 +91,6 @@ def test_chunked_fit_and_transform_equal_whole_cube(monkeypatch):
     assert np.allclose(prepare_cube(cube, 7, "zscore"), full, atol=1e-6)
     flat = full.reshape(-1, 7)
     assert np.allclose(flat.mean(0), 0, atol=1e-5) and np.allclose(flat.std(0), 1, atol=1e-4)
-
-
-class RowRecorder:
-    """A cube stand-in that records how many rows each read returns."""
-
-    def __init__(self, array: np.ndarray):
-        self.array, self.shape, self.ndim, self.reads = array, array.shape, array.ndim, []
-
-    def __getitem__(self, index):
-        out = self.array[index]
-        self.reads.append(out.shape[0])
-        return out
 
 
 def test_fit_reads_row_chunks_only(monkeypatch):
