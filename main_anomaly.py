@@ -18,31 +18,24 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python main_anomaly.py` from elsewhere: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from anomaly.config import AnomalyConfig  # noqa: E402
-from anomaly.inference import OUTPUT_FILES, run_inference  # noqa: E402
+from anomaly.config import load_anomaly_config  # noqa: E402
+from anomaly.inference import output_folder, run_inference  # noqa: E402
 from anomaly.train_anomaly import train_anomaly_detector  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
-from utils.config import load_config  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 
 
 def main(args) -> None:
-    overrides = list(args.overrides)
-    if args.data_path:
-        overrides.append(f"data_path={args.data_path}")
-    if args.encoder_ckpt:
-        overrides.append(f"encoder_ckpt={args.encoder_ckpt}")
-    cfg = load_config(AnomalyConfig, args.config, overrides)
+    overrides = list(args.overrides) + [f"{key}={value}" for key, value in
+                                        (("data_path", args.data_path), ("encoder_ckpt", args.encoder_ckpt)) if value]
+    cfg = load_anomaly_config(args.config, overrides)
     if cfg.supervised:
         raise ConfigError("main_anomaly.py trains and scores one scene, so it runs unsupervised only; for "
                           "supervised: true run anomaly/train_anomaly.py and anomaly/inference.py separately")
     scene_name = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key).name
-    folder = Path(args.out_dir or cfg.out_dir or Path("outputs") / scene_name)
-    existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
-    if existing and not args.overwrite:  # checked before training replaces <output_dir>/anomaly_detector.pth
-        raise ConfigError(f"{folder} already holds an earlier run's {', '.join(existing)}; pass --overwrite "
-                          f"to replace them, or choose another --out_dir")
+    # checked before training replaces <output_dir>/anomaly_detector.pth
+    output_folder(args.out_dir or cfg.out_dir, scene_name, args.overwrite)
     ckpt = train_anomaly_detector(args.config, overrides)
     run_inference(args.config, ckpt, out_dir=args.out_dir, overwrite=args.overwrite, overrides=overrides)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from utils.config import check
+from utils.config import check, load_config
 
 HEAD_NAMES = ("lm_nll", "recon", "one_class", "rarity", "grx", "lrx")
 NORMALIZERS = ("robust_z", "minmax")
@@ -133,3 +133,10 @@ class AnomalyConfig:
         check(lrx.outer > lrx.inner and lrx.outer % 2 == 1,
               f"local_rx.outer: must be an odd window larger than local_rx.inner ({lrx.inner}), got {lrx.outer}")
         check(lrx.n_components >= 1, f"local_rx.n_components: must be >= 1, got {lrx.n_components}")
+
+
+def load_anomaly_config(config_path: str | None, overrides: list[str] | None = None,
+                        **flags: str | None) -> AnomalyConfig:
+    """The Stage 3 config with `--set` overrides, then the scripts' own flags (`data_path=...`, ...) when given."""
+    extra = [f"{key}={value}" for key, value in flags.items() if value]
+    return load_config(AnomalyConfig, config_path, list(overrides or []) + extra)

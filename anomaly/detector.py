@@ -82,7 +82,7 @@ class HSIAnomalyDetector(nn.Module):
         self.lm_block = lm_block
         self.normalize = normalize
         self.local_rx_args = dict(local_rx or {})
-        tokenizer, encoder = universal_model.tokenizer, universal_model.encoder
+        tokenizer = universal_model.tokenizer
         self.patch_size = tokenizer.patch_size
         self.num_bands = tokenizer.num_bands
         self.stride = stride or max(1, self.patch_size // 2)

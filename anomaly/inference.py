@@ -33,13 +33,13 @@ if __package__ in (None, ""):  # `python anomaly/inference.py`: make the reposit
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from anomaly.config import AnomalyConfig  # noqa: E402
+from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.train_anomaly import build_detector, fit_preprocessor, load_universal_model, same_scene  # noqa: E402
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, sha256_file  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
-from utils.config import from_dict, load_config  # noqa: E402
+from utils.config import from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
@@ -104,25 +104,27 @@ def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | No
             "anomaly_pixels": positives}
 
 
-def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path: str | None = None,
-                  out_dir: str | None = None, overwrite: bool = False,
-                  overrides: list[str] | None = None) -> Path:
-    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder."""
-    overrides = list(overrides or [])
-    if data_path:
-        overrides.append(f"data_path={data_path}")
-    if out_dir:
-        overrides.append(f"out_dir={out_dir}")
-    run = load_config(AnomalyConfig, config_path, overrides)
-    set_seed(run.seed)
-    device = resolve_device(run.device)
-    start = time.time()
-    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
-    folder = Path(run.out_dir or Path("outputs") / scene.name)
+def output_folder(out_dir: str | None, scene_name: str, overwrite: bool) -> Path:
+    """The inference output folder (`out_dir`, else outputs/<scene name>); refuses one that holds an
+    earlier run's outputs unless `overwrite`."""
+    folder = Path(out_dir or Path("outputs") / scene_name)
     existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{folder} already holds an earlier run's {', '.join(existing)}; pass --overwrite "
                           f"to replace them, or choose another --out_dir")
+    return folder
+
+
+def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path: str | None = None,
+                  out_dir: str | None = None, overwrite: bool = False,
+                  overrides: list[str] | None = None) -> Path:
+    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder."""
+    run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
+    set_seed(run.seed)
+    device = resolve_device(run.device)
+    start = time.time()
+    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
+    folder = output_folder(run.out_dir, scene.name, overwrite)
     detector, trained, ckpt, info = load_detector(detector_ckpt, device)
     mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
     if mode == "supervised":

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # `python anomaly/train_anomaly.py`: make the rep
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from anomaly.config import AnomalyConfig  # noqa: E402
+from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
@@ -34,7 +34,7 @@ from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel  # noqa: 
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
-from utils.config import load_config, to_dict  # noqa: E402
+from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
@@ -154,12 +154,7 @@ def _training_set(cfg: AnomalyConfig, scene: Scene, prepared: np.ndarray, patch_
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
                            encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""
-    overrides = list(overrides or [])
-    if encoder_ckpt:
-        overrides.append(f"encoder_ckpt={encoder_ckpt}")
-    if data_path:
-        overrides.append(f"data_path={data_path}")
-    cfg = load_config(AnomalyConfig, config_path, overrides)
+    cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     start = time.time()
