@@ -301,6 +301,8 @@ def _orient(path: Path, cube: np.ndarray, gt: np.ndarray | None, wavelengths: np
     if gt is not None and gt.shape == shape[1:] and gt.shape != shape[:2]:
         get_logger().info(f"{path.name}: gt {gt.shape} matches axes 1-2: reading the cube as (B, H, W)")
         return np.ascontiguousarray(cube.transpose(1, 2, 0))
+    if gt is not None and gt.shape == shape[:2]:  # the gt confirms (H, W, B)
+        return cube
     if path.suffix.lower() != ".hdr":  # an ENVI header states its interleave; other files cannot
         get_logger().info(f"{path.name}: no wavelengths or gt to confirm the layout: reading shape {shape} as "
                           f"(H, W, B) = {shape[0]} x {shape[1]} pixels of {shape[2]} band(s) (a (B, H, W) cube must "
