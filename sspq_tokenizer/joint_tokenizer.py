@@ -114,11 +114,17 @@ class SSPQTokenizer(nn.Module):
         return out
 
     def tokenize(self, patches: torch.Tensor) -> torch.Tensor:
-        """Patches (N, B, S, S) -> joint ids (N, T) without decoding (the cheap path for Stages 2/3)."""
+        """Patches (N, B, S, S) -> joint ids (N, T) without decoding (the cheap path for Stages 2/3).
+
+        Always fp32, also inside an autocast region: a bf16 encoder output lands in other codes (over half
+        the ids changed in a test), and Stages 2 and 3 must see the ids the same way.
+        """
         self._check_patches(patches)
         spec, spat = self.spectral_vqvae, self.spatial_vqvae
-        k = spec.quantizer(spec.encode(spec.cells(patches))).indices  # (N, T_s)
-        m = spat.quantizer(spat.encode(patches)).indices  # (N, T)
+        with torch.autocast(patches.device.type, enabled=False):
+            patches = patches.float()
+            k = spec.quantizer(spec.encode(spec.cells(patches))).indices  # (N, T_s)
+            m = spat.quantizer(spat.encode(patches)).indices  # (N, T)
         return self._spectral_ids_on_grid(k) + self.K_s * m  # (N, T)
 
     def split_joint_ids(self, joint_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,14 +139,15 @@ class SSPQTokenizer(nn.Module):
         if joint_ids.ndim != 2 or joint_ids.shape[1] != self.num_tokens:
             raise ValueError(f"joint ids must be (N, {self.num_tokens}), got {tuple(joint_ids.shape)}")
         k, m = self.split_joint_ids(joint_ids)  # (N, T) each
-        recon_s = self._spectra_to_pixels(self.spectral_vqvae.decode_indices(k))  # (N, T, B) -> (N, B, S, S)
-        recon_x = self.spatial_vqvae.decode_indices(m)  # (N, B, S, S)
-        return self._fuse(recon_s, recon_x)
+        with torch.autocast(joint_ids.device.type, enabled=False):  # fp32, as `tokenize`
+            recon_s = self._spectra_to_pixels(self.spectral_vqvae.decode_indices(k))  # (N, T, B) -> (N, B, S, S)
+            recon_x = self.spatial_vqvae.decode_indices(m)  # (N, B, S, S)
+            return self._fuse(recon_s, recon_x)
 
     def pixel_recon_error(self, patches: torch.Tensor) -> torch.Tensor:
         """Patches (N, B, S, S) -> (N, S, S): mean over bands of the squared error of the decode from codes."""
-        recon = self.decode_joint_ids(self.tokenize(patches))  # (N, B, S, S)
-        return (recon - patches).pow(2).mean(dim=1)  # (N, S, S)
+        recon = self.decode_joint_ids(self.tokenize(patches))  # (N, B, S, S), fp32
+        return (recon - patches.float()).pow(2).mean(dim=1)  # (N, S, S)
 
     # ------------------------------------------------------------------ persistence
     def _codebook_modules(self) -> dict[str, nn.Module]:

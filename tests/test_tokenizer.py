@@ -206,3 +206,18 @@ def test_shipped_configs_load_and_comment_every_key(name):
         line = next(line for line in lines if line.startswith(f"{key}:"))
         assert "#" in line, f"{name}: key '{key}' has no comment"
     SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())  # the shipped sizes build
+
+
+def test_tokenize_and_decode_ignore_an_outer_autocast():
+    """Stage 3 scores under autocast on CUDA; the ids must stay the fp32 ids Stage 2 trained on."""
+    tok, cfg = tiny_tokenizer()
+    patches = patches_for(cfg, n=16)
+    tok = warmed(tok, patches)
+    with torch.no_grad():
+        ids = tok.tokenize(patches)
+        recon = tok.decode_joint_ids(ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ids_amp = tok.tokenize(patches)
+            recon_amp = tok.decode_joint_ids(ids_amp)
+    assert torch.equal(ids, ids_amp)
+    assert recon_amp.dtype == torch.float32 and torch.equal(recon, recon_amp)
