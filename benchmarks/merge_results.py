@@ -28,6 +28,9 @@ from utils.errors import DataError  # noqa: E402
 
 def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     rows = [row for run in runs for row in run["rows"]]
+    modes = sorted({r["mode"] for r in rows})
+    if len(modes) > 1:
+        raise DataError(f"the runs use different modes {modes}: merge runs of one protocol only")
     keys = [(r["scene"], r["method"], r["mode"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise DataError("the runs score the same scene with the same method, mode and seed: merge disjoint --only runs")

@@ -124,5 +124,25 @@ def test_only_and_merge_give_the_same_rows_as_one_run(tmp_path):
     assert "| scene0 |" in (tmp_path / "m" / "benchmark.md").read_text()
     with pytest.raises(ConfigError, match="--only"):
         run(_args(*common, "--out", str(tmp_path / "x"), "--only", "nope"))
+    run(_args(*common, "--out", str(tmp_path / "l1"), "--only", "scene1", "--mode", "leave-one-out"))
+    with pytest.raises(DataError, match="different modes"):
+        merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "l1"), "--out", str(tmp_path / "m3")]))
     with pytest.raises(DataError, match="disjoint"):
         merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "p0"), "--out", str(tmp_path / "m2")]))
+
+
+def test_leave_one_out_never_pretrains_on_the_scored_scene(tmp_path, monkeypatch):
+    from benchmarks.ours import OursPipeline
+    seen = []
+    real = OursPipeline.pretrain
+
+    def recording(self, train, seed):
+        seen.append(set(train))
+        return real(self, train, seed)
+
+    monkeypatch.setattr(OursPipeline, "pretrain", recording)
+    _write_scenes(tmp_path / "had")
+    result = run(_args("--scenes", str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--quick",
+                       "--methods", "ours", "--seeds", "1", "--mode", "leave-one-out"))
+    assert seen == [{"scene1"}, {"scene0"}]  # scene0 scored first, pre-trained without itself
+    assert {r["scene"] for r in result["rows"]} == {"scene0", "scene1"}
