@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = get_logger("benchmark")
     if args.mode not in MODES:
         raise ConfigError(f"--mode must be one of {MODES}, got {args.mode!r}")
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds < 1 or args.first_seed < 0:
+        raise ConfigError(f"--seeds must be >= 1 and --first_seed >= 0, got {args.seeds} and {args.first_seed}")
     out = Path(args.out)
     paths = {p.stem: p for p in list_scenes(args.scenes)}
     scored = {name: load_scene(p) for name, p in paths.items()}
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scene = scored[name]
         first_maps: dict[str, np.ndarray] = {}
         for key, method in methods.items():
-            for seed in (range(args.seeds) if method.seeded else [None]):
+            for seed in (range(args.first_seed, args.first_seed + args.seeds) if method.seeded else [None]):
                 start = time.perf_counter()
                 result = method.score(scene, 0 if seed is None else seed)
                 elapsed = time.perf_counter() - start
@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="results", help="output folder")
     parser.add_argument("--mode", default="transductive", choices=MODES, help="pre-training protocol for ours")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per seeded method (mean and std)")
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds run are first_seed .. first_seed+seeds-1 "
+                        "(runs of other seeds merge with benchmarks/merge_results.py)")
     parser.add_argument("--methods", default="ours,grx,lrx,crd", help="comma list of ours, grx, lrx, crd")
     parser.add_argument("--only", default="", help="comma list of scene names to score (the others still "
                         "pre-train); runs of disjoint --only lists merge with benchmarks/merge_results.py")

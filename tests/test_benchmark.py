@@ -79,6 +79,7 @@ def test_ours_quick_runs_all_stages_and_reports_heads(tmp_path):
 @pytest.mark.parametrize("argv, error, message", [
     (["--methods", "grx,foo"], ConfigError, "foo"),
     (["--seeds", "0"], ConfigError, "seeds"),
+    (["--first_seed", "-1"], ConfigError, "first_seed"),
 ])
 def test_bad_options(tmp_path, argv, error, message):
     _write_scenes(tmp_path / "had")
@@ -125,6 +126,8 @@ def test_only_and_merge_give_the_same_rows_as_one_run(tmp_path):
     with pytest.raises(ConfigError, match="--only"):
         run(_args(*common, "--out", str(tmp_path / "x"), "--only", "nope"))
     run(_args(*common, "--out", str(tmp_path / "l1"), "--only", "scene1", "--mode", "leave-one-out"))
+    run(_args(*common, "--out", str(tmp_path / "s1"), "--methods", "ours", "--seeds", "1", "--first_seed", "1"))
+    assert {r["seed"] for r in json.loads((tmp_path / "s1" / "benchmark.json").read_text())["rows"]} == {1}
     with pytest.raises(DataError, match="different modes"):
         merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "l1"), "--out", str(tmp_path / "m3")]))
     with pytest.raises(DataError, match="disjoint"):
