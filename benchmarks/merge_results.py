@@ -47,7 +47,10 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     speed = {"pixels_per_second": {k: float(np.mean(v)) for k, v in pps.items()},
              "ours_over_grx_throughput": float(np.mean(ratios)) if ratios else None,
              "peak_rss_mb": max(s["peak_rss_mb"] for s in speeds), "stage_seconds": stages}
-    protocol = runs[0]["protocol"] + f"\n- Merged from {len(runs)} runs over disjoint scene sets: {', '.join(sources)}."
+    scenes = list(dict.fromkeys(r["scene"] for r in rows))
+    lines = [f"- Scenes scored ({len(scenes)}): {', '.join(scenes)}." if line.startswith("- Scenes scored") else line
+             for line in runs[0]["protocol"].splitlines()]  # the other lines are the same in every run
+    protocol = "\n".join(lines) + f"\n- Merged from {len(runs)} runs over disjoint scene sets: {', '.join(sources)}."
     return {"protocol": protocol, "rows": rows, "speed": speed}
 
 

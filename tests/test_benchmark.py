@@ -123,6 +123,7 @@ def test_only_and_merge_give_the_same_rows_as_one_run(tmp_path):
     strip = lambda rows: sorted((r["scene"], r["method"], round(r["auc"], 6)) for r in rows)  # noqa: E731
     assert strip(merged["rows"]) == strip(whole["rows"])
     assert "| scene0 |" in (tmp_path / "m" / "benchmark.md").read_text()
+    assert "Scenes scored (2): scene0, scene1." in merged["protocol"]
     with pytest.raises(ConfigError, match="--only"):
         run(_args(*common, "--out", str(tmp_path / "x"), "--only", "nope"))
     run(_args(*common, "--out", str(tmp_path / "l1"), "--only", "scene1", "--mode", "leave-one-out"))
