@@ -70,6 +70,7 @@ class OursPipeline:
     workdir: Path
     quick: bool = False
     _cache: dict[str, Pretrained] = field(default_factory=dict)
+    _spectra: dict[str, np.ndarray] = field(default_factory=dict)  # scene name -> mean_spectrum, computed once
     pretrain_seconds: list[float] = field(default_factory=list)
 
     def _key(self, train: dict[str, str], seed: int) -> str:
@@ -98,8 +99,11 @@ class OursPipeline:
     def domain_for(self, scene: Scene, pre: Pretrained, train_scenes: dict[str, Scene]) -> int:
         if scene.name in pre.domains:
             return pre.domains[scene.name]
-        target = mean_spectrum(scene)
-        nearest = max(pre.domains, key=lambda name: float(mean_spectrum(train_scenes[name]) @ target))
+        spectra = self._spectra
+        for name, other in [(scene.name, scene), *((n, train_scenes[n]) for n in pre.domains)]:
+            if name not in spectra:
+                spectra[name] = mean_spectrum(other)
+        nearest = max(pre.domains, key=lambda name: float(spectra[name] @ spectra[scene.name]))
         return pre.domains[nearest]
 
     def score(self, scene: Scene, path: Path, seed: int, train: dict[str, Path],
