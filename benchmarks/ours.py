@@ -25,11 +25,14 @@ from anomaly.inference import run_inference
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import Scene
 from data.preprocess import prepare_cube
+from encoder.pretrain_mtp import BEST_NAME, LAST_NAME
 from main_pretrain import run_pretraining
+from utils.checkpoint import load_checkpoint
 from utils.logging import get_logger
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {name: ROOT / "configs" / f"{name}.yaml" for name in ("tokenizer", "pretrain", "anomaly")}
+STAGE_1_2_CONFIGS = ("pretrain", "tokenizer")  # the configs that a Stages 1-2 cache key depends on
 
 # --quick: tiny sizes so that the harness itself is testable in seconds (not a benchmark result).
 QUICK = {
@@ -47,6 +50,15 @@ def mean_spectrum(scene: Scene) -> np.ndarray:
     """(64,) unit-norm mean spectrum of the min-max normalised scene (domain matching only)."""
     spectrum = prepare_cube(scene.cube, 64, "minmax", scene.wavelengths).reshape(-1, 64).mean(axis=0)
     return spectrum / max(float(np.linalg.norm(spectrum)), 1e-12)
+
+
+def _finished(encoder_dir: Path) -> bool:
+    """True when a Stage 2 run in `encoder_dir` completed all its epochs (last.pth is written atomically)."""
+    last = encoder_dir / LAST_NAME
+    if not last.is_file() or not (encoder_dir / BEST_NAME).is_file():
+        return False
+    ckpt = load_checkpoint(last, "encoder")
+    return ckpt["epoch"] + 1 == ckpt["config"]["pretrain_epochs"]
 
 
 @dataclass
@@ -74,16 +86,27 @@ class OursPipeline:
     pretrain_seconds: list[float] = field(default_factory=list)
 
     def _key(self, train: dict[str, str], seed: int) -> str:
-        text = json.dumps([sorted(train.items()), seed, self.quick, [CONFIGS[n].read_text() for n in sorted(CONFIGS)]])
+        """What Stages 1-2 depend on: the training scenes, the seed, --quick and the two stage configs."""
+        configs = [CONFIGS[name].read_text() for name in STAGE_1_2_CONFIGS]
+        text = json.dumps([sorted(train.items()), seed, self.quick, configs])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def pretrain(self, train: dict[str, str], seed: int) -> Pretrained:
-        """Stages 1-2 on `train` (scene name -> path); one domain_id per scene, in name order."""
+        """Stages 1-2 on `train` (scene name -> path); one domain_id per scene, in name order.
+
+        A finished run of the same key under `workdir` (its `last.pth` holds the final epoch) is reused, so that later seeds, `--only` groups and Stage 3 changes do
+        not pre-train again. Delete `workdir/pretrain` to retrain after changing the stage code.
+        """
         key = self._key(train, seed)
         if key not in self._cache:
             folder = self.workdir / "pretrain" / f"{key}-seed{seed}"
             entries = [{"name": name, "data_path": str(path), "domain_id": i}
                        for i, (name, path) in enumerate(sorted(train.items()))]
+            domains = {e["name"]: e["domain_id"] for e in entries}
+            if _finished(folder / "encoder"):
+                get_logger("benchmark").info(f"Stages 1-2 on {len(train)} scenes, seed {seed}: reusing {folder}")
+                self._cache[key] = Pretrained(folder / "encoder" / BEST_NAME, domains, 0.0)
+                return self._cache[key]
             flow = yaml.safe_dump(entries, default_flow_style=True, width=1 << 20).strip()
             tok_set = [f"seed={seed}", f"output_dir={folder / 'tokenizer'}", *(QUICK["tokenizer"] if self.quick else [])]
             pre_set = [f"seed={seed}", f"output_dir={folder / 'encoder'}", f"pretrain_datasets={flow}",
@@ -93,7 +116,7 @@ class OursPipeline:
             seconds = time.perf_counter() - start
             self.pretrain_seconds.append(seconds)
             get_logger("benchmark").info(f"Stages 1-2 on {len(train)} scenes, seed {seed}: {seconds:.0f} s")
-            self._cache[key] = Pretrained(Path(encoder_ckpt), {e["name"]: e["domain_id"] for e in entries}, seconds)
+            self._cache[key] = Pretrained(Path(encoder_ckpt), domains, seconds)
         return self._cache[key]
 
     def domain_for(self, scene: Scene, pre: Pretrained, train_scenes: dict[str, Scene]) -> int:

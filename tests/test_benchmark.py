@@ -74,6 +74,28 @@ def test_ours_quick_runs_all_stages_and_reports_heads(tmp_path):
     detector = next((tmp_path / "o" / "work" / "stage3").glob("*/scene0/detector/anomaly_detector.pth"))
     scale = run_scale(scale_parser().parse_args(["--size", "24", "--bands", "8", "--detector_ckpt", str(detector)]))
     assert scale["ours"]["peak_rss_mb"] > 0 and scale["ours"]["pixels_per_second"] > 0
+    # a second run into the same folder reuses the finished Stages 1-2 and scores the same map
+    again = run(_args("--scenes", str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--quick",
+                      "--methods", "ours", "--seeds", "1", "--only", "scene0"))
+    assert again["speed"]["stage_seconds"]["pretrain_stages_1_2"] == []
+    first = {r["method"]: r["auc"] for r in result["rows"] if r["scene"] == "scene0"}
+    assert {r["method"]: r["auc"] for r in again["rows"]} == {m: a for m, a in first.items() if m.startswith("ours")}
+
+
+def test_unfinished_pretraining_is_not_reused(tmp_path):
+    from benchmarks.ours import OursPipeline
+    _write_scenes(tmp_path / "had")
+    train = {f"scene{i}": str(tmp_path / "had" / f"scene{i}.npz") for i in range(2)}
+    pipeline = OursPipeline(tmp_path / "work", quick=True)
+    folder = pipeline.pretrain(train, 0).encoder_ckpt.parent
+    assert len(pipeline.pretrain_seconds) == 1
+    (folder / "last.pth").unlink()  # as if killed before the first epoch ended
+    fresh = OursPipeline(tmp_path / "work", quick=True)
+    fresh.pretrain(train, 0)
+    assert len(fresh.pretrain_seconds) == 1  # trained again, not taken from the unfinished folder
+    reused = OursPipeline(tmp_path / "work", quick=True)
+    reused.pretrain(train, 0)
+    assert reused.pretrain_seconds == []
 
 
 @pytest.mark.parametrize("argv, error, message", [
