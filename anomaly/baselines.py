@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import spectral
 import torch
-from scipy.ndimage import uniform_filter
 
 from utils.errors import ConfigError, DataError
 
@@ -87,15 +86,20 @@ def global_rx(cube: np.ndarray, chunk_rows: int | None = None) -> np.ndarray:
     return out
 
 
-def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | None = None) -> np.ndarray:
-    """Project every pixel on the scene's leading `n_components` principal axes: (H, W, d) float64."""
-    _check_cube(cube)
-    height, width, bands = cube.shape
+def principal_axes(stats: spectral.GaussianStats, n_components: int) -> np.ndarray:
+    """The covariance's leading `n_components` eigenvectors (B, d), largest eigenvalue first."""
+    bands = stats.cov.shape[0]
     if not 1 <= n_components <= bands:
         raise ConfigError(f"n_components must be in 1..{bands} (the cube's band count), got {n_components}")
-    stats = scene_stats(cube, chunk_rows)
     _, vecs = np.linalg.eigh(stats.cov)  # ascending eigenvalues
-    axes = vecs[:, ::-1][:, :n_components]  # (B, d)
+    return vecs[:, ::-1][:, :n_components]
+
+
+def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | None = None) -> np.ndarray:
+    """Project every pixel on the scene's leading `n_components` principal axes: (H, W, d) float64."""
+    stats = scene_stats(cube, chunk_rows)
+    axes = principal_axes(stats, n_components)  # (B, d)
+    height, width, bands = cube.shape
     rows = chunk_rows or _rows_per_chunk(width, bands)
     out = np.empty((height, width, n_components))
     for r0 in range(0, height, rows):
@@ -103,9 +107,12 @@ def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | 
     return out
 
 
-def _box_sum(values: np.ndarray, size: int) -> np.ndarray:
-    """Sum over the size x size window around each pixel, clipped at the border: (h, w, C) -> (h, w, C)."""
-    return uniform_filter(values, size=(size, size, 1), mode="constant", cval=0.0) * float(size * size)
+def _window_sum(integral: np.ndarray, offset: int, size: int, rows: int, cols: int) -> np.ndarray:
+    """Sums (rows, cols, C) over the `size` x `size` windows whose top-left corners start `offset` pixels
+    into an integral image (h+1, w+1, C) with a leading zero row and column: four slices, no gather."""
+    r0, c0, r1, c1 = offset, offset, offset + rows, offset + cols
+    return (integral[r0 + size:r1 + size, c0 + size:c1 + size] - integral[r0:r1, c0 + size:c1 + size]
+            - integral[r0 + size:r1 + size, c0:c1] + integral[r0:r1, c0:c1])
 
 
 def local_rx(cube: np.ndarray, inner: int = 7, outer: int = 21, n_components: int = 30,
@@ -114,31 +121,58 @@ def local_rx(cube: np.ndarray, inner: int = 7, outer: int = 21, n_components: in
 
     Each pixel is scored against the mean and covariance of the pixels in its `outer` x `outer` window
     minus its `inner` x `inner` guard window (both centred on it and clipped at the image border).
-    Vectorised: the window sums of z and z z^T come from box filters (outer sum minus inner sum), then
-    one batched solve per row chunk. cube (H, W, B) -> (H, W) float32.
+    cube (H, W, B) -> (H, W) float32; the work is `local_rx_components` on the projected cube.
     """
     _check_windows(inner, outer)
-    z = principal_components(cube, n_components, chunk_rows)  # (H, W, d)
+    return local_rx_components(principal_components(cube, n_components, chunk_rows), inner, outer, ridge, chunk_rows)
+
+
+def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: float = 1e-6,
+                        chunk_rows: int | None = None) -> np.ndarray:
+    """Dual-window local RX of an already projected cube z (H, W, d) -> (H, W) float32.
+
+    Vectorised: the window sums of z and of the d(d+1)/2 distinct products z_i z_j come from one
+    zero-padded integral image per row chunk (outer sum minus inner sum, each four slices), then one
+    batched solve per chunk. Peak memory is one chunk's integral image (about 128 MiB) plus z.
+    """
+    _check_windows(inner, outer)
     height, width, d = z.shape
+    starts = np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])  # product block i holds z_i * z_i..d-1
+    channels = d + int(starts[-1])
     halo = outer // 2
-    rows = chunk_rows or _rows_per_chunk(width, 4 * d * d)
+    rows = chunk_rows or max(1, _rows_per_chunk(width + 2 * halo, 2 * channels, budget=1 << 24) - 2 * halo)
+    # pixel counts of the clipped background windows, from the same sums over a plane of ones
+    ones = np.zeros((height + 2 * halo + 1, width + 2 * halo + 1, 1))
+    ones[1:, 1:] = np.cumsum(np.cumsum(np.pad(np.ones((height, width, 1)), ((halo, halo), (halo, halo), (0, 0))),
+                                       axis=0), axis=1)
+    counts = (_window_sum(ones, 0, outer, height, width)
+              - _window_sum(ones, halo - inner // 2, inner, height, width))  # (H, W, 1)
+    if counts.min() < 2:
+        raise DataError(f"local RX: a background window holds {int(counts.min())} pixels; the image "
+                        f"({height}x{width}) is too small for windows ({inner}, {outer})")
     out = np.empty((height, width), dtype=np.float32)
     for r0 in range(0, height, rows):
         r1 = min(height, r0 + rows)
+        n = r1 - r0
+        # z and its products on the chunk's rows plus `halo` rows and columns each side, zero outside the image
+        integral = np.zeros((n + 2 * halo + 1, width + 2 * halo + 1, channels))  # (h+1, w+1, C)
+        values = integral[1:, 1:]  # (h, w, C), filled in place, then summed in place into the integral image
         lo, hi = max(0, r0 - halo), min(height, r1 + halo)
-        zb = z[lo:hi]  # (h, W, d) with the halo rows the windows reach
-        zz = (zb[..., :, None] * zb[..., None, :]).reshape(hi - lo, width, d * d)  # (h, W, d*d)
-        ones = np.ones((hi - lo, width, 1))
-        core = slice(r0 - lo, r1 - lo)
-        count = (_box_sum(ones, outer) - _box_sum(ones, inner))[core]  # (r, W, 1)
-        s1 = (_box_sum(zb, outer) - _box_sum(zb, inner))[core]  # (r, W, d)
-        s2 = (_box_sum(zz, outer) - _box_sum(zz, inner))[core]  # (r, W, d*d)
-        count = np.rint(count)
-        if count.min() < 2:
-            raise DataError(f"local RX: a background window holds {int(count.min())} pixels; the image "
-                            f"({height}x{width}) is too small for windows ({inner}, {outer})")
-        mean = s1 / count  # (r, W, d)
-        cov = (s2.reshape(r1 - r0, width, d, d) - count[..., None] * mean[..., :, None] * mean[..., None, :])
+        values[lo - (r0 - halo):hi - (r0 - halo), halo:halo + width, :d] = z[lo:hi]
+        zb = values[..., :d]
+        for i in range(d):
+            values[..., d + starts[i]:d + starts[i + 1]] = zb[..., i:i + 1] * zb[..., i:]
+        np.cumsum(values, axis=0, out=values)
+        np.cumsum(values, axis=1, out=values)
+        sums = _window_sum(integral, 0, outer, n, width) - _window_sum(integral, halo - inner // 2, inner, n, width)
+        count = counts[r0:r1]  # (r, W, 1)
+        mean = sums[..., :d] / count  # (r, W, d)
+        cov = np.empty((n, width, d, d))
+        for i in range(d):
+            block = sums[..., d + starts[i]:d + starts[i + 1]]  # (r, W, d - i): sum of z_i z_j, j >= i
+            cov[..., i, i:] = block
+            cov[..., i:, i] = block
+        cov -= count[..., None] * mean[..., :, None] * mean[..., None, :]
         cov /= (count - 1)[..., None]  # (r, W, d, d)
         trace = np.trace(cov, axis1=-2, axis2=-1)[..., None, None]  # (r, W, 1, 1)
         cov += ridge * trace / d * np.eye(d)

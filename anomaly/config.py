@@ -94,11 +94,13 @@ class AnomalyConfig:
     lm_block: int = 3
     normalize_scores: str = "robust_z"
     inference_batch_size: int = 64
+    inference_stride: int = 0
     local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)
 
     def validate(self) -> None:
         check(self.anomaly_batch_size >= 1, f"anomaly_batch_size: must be >= 1, got {self.anomaly_batch_size}")
         check(self.inference_batch_size >= 1, f"inference_batch_size: must be >= 1, got {self.inference_batch_size}")
+        check(self.inference_stride >= 0, f"inference_stride: must be >= 0 (0 = the patch size), got {self.inference_stride}")
         check(self.anomaly_epochs >= 0, f"anomaly_epochs: must be >= 0, got {self.anomaly_epochs}")
         check(self.learning_rate_anomaly > 0, f"learning_rate_anomaly: must be > 0, got {self.learning_rate_anomaly}")
         check(self.max_train_patches >= 0, f"max_train_patches: must be >= 0 (0 = all), got {self.max_train_patches}")

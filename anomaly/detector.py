@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import spectral
 import torch
 from torch import nn
 
-from anomaly.baselines import global_rx, local_rx
+from anomaly.baselines import local_rx_components, principal_axes, scene_stats
 from anomaly.config import HEAD_NAMES
 from anomaly.fusion import fuse_scores, normalize_scores
 from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
@@ -37,6 +38,20 @@ DEFAULT_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6
 PATCH_HEADS = ("lm_nll", "recon", "one_class", "rarity")  # scored patch by patch
 SCENE_HEADS = ("grx", "lrx")  # scored on the whole prepared cube
 ADAPTER_KEY = "lora_"
+
+
+class _PreparedRows:
+    """Read-only view of a cube (H, W, B_raw) as its prepared version (H, W, num_bands): slicing rows
+    applies `transform` to those rows only, so a memory-mapped scene is never prepared whole."""
+
+    def __init__(self, cube: np.ndarray, transform: Callable | None, num_bands: int):
+        self.cube, self.transform = cube, transform
+        self.shape = (*cube.shape[:2], num_bands)
+        self.ndim = 3
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        chunk = np.asarray(self.cube[rows])
+        return chunk if self.transform is None else self.transform(chunk)  # (r, W, num_bands)
 
 
 @dataclass
@@ -247,42 +262,57 @@ class HSIAnomalyDetector(nn.Module):
         self.train(was_training)
 
     # ------------------------------------------------------------------ whole scene
-    def _batches(self, cube: np.ndarray, batch_size: int, transform: Callable | None):
+    def _batches(self, cube: np.ndarray, batch_size: int, transform: Callable | None, stride: int | None = None):
         device = self.code_log_freq.device
-        extractor = HSIPatchExtractor(self.patch_size, self.stride)
+        extractor = HSIPatchExtractor(self.patch_size, stride or self.stride)
         for patches, coords in extractor.iter_batches(cube, batch_size, transform=transform):
             yield torch.from_numpy(patches).to(device), coords
 
     @torch.no_grad()
-    def scene_code_counts(self, cube: np.ndarray, batch_size: int = 64,
-                          transform: Callable | None = None) -> torch.Tensor:
+    def scene_code_counts(self, cube: np.ndarray, batch_size: int = 64, transform: Callable | None = None,
+                          stride: int | None = None) -> torch.Tensor:
         """How often each spectral code occurs over all tokens of all patches of the scene: (K_s,)."""
         counts = torch.zeros(self.universal_model.tokenizer.K_s, dtype=torch.float64)
-        for patches, _ in self._batches(cube, batch_size, transform):
+        for patches, _ in self._batches(cube, batch_size, transform, stride):
             codes = self.spectral_codes(self.tokenize(patches)).reshape(-1).cpu()  # (n*T,)
             counts += torch.bincount(codes, minlength=counts.numel()).double()
         return counts
 
-    def _prepared(self, cube: np.ndarray, transform: Callable | None) -> np.ndarray:
-        """The prepared cube (H, W, num_bands) for the scene heads, transformed in row chunks."""
-        if transform is None:
-            return cube
-        height = cube.shape[0]
-        rows = max(1, (1 << 24) // max(1, cube.shape[1] * cube.shape[2]))
-        out = np.empty((height, cube.shape[1], self.num_bands), dtype=np.float32)
+    def _scene_head_maps(self, cube: np.ndarray, transform: Callable | None, heads: list[str]) -> dict[str, np.ndarray]:
+        """grx / lrx maps (H, W) on the prepared cube, which is never held whole: row chunks are prepared
+        (`transform`) once for the scene statistics and once more for the RX scores and the projection
+        onto the leading principal components (H, W, d) that local RX works on."""
+        height, width = cube.shape[:2]
+        view = _PreparedRows(cube, transform, self.num_bands)
+        stats = scene_stats(view)
+        rows = max(1, (1 << 22) // max(1, width * self.num_bands))  # 32 MiB of float64 per chunk
+        d = min(int(self.local_rx_args.get("n_components", 30)), self.num_bands)
+        axes = principal_axes(stats, d) if "lrx" in heads else None  # (B, d)
+        maps = {"grx": np.empty((height, width), dtype=np.float32)} if "grx" in heads else {}
+        z = np.empty((height, width, d), dtype=np.float32) if axes is not None else None  # (H, W, d)
         for r0 in range(0, height, rows):
-            out[r0:r0 + rows] = transform(np.asarray(cube[r0:r0 + rows]))
-        return out
+            chunk = np.asarray(view[r0:r0 + rows], dtype=np.float64)  # (r, W, B)
+            if "grx" in maps:
+                maps["grx"][r0:r0 + rows] = spectral.rx(chunk, background=stats)
+            if z is not None:
+                z[r0:r0 + rows] = (chunk - stats.mean) @ axes
+        if z is not None:
+            args = {k: v for k, v in self.local_rx_args.items() if k != "n_components"}
+            maps["lrx"] = local_rx_components(z, **args)
+        return maps
 
     @torch.no_grad()
     def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
-                    transform: Callable[[np.ndarray], np.ndarray] | None = None) -> SceneScores:
+                    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                    stride: int | None = None) -> SceneScores:
         """Score every pixel of a scene of any H x W (DESIGN 2, 7).
 
         cube: (H, W, num_bands) prepared, or the raw (H, W, B_raw) cube (ndarray or memmap) with
         `transform` mapping (..., B_raw) -> (..., num_bands) (e.g. SpectralPreprocessor.transform).
-        Patches stream through the model `batch_size` at a time, so memory is bounded by the batch plus
-        one (H, W) accumulator per head; grx/lrx (when weighted) read the whole prepared cube.
+        Patches stream through the model `batch_size` at a time, `stride` pixels apart (default: the
+        tokenizer's stride; the patch size scores each pixel in one patch, at a quarter of the cost of
+        half of it), so memory is bounded by the batch plus one (H, W) accumulator per head; grx/lrx
+        (when weighted) read the prepared cube in row chunks and keep its (H, W, d) principal components.
         Overlapping patches are averaged per pixel; each head's (H, W) map is then normalised over the
         scene and the maps are fused with `head_weights`.
         """
@@ -299,22 +329,16 @@ class HSIAnomalyDetector(nn.Module):
         if patch_heads:
             table = None
             if "rarity" in patch_heads:
-                table = code_log_frequencies(self.scene_code_counts(cube, batch_size, transform))
+                table = code_log_frequencies(self.scene_code_counts(cube, batch_size, transform, stride))
             accumulators = {name: ScoreAccumulator(height, width) for name in patch_heads}
-            for patches, coords in self._batches(cube, batch_size, transform):
+            for patches, coords in self._batches(cube, batch_size, transform, stride):
                 domains = torch.full((patches.shape[0],), int(domain_id), dtype=torch.long, device=patches.device)
                 for name, score in self.head_scores(patches, domains, table).items():
                     accumulators[name].add(coords, score)
             maps.update({name: acc.result() for name, acc in accumulators.items()})
         scene_heads = [h for h in self.active_heads if h in SCENE_HEADS]
         if scene_heads:
-            prepared = self._prepared(cube, transform)
-            if "grx" in scene_heads:
-                maps["grx"] = global_rx(prepared)
-            if "lrx" in scene_heads:
-                args = dict(self.local_rx_args)
-                args["n_components"] = min(int(args.get("n_components", 30)), prepared.shape[2])
-                maps["lrx"] = local_rx(prepared, **args)
+            maps.update(self._scene_head_maps(cube, transform, scene_heads))
         self.train(was_training)
         tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
         fused = fuse_scores(tensors, self.head_weights, self.normalize)

@@ -6,7 +6,8 @@
 
 Everything that defines the model (heads, weights, normalisation, LoRA, domain id) is rebuilt from the
 checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256. From the YAML / command
-line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size.
+line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size,
+inference_stride.
 
 Writes into `out_dir` (default outputs/<scene name>), each file atomically, and refuses to replace an
 earlier run's files without --overwrite (DESIGN 6):
@@ -135,15 +136,19 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
+    stride = run.inference_stride or detector.patch_size
+    if stride > detector.patch_size:
+        raise ConfigError(f"inference_stride {stride} is larger than the patch size {detector.patch_size}: pixels "
+                          f"between patches would go unscored; use 0 (= the patch size) or less")
     with autocast(device, run.amp):
         result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size,
-                                      transform=prep.transform)
+                                      transform=prep.transform, stride=stride)
     runtime = time.time() - start
     metrics = {
         "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
         "train_scene": ckpt["config"].get("train_scene"), "domain_id": trained.domain_id,
         "head_weights": detector.head_weights, "normalize_scores": trained.normalize_scores,
-        "runtime_seconds": runtime, "device": str(device),
+        "runtime_seconds": runtime, "device": str(device), "inference_stride": stride,
         "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},
                         "encoder": info["encoder"], "tokenizer": info["tokenizer"]},
         "preprocessing": prep.info,

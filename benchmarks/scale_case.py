@@ -13,8 +13,8 @@ too, and the RSS after the imports (torch included) before global RX starts.
 
 With `--detector_ckpt PATH` (a Stage 3 checkpoint, e.g. checkpoints/anomaly/anomaly_detector.pth) a second
 child runs our inference (`anomaly.inference.run_inference`) on the same memmapped cube and reports the
-same figures. Patch heads stream in batches; the grx / lrx heads, when weighted, hold the prepared cube
-(H x W x num_bands float32) as well.
+same figures. Patch heads stream in batches; the grx / lrx heads read the prepared cube in row chunks and
+hold its leading principal components (H x W x 30 float32, 120 MiB at 1024 x 1024) for local RX.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ def test_shipped_configs_load(path):
     (["head_weights={lm_nll: 0, recon: 0, one_class: 0, rarity: 0, grx: 0, lrx: 0}"], "head_weights"),
     (["supervised=true"], "supervised_data_path"),
     (["local_rx.outer=3"], "local_rx.outer"),
+    (["inference_stride=-1"], "inference_stride"),
     (["lora.target_modules=[]"], "lora.target_modules"),
     (["head_weight.recon=1"], "head_weights"),  # typo: the message suggests the right key
 ])

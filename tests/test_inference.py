@@ -76,9 +76,28 @@ def test_train_then_infer_writes_every_output(ckpts, tmp_path):
     assert set(metrics["fused"]) == {"auc", "ap", "auc_pf_tau", "auc_pd_tau"}
     assert metrics["checkpoints"]["encoder"]["sha256"] == stored["parent"]["sha256"]
 
+    assert metrics["inference_stride"] == 6  # default 0 = the patch size
+
     with pytest.raises(ConfigError, match="--overwrite"):  # an earlier run's files are never replaced silently
         run_inference(None, ckpt, data_path=scene, out_dir=str(out))
     run_inference(None, ckpt, data_path=scene, out_dir=str(out), overwrite=True)
+
+
+def test_inference_stride_changes_the_patch_heads_only(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    ckpt = train_anomaly_detector(None, sets(tmp_path), encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
+    maps = {}
+    for stride in (3, 6):
+        out = run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / f"s{stride}"),
+                            overrides=[f"inference_stride={stride}"])
+        assert json.loads((out / "metrics.json").read_text())["inference_stride"] == stride
+        maps[stride] = np.load(out / "head_maps.npz")
+    for head in ("grx", "lrx"):  # whole-scene heads do not depend on the patch step
+        np.testing.assert_array_equal(maps[3][head], maps[6][head])
+    assert not np.allclose(maps[3]["lm_nll"], maps[6]["lm_nll"])  # 4 overlapping patches per pixel vs 1
+    with pytest.raises(ConfigError, match="inference_stride 7 is larger than the patch size 6"):
+        run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "s7"), overrides=["inference_stride=7"])
+    assert not (tmp_path / "s7").exists()
 
 
 def test_lora_training_round_trips_through_the_checkpoint(ckpts, tmp_path):
