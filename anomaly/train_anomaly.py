@@ -113,14 +113,6 @@ def fit_preprocessor(scene: Scene, tokenizer_config: dict[str, Any], source: str
                                     tokenizer_config["normalize"], scene.wavelengths, source=source)
 
 
-def prepare(scene: Scene, prep: SpectralPreprocessor) -> np.ndarray:
-    """The prepared cube (H, W, num_bands) float32, transformed in row chunks."""
-    out = np.empty((*scene.cube.shape[:2], prep.num_bands), dtype=np.float32)
-    for r0, block in iter_row_chunks(scene.cube):
-        out[r0:r0 + block.shape[0]] = prep.transform(block)
-    return out
-
-
 def same_scene(a: Scene, path_a: str, b: Scene, path_b: str) -> bool:
     """True when two scenes are the same file or hold the same cube (DESIGN 5: never train on the scored scene)."""
     if path_a == path_b:
@@ -134,21 +126,27 @@ def same_scene(a: Scene, path_a: str, b: Scene, path_b: str) -> bool:
 
 
 # ---------------------------------------------------------------------- training
-def _training_set(cfg: AnomalyConfig, scene: Scene, prepared: np.ndarray, patch_size: int, stride: int,
-                  supervised: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Patches (N, B, S, S) of the training scene, and gt patches (N, S, S) when supervised."""
+def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Scene, prep: SpectralPreprocessor,
+                     patch_size: int, stride: int, supervised: bool, device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Joint ids (N, T) of the training scene's patches, and their gt patches (N, S, S) when supervised.
+
+    The tokenizer is frozen, so the patches are tokenised once: they stream through it batch by batch
+    (prepared on the fly) and only their ids are kept, so memory does not grow with the scene's bands.
+    `max_train_patches` picks a fixed random subset of the patch positions before any patch is read.
+    """
     extractor = HSIPatchExtractor(patch_size, stride)
-    patches, _ = extractor.extract_patches(prepared)  # (N, B, S, S)
+    coords = extractor.coords(*scene.cube.shape[:2])  # (N, 2)
+    if cfg.max_train_patches and cfg.max_train_patches < len(coords):
+        keep = torch.randperm(len(coords), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_train_patches]
+        coords = coords[keep.numpy()]
+    joint_ids = torch.cat([detector.tokenize(torch.from_numpy(patches).to(device)).cpu()
+                           for patches, _ in extractor.iter_batches(scene.cube, cfg.inference_batch_size,
+                                                                    prep.transform, coords)])  # (N, T)
     gt = None
     if supervised:
-        gt, _ = extractor.extract_patches(scene.gt.astype(np.float32)[..., None])  # (N, 1, S, S)
-        gt = torch.from_numpy(gt[:, 0])  # (N, S, S)
-    patches = torch.from_numpy(patches)
-    if cfg.max_train_patches and cfg.max_train_patches < len(patches):
-        keep = torch.randperm(len(patches), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_train_patches]
-        patches = patches[keep]
-        gt = gt[keep] if gt is not None else None
-    return patches, gt
+        gt = torch.from_numpy(extractor.gather(scene.gt.astype(np.float32)[..., None], coords)[..., 0])  # (N, S, S)
+    return joint_ids, gt
 
 
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
@@ -174,19 +172,15 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     else:
         train_scene = target
     prep = fit_preprocessor(train_scene, tok_cfg, cfg.supervised_data_path if supervised else cfg.data_path)
-    prepared = prepare(train_scene, prep)
     detector = build_detector(cfg, model, info, supervised).to(device)
-    patches, gt = _training_set(cfg, train_scene, prepared, int(tok_cfg["patch_size"]), int(tok_cfg["stride"]),
-                                supervised)
+    patch_size = int(tok_cfg["patch_size"])
+    joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
+                                     supervised, device)  # (N, T), (N, S, S) | None
     log.info(f"{'supervised (BCE on ' + train_scene.name + ')' if supervised else 'unsupervised'} training "
-             f"for scene {target.name}: {len(patches)} patches of {tuple(patches.shape[1:])}, heads "
+             f"for scene {target.name}: {len(joint_ids)} patches of {patch_size}x{patch_size} pixels, heads "
              f"{detector.head_weights}, trainable parameters {detector.trainable_parameter_count()}")
     bs = cfg.anomaly_batch_size
     domain = torch.tensor(cfg.domain_id, dtype=torch.long)
-
-    # The tokenizer is frozen: tokenise the training patches once, train on their ids.
-    joint_ids = torch.cat([detector.tokenize(patches[i:i + cfg.inference_batch_size].to(device)).cpu()
-                           for i in range(0, len(patches), cfg.inference_batch_size)])  # (N, T)
 
     def batches(shuffle: torch.Generator | None = None):
         order = torch.randperm(len(joint_ids), generator=shuffle) if shuffle is not None else torch.arange(len(joint_ids))

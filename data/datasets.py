@@ -96,16 +96,17 @@ class HSIPatchExtractor:
         return self._patches(cube, coords, None), coords
 
     def iter_batches(self, cube: np.ndarray, batch_size: int,
-                     transform: Callable[[np.ndarray], np.ndarray] | None = None
+                     transform: Callable[[np.ndarray], np.ndarray] | None = None, coords: np.ndarray | None = None
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield `(patches (n, B', S, S) float32, coords (n, 2))` in extract_patches' order.
+        """Yield `(patches (n, B', S, S) float32, coords (n, 2))` in extract_patches' order, or at the
+        given top-left `coords` (N, 2) in their order.
 
         `transform` maps each raw block (n, S, S, B) -> (n, S, S, B'), e.g. SpectralPreprocessor.transform.
         """
         _check_cube(cube)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        coords = self.coords(*cube.shape[:2])
+        coords = self.coords(*cube.shape[:2]) if coords is None else coords
         for first in range(0, len(coords), batch_size):
             batch = coords[first:first + batch_size]  # (n, 2)
             yield self._patches(cube, batch, transform), batch

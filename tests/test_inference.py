@@ -119,10 +119,12 @@ def test_supervised_training_on_the_scored_scene_is_refused(ckpts, tmp_path):
                                    encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
 
 
-def test_supervised_training_on_another_scene(ckpts, tmp_path):
+@pytest.mark.parametrize("subset", [0, 9])
+def test_supervised_training_on_another_scene(ckpts, tmp_path, subset):
     scored = scene_file(tmp_path / "scored.npz", seed=0)
     labelled = scene_file(tmp_path / "labelled.npz", seed=1)
-    ckpt = train_anomaly_detector(None, sets(tmp_path, supervised="true", supervised_data_path=labelled),
+    ckpt = train_anomaly_detector(None, sets(tmp_path, supervised="true", supervised_data_path=labelled,
+                                             max_train_patches=subset),
                                   encoder_ckpt=str(ckpts / "enc.pth"), data_path=scored)
     out = run_inference(None, ckpt, data_path=scored, out_dir=str(tmp_path / "out"))
     assert json.loads((out / "metrics.json").read_text())["mode"] == "supervised"
@@ -151,3 +153,25 @@ def test_cli_refuses_supervised_training_on_the_scored_scene(ckpts, tmp_path):
                            "--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "error:" in proc.stderr and "DESIGN 5" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_training_subset_keeps_ids_and_gt_of_the_same_patches():
+    from types import SimpleNamespace
+
+    from anomaly.config import AnomalyConfig
+    from anomaly.train_anomaly import _training_tokens
+    from data.io import Scene
+
+    rows, cols = np.meshgrid(np.arange(12), np.arange(14), indexing="ij")
+    cube = np.stack([rows * 100 + cols, rows, cols], axis=-1).astype(np.float32)  # (12, 14, 3)
+    gt = ((rows + cols) % 5 == 0).astype(np.uint8)
+    # the stand-in tokenizer names each patch by its centre pixel's code row * 100 + col
+    detector = SimpleNamespace(tokenize=lambda p: p[:, 0, 2:3, 2].long())  # (n, 1)
+    ids, gt_patches = _training_tokens(AnomalyConfig(max_train_patches=7, inference_batch_size=3),
+                                       detector, Scene("s", cube, gt), SimpleNamespace(transform=None),
+                                       4, 2, True, torch.device("cpu"))
+    assert ids.shape == (7, 1) and gt_patches.shape == (7, 4, 4)
+    assert len(set(ids[:, 0].tolist())) == 7  # 7 different patches
+    for code, patch in zip(ids[:, 0].tolist(), gt_patches):
+        r, c = divmod(code, 100)  # pixel (2, 2) of this patch is image pixel (r, c)
+        assert patch[2, 2] == gt[r, c]
