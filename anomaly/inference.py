@@ -38,7 +38,7 @@ from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.train_anomaly import build_detector, fit_preprocessor, load_universal_model, same_scene  # noqa: E402
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
-from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, sha256_file  # noqa: E402
+from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -72,11 +72,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def load_detector(detector_ckpt: str | Path, device: torch.device):
     """Rebuild the trained detector: returns (detector in eval mode, trained AnomalyConfig, ckpt, info)."""
     ckpt = load_checkpoint(detector_ckpt, "anomaly")
-    parent = ckpt.get("parent") or {}
-    enc_path = parent.get("path")
-    if not enc_path or not Path(enc_path).is_file():
-        raise CheckpointError(f"{detector_ckpt} was built from the encoder {enc_path}, which is missing; "
-                              f"restore it or re-run Stage 2 and 3")
+    enc_path = locate_parent(ckpt, detector_ckpt, "encoder")
     check_parent(ckpt, detector_ckpt, enc_path)
     try:
         trained = from_dict(AnomalyConfig, ckpt["config"]["anomaly"])

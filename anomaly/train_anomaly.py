@@ -32,7 +32,7 @@ from data.io import Scene, load_scene  # noqa: E402
 from data.preprocess import SpectralPreprocessor, iter_row_chunks  # noqa: E402
 from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
-from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint  # noqa: E402
+from utils.checkpoint import check_parent, load_checkpoint, locate_parent, parent_record, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -51,13 +51,7 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tupl
     "domains", "hidden_size", "encoder" / "tokenizer" parent records.
     """
     enc_ckpt = load_checkpoint(encoder_ckpt, "encoder")
-    parent = enc_ckpt.get("parent") or {}
-    tok_path = parent.get("path")
-    if not tok_path:
-        raise CheckpointError(f"{encoder_ckpt}: names no tokenizer checkpoint (no parent record)")
-    if not Path(tok_path).is_file():
-        raise CheckpointError(f"{encoder_ckpt} was built from the tokenizer {tok_path}, which is missing; "
-                              f"restore it or re-run Stage 2")
+    tok_path = locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
     check_parent(enc_ckpt, encoder_ckpt, tok_path)
     tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tok_path)
     encoder, _ = HSIEncoderBERT.from_checkpoint(encoder_ckpt)

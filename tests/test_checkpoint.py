@@ -3,6 +3,7 @@
 import multiprocessing as mp
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +69,23 @@ def test_killed_writer_leaves_previous_file_intact(tmp_path):
     assert sha256_file(path) == before
     assert load_checkpoint(path, "anomaly")["config"] == {"v": 1}
     assert os.path.exists(path)
+
+
+def test_parent_is_found_after_the_folder_moves_and_from_another_cwd(tmp_path, monkeypatch):
+    from utils.checkpoint import locate_parent
+    run = tmp_path / "run"
+    save_checkpoint(run / "tok" / "best.pth", "tokenizer", {}, {"w": torch.zeros(1)})
+    monkeypatch.chdir(tmp_path)  # a relative parent path, as a stage script is given one
+    child = save_checkpoint(run / "enc" / "best.pth", "encoder", {}, {"w": torch.zeros(1)},
+                            parent=parent_record("run/tok/best.pth"))
+    ckpt = load_checkpoint(child, "encoder")
+    assert Path(ckpt["parent"]["path"]).is_absolute() and ckpt["parent"]["relative"] == "../tok/best.pth"
+    monkeypatch.chdir(run)  # another working directory: the absolute path still holds
+    assert locate_parent(ckpt, child, "tokenizer") == run / "tok" / "best.pth"
+    moved = tmp_path / "moved"
+    run.rename(moved)  # the whole run moved: the path relative to the child takes over
+    found = locate_parent(load_checkpoint(moved / "enc" / "best.pth", "encoder"), moved / "enc" / "best.pth", "tokenizer")
+    assert found == moved / "enc" / ".." / "tok" / "best.pth" and found.is_file()
+    (moved / "tok" / "best.pth").unlink()
+    with pytest.raises(CheckpointError, match="built from the tokenizer .* which is missing"):
+        locate_parent(ckpt, moved / "enc" / "best.pth", "tokenizer")

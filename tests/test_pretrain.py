@@ -46,7 +46,8 @@ def test_short_run_lowers_validation_loss(trained):
 
 def test_checkpoint_describes_itself(trained, tokenizer_ckpt):
     ckpt = load_checkpoint(trained, "encoder")
-    assert ckpt["parent"] == {"path": str(tokenizer_ckpt), "sha256": sha256_file(tokenizer_ckpt)}
+    assert ckpt["parent"] == {"path": str(Path(tokenizer_ckpt).resolve()), "sha256": sha256_file(tokenizer_ckpt),
+                              "relative": "../tok0/best.pth"}
     assert ckpt["domains"] == {"synthetic": 0}
     assert ckpt["config"]["encoder_args"] == ckpt["encoder_args"] and ckpt["config"]["mask_ratio"] == 0.35
     per_domain = ckpt["metrics"]["per_domain"]["synthetic"]

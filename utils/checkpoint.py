@@ -3,10 +3,12 @@
 Every checkpoint is a dict of plain types (DESIGN 4, STYLE):
 
     {"format_version", "stage", "config", "state_dict", "optimizer", "scheduler", "scaler",
-     "step", "epoch", "rng", "metrics", "parent": {"path", "sha256"} | None}
+     "step", "epoch", "rng", "metrics", "parent": {"path", "relative", "sha256"} | None}
 
-`stage` is one of STAGES; a later stage records the file and sha256 of the checkpoint it builds on,
-and `check_parent` turns a mismatch into an error naming both files.
+`stage` is one of STAGES; a later stage records the file and sha256 of the checkpoint it builds on:
+its absolute path, and its path relative to the later checkpoint's folder, so that `locate_parent`
+finds it from any working directory and after the folder holding both has moved. `check_parent`
+turns a sha256 mismatch into an error naming both files.
 """
 
 from __future__ import annotations
@@ -76,8 +78,25 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 
 def parent_record(path: str | Path) -> dict[str, str]:
-    """What a later stage stores about the checkpoint it was built from."""
-    return {"path": str(path), "sha256": sha256_file(path)}
+    """What a later stage stores about the checkpoint it was built from (`save_checkpoint` adds the
+    path relative to the new checkpoint)."""
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+
+
+def locate_parent(ckpt: dict[str, Any], ckpt_path: str | Path, what: str) -> Path:
+    """The file `ckpt` was built from: its recorded path, else the recorded path relative to `ckpt_path`'s
+    folder. `what` names the parent in the error when neither exists."""
+    recorded = ckpt.get("parent") or {}
+    if not recorded.get("path"):
+        raise CheckpointError(f"{ckpt_path}: names no {what} checkpoint (no parent record)")
+    candidates = [Path(recorded["path"])]
+    if recorded.get("relative"):
+        candidates.append(Path(ckpt_path).parent / recorded["relative"])
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{ckpt_path} was built from the {what} {' or '.join(map(str, dict.fromkeys(candidates)))}, "
+                          f"which is missing; restore it, or re-run the stage that writes it")
 
 
 def save_checkpoint(path: str | Path, stage: str, config: dict[str, Any],
@@ -85,6 +104,10 @@ def save_checkpoint(path: str | Path, stage: str, config: dict[str, Any],
     """Write a checkpoint atomically. `extra` holds optimizer, step, metrics, parent, ... (plain types)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
+    if extra.get("parent"):
+        parent = dict(extra["parent"])
+        parent["relative"] = os.path.relpath(parent["path"], Path(path).resolve().parent)
+        extra = {**extra, "parent": parent}
     payload = {"format_version": FORMAT_VERSION, "stage": stage, "config": config,
                "state_dict": state_dict, **extra}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
