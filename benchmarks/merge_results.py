@@ -1,8 +1,9 @@
-"""Merge benchmark runs over disjoint scene sets (`run_benchmark.py --only ...`) into one table.
+"""Merge benchmark runs over disjoint scene sets (`--only ...`) or seeds (`--first_seed`) into one table.
 
     python benchmarks/merge_results.py --out results/loo results/loo_part1 results/loo_part2 ...
 
-Rows are concatenated (a scene scored twice by the same method, mode and seed is an error); speed
+Rows are concatenated (a scene scored twice by the same method, mode and seed is an error, and so is
+mixing --quick runs with full ones); the protocol's scene and seed lines are rebuilt from the rows; speed
 figures are combined per run: throughputs and the ours / global RX ratio averaged over runs, peak
 memory the largest run's, stage timings pooled. Writes OUT/benchmark.json and OUT/benchmark.md.
 """
@@ -20,7 +21,7 @@ if __package__ in (None, ""):  # `python benchmarks/merge_results.py`: make the 
 
 import numpy as np  # noqa: E402
 
-from benchmarks.run_benchmark import markdown  # noqa: E402
+from benchmarks.run_benchmark import QUICK_LINE, markdown  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import DataError  # noqa: E402
@@ -31,6 +32,9 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     modes = sorted({r["mode"] for r in rows})
     if len(modes) > 1:
         raise DataError(f"the runs use different modes {modes}: merge runs of one protocol only")
+    quick = {QUICK_LINE in run["protocol"] for run in runs}
+    if len(quick) > 1:
+        raise DataError("some runs used --quick (tiny sizes) and others did not: merge runs of one kind only")
     keys = [(r["scene"], r["method"], r["mode"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise DataError("the runs score the same scene with the same method, mode and seed: merge disjoint --only runs")
@@ -48,9 +52,15 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
              "ours_over_grx_throughput": float(np.mean(ratios)) if ratios else None,
              "peak_rss_mb": max(s["peak_rss_mb"] for s in speeds), "stage_seconds": stages}
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
-    lines = [f"- Scenes scored ({len(scenes)}): {', '.join(scenes)}." if line.startswith("- Scenes scored") else line
-             for line in runs[0]["protocol"].splitlines()]  # the other lines are the same in every run
-    protocol = "\n".join(lines) + f"\n- Merged from {len(runs)} runs over disjoint scene sets: {', '.join(sources)}."
+    seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+    rebuilt = {"- Scenes scored": f"- Scenes scored ({len(scenes)}): {', '.join(scenes)}.",
+               "- Seeds:": f"- Seeds: {len(seeds)} for seeded methods ({', '.join(map(str, seeds))}; mean +- std over "
+                           f"seeds); deterministic methods run once."}
+    lines = [next((text for start, text in rebuilt.items() if line.startswith(start)), line)
+             for line in runs[0]["protocol"].splitlines()]  # the other lines are the same in every run ...
+    lines += list(dict.fromkeys(line for run in runs[1:] for line in run["protocol"].splitlines()
+                                if line.startswith("- `") and line not in lines))  # ... but each run's methods
+    protocol = "\n".join(lines) + f"\n- Merged from {len(runs)} runs over disjoint scenes or seeds: {', '.join(sources)}."
     return {"protocol": protocol, "rows": rows, "speed": speed}
 
 

@@ -43,6 +43,7 @@ from benchmarks.ours import OursPipeline, OursResult  # noqa: E402
 
 SCENE_SUFFIXES = (".npz", ".mat", ".hdr", ".npy")
 MODES = ("transductive", "leave-one-out")
+QUICK_LINE = "- QUICK mode: tiny sizes for tests; these numbers are not a benchmark result."
 ROW_KEYS = ("scene", "method", "mode", "seed", "auc", "auc_pf_tau", "auc_pd_tau", "ap", "seconds")
 
 
@@ -114,7 +115,7 @@ def protocol_text(args: argparse.Namespace, methods: dict[str, Method], scenes: 
     ]
     lines += [f"- `{key}` ({m.label}): {m.params}." for key, m in methods.items()]
     if args.quick:
-        lines.append("- QUICK mode: tiny sizes for tests; these numbers are not a benchmark result.")
+        lines.append(QUICK_LINE)
     return "\n".join(lines)
 
 

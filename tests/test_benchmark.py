@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.run_benchmark import ROW_KEYS, build_parser, run
+from benchmarks.run_benchmark import QUICK_LINE, ROW_KEYS, build_parser, run
 from benchmarks.scale_case import build_parser as scale_parser
 from benchmarks.scale_case import run as run_scale
 from utils.errors import ConfigError, DataError
@@ -155,6 +155,15 @@ def test_only_and_merge_give_the_same_rows_as_one_run(tmp_path):
         merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "l1"), "--out", str(tmp_path / "m3")]))
     with pytest.raises(DataError, match="disjoint"):
         merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "p0"), "--out", str(tmp_path / "m2")]))
+    merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m4")]))
+    protocol = json.loads((tmp_path / "m4" / "benchmark.json").read_text())["protocol"]
+    assert "- Seeds: 1 for seeded methods (1;" in protocol and "`grx`" in protocol and "`ours`" in protocol
+    full = json.loads((tmp_path / "p1" / "benchmark.json").read_text())
+    full["protocol"] = full["protocol"].replace(QUICK_LINE, "")  # as if run without --quick
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "benchmark.json").write_text(json.dumps(full))
+    with pytest.raises(DataError, match="--quick"):
+        merge_main(merge_parser().parse_args([str(tmp_path / "p0"), str(tmp_path / "full"), "--out", str(tmp_path / "m5")]))
 
 
 def test_leave_one_out_never_pretrains_on_the_scored_scene(tmp_path, monkeypatch):
