@@ -11,6 +11,8 @@ import pytest
 from benchmarks.run_benchmark import QUICK_LINE, ROW_KEYS, build_parser, run
 from benchmarks.scale_case import build_parser as scale_parser
 from benchmarks.scale_case import run as run_scale
+from benchmarks.speed_case import build_parser as speed_parser
+from benchmarks.speed_case import run as run_speed
 from utils.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +76,10 @@ def test_ours_quick_runs_all_stages_and_reports_heads(tmp_path):
     detector = next((tmp_path / "o" / "work" / "stage3").glob("*/scene0/detector/anomaly_detector.pth"))
     scale = run_scale(scale_parser().parse_args(["--size", "24", "--bands", "8", "--detector_ckpt", str(detector)]))
     assert scale["ours"]["peak_rss_mb"] > 0 and scale["ours"]["pixels_per_second"] > 0
+    speed = run_speed(speed_parser().parse_args(["--detector_ckpt", str(detector), "--scene",
+                                                 str(tmp_path / "had" / "scene0.npz"), "--repeats", "1"]))
+    assert speed["ours_over_global_rx"] > 0 and speed["ours_parts_seconds"]["lm_nll head"] > 0
+    assert speed["ours_parts_seconds"]["patch heads, tokenizer included"] >= speed["ours_parts_seconds"]["tokenize"]
     # a second run into the same folder reuses the finished Stages 1-2 and scores the same map
     again = run(_args("--scenes", str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--quick",
                       "--methods", "ours", "--seeds", "1", "--only", "scene0"))
