@@ -107,6 +107,12 @@ def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | 
     return out
 
 
+def _clipped_length(length: int, size: int) -> np.ndarray:
+    """(length,) how many of the `size` positions centred on each index lie inside 0..length-1."""
+    centres = np.arange(length)
+    return np.minimum(centres + size // 2 + 1, length) - np.maximum(centres - size // 2, 0)
+
+
 def _window_sum(integral: np.ndarray, offset: int, size: int, rows: int, cols: int) -> np.ndarray:
     """Sums (rows, cols, C) over the `size` x `size` windows whose top-left corners start `offset` pixels
     into an integral image (h+1, w+1, C) with a leading zero row and column: four slices, no gather."""
@@ -141,12 +147,9 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
     channels = d + int(starts[-1])
     halo = outer // 2
     rows = chunk_rows or max(1, _rows_per_chunk(width + 2 * halo, 2 * channels, budget=1 << 24) - 2 * halo)
-    # pixel counts of the clipped background windows, from the same sums over a plane of ones
-    ones = np.zeros((height + 2 * halo + 1, width + 2 * halo + 1, 1))
-    ones[1:, 1:] = np.cumsum(np.cumsum(np.pad(np.ones((height, width, 1)), ((halo, halo), (halo, halo), (0, 0))),
-                                       axis=0), axis=1)
-    counts = (_window_sum(ones, 0, outer, height, width)
-              - _window_sum(ones, halo - inner // 2, inner, height, width))  # (H, W, 1)
+    # pixel counts of the background windows clipped at the image border: outer box minus inner box
+    counts = (np.outer(_clipped_length(height, outer), _clipped_length(width, outer))
+              - np.outer(_clipped_length(height, inner), _clipped_length(width, inner)))[..., None]  # (H, W, 1)
     if counts.min() < 2:
         raise DataError(f"local RX: a background window holds {int(counts.min())} pixels; the image "
                         f"({height}x{width}) is too small for windows ({inner}, {outer})")
