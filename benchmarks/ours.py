@@ -94,8 +94,9 @@ class OursPipeline:
     def pretrain(self, train: dict[str, str], seed: int) -> Pretrained:
         """Stages 1-2 on `train` (scene name -> path); one domain_id per scene, in name order.
 
-        A finished run of the same key under `workdir` (its `last.pth` holds the final epoch) is reused, so that later seeds, `--only` groups and Stage 3 changes do
-        not pre-train again. Delete `workdir/pretrain` to retrain after changing the stage code.
+        A finished run of the same key under `workdir` (its `last.pth` holds the final epoch) is reused,
+        so that later seeds, `--only` groups and Stage 3 changes do not pre-train again. Delete
+        `workdir/pretrain` to retrain after changing the stage code.
         """
         key = self._key(train, seed)
         if key not in self._cache:
