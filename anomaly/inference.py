@@ -89,6 +89,15 @@ def load_detector(detector_ckpt: str | Path, device: torch.device):
     return detector.to(device).eval(), trained, ckpt, info
 
 
+def scoring_stride(run: AnomalyConfig, detector) -> int:
+    """The patch step of scoring: `inference_stride`, 0 meaning the detector's patch size."""
+    stride = run.inference_stride or detector.patch_size
+    if stride > detector.patch_size:
+        raise ConfigError(f"inference_stride {stride} is larger than the patch size {detector.patch_size}: pixels "
+                          f"between patches would go unscored; use 0 (= the patch size) or less")
+    return stride
+
+
 def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | None) -> dict[str, Any]:
     if gt is None:
         return {"note": "the scene has no gt mask: no detection metrics"}
@@ -132,10 +141,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
-    stride = run.inference_stride or detector.patch_size
-    if stride > detector.patch_size:
-        raise ConfigError(f"inference_stride {stride} is larger than the patch size {detector.patch_size}: pixels "
-                          f"between patches would go unscored; use 0 (= the patch size) or less")
+    stride = scoring_stride(run, detector)
     with autocast(device, run.amp):
         result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size,
                                       transform=prep.transform, stride=stride)

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from anomaly.baselines import global_rx  # noqa: E402
 from anomaly.config import load_anomaly_config  # noqa: E402
-from anomaly.inference import load_detector  # noqa: E402
+from anomaly.inference import load_detector, scoring_stride  # noqa: E402
 from anomaly.train_anomaly import fit_preprocessor  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
@@ -53,7 +53,7 @@ def infer(detector_ckpt: str, scene_path: str, overrides: list[str]) -> None:
     detector, trained, _, info = load_detector(detector_ckpt, device)
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size, transform=prep.transform,
-                         stride=run.inference_stride or detector.patch_size)
+                         stride=scoring_stride(run, detector))
 
 
 def profile_parts(detector_ckpt: str, scene_path: str, overrides: list[str]) -> dict[str, float]:
