@@ -11,6 +11,18 @@
   never built (with V = 65,536 they would dominate memory and time).
 - `load_pretrained_lm=True` reuses a pretrained transformer body (encoder/pretrained_lm.py); token,
   domain and position embeddings and the MLM head are new, listed in `reinitialised_keys`.
+
+Blind spot with continuous context (`spectral_input_dim` B > 0, `guard_radius` r):
+- every visible position also gets its prepared cell spectrum, projected (`spectrum_in`, B -> H) and added
+  to `inputs_embeds`; masked positions get none;
+- the joint ids of the guard ring (within r of a masked position, r = the spatial CNN's receptive radius in
+  tokens) are replaced by the mask id too, since their spatial codes were computed from masked pixels;
+  their spectra stay visible (a cell's spectrum is its own pixels only);
+- `spectrum_out` (H -> B) predicts each masked position's spectrum from its context, as a correction to the local mean
+  of the visible spectra (`context_mean`; the correction starts at zero); pre-training adds the
+  normalised squared error (error / variance of the targets) to the cross-entropy, `spectrum_weight` times;
+- a `blind_spot_share` of the training rows is masked with one square block (side 1..`max_block`), the
+  family the scoring masks belong to; the rest with the `mask_strategy` masks.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
-from encoder.masking import STRATEGIES, apply_mask, sample_mask
+from encoder.masking import STRATEGIES, apply_mask, block_mask, guard_ring, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
 from utils.checkpoint import describe_load_error, load_checkpoint
 from utils.errors import CheckpointError
@@ -33,11 +45,14 @@ class HSIEncoderBERT(nn.Module):
     def __init__(self, joint_vocab_size: int, num_domains: int, bert_model_name_or_path: str,
                  load_pretrained_lm: bool, mask_ratio: float, max_seq_len: int, grid_size: int | None = None,
                  bert_config: dict[str, Any] | None = None, mask_strategy: str = "structured",
-                 spectral_codebook_size: int | None = None, spectral_mask_share: float = 0.25):
+                 spectral_codebook_size: int | None = None, spectral_mask_share: float = 0.25, *,
+                 spectral_input_dim: int = 0, guard_radius: int = 0, blind_spot_share: float = 0.0,
+                 max_block: int = 4, spectrum_weight: float = 1.0):
         """`grid_size` g (tokens form a g x g grid, needed by structured masks); `bert_config` overrides
         BertConfig fields (ARCH_KEYS in encoder/pretrained_lm.py; only dropouts when loading a pretrained
         body); `spectral_codebook_size` K_s enables spectral-segment masking (code k = id % K_s) for a
-        `spectral_mask_share` of each mask."""
+        `spectral_mask_share` of each mask. The keyword-only arguments set up the blind spot with
+        continuous context (module docstring); their defaults give the plain token-only encoder."""
         super().__init__()
         if mask_strategy not in STRATEGIES:
             raise ValueError(f"mask_strategy {mask_strategy!r}: use one of {STRATEGIES}")
@@ -53,6 +68,15 @@ class HSIEncoderBERT(nn.Module):
         self.mask_strategy = mask_strategy
         self.spectral_codebook_size = spectral_codebook_size
         self.spectral_mask_share = spectral_mask_share
+        if (guard_radius > 0 or blind_spot_share > 0) and grid_size is None:
+            raise ValueError("guard_radius and blind_spot_share need the token grid (grid_size)")
+        if not 0.0 <= blind_spot_share <= 1.0:
+            raise ValueError(f"blind_spot_share {blind_spot_share}: must lie in [0, 1]")
+        self.spectral_input_dim = int(spectral_input_dim)
+        self.guard_radius = int(guard_radius)
+        self.blind_spot_share = float(blind_spot_share)
+        self.max_block = int(max_block)
+        self.spectrum_weight = float(spectrum_weight)
 
         if load_pretrained_lm:
             self.arch, body_state = load_pretrained_body(bert_model_name_or_path, bert_config)
@@ -66,6 +90,13 @@ class HSIEncoderBERT(nn.Module):
         self.position_embedding = nn.Embedding(max_seq_len, self.hidden_size)
         for table in (self.domain_embedding, self.position_embedding):
             nn.init.normal_(table.weight, std=config.initializer_range)
+        self.spectrum_in = self.spectrum_out = None
+        if self.spectral_input_dim > 0:
+            self.spectrum_in = nn.Linear(self.spectral_input_dim, self.hidden_size, bias=False)  # 0 = nothing seen
+            self.spectrum_out = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.GELU(),
+                                              nn.Linear(self.hidden_size, self.spectral_input_dim))
+            nn.init.zeros_(self.spectrum_out[-1].weight)  # starts as the local mean of the visible spectra
+            nn.init.zeros_(self.spectrum_out[-1].bias)
         embeddings = self.encoder.bert.embeddings
         for table in (embeddings.position_embeddings, embeddings.token_type_embeddings):
             nn.init.zeros_(table.weight)
@@ -93,15 +124,37 @@ class HSIEncoderBERT(nn.Module):
                 "mask_ratio": self.mask_ratio, "max_seq_len": self.max_seq_len, "grid_size": self.grid_size,
                 "bert_config": dict(self.arch), "mask_strategy": self.mask_strategy,
                 "spectral_codebook_size": self.spectral_codebook_size,
-                "spectral_mask_share": self.spectral_mask_share}
+                "spectral_mask_share": self.spectral_mask_share, "spectral_input_dim": self.spectral_input_dim,
+                "guard_radius": self.guard_radius, "blind_spot_share": self.blind_spot_share,
+                "max_block": self.max_block, "spectrum_weight": self.spectrum_weight}
 
     def sample_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(N, T) bool training mask with this encoder's ratio and strategy."""
-        return sample_mask(tokens, self.mask_ratio, self.mask_strategy, self.grid_size, generator,
-                           self.spectral_codebook_size, self.spectral_mask_share)
+        """(N, T) bool training mask: a `blind_spot_share` of the rows one block (the scoring family),
+        the others with this encoder's ratio and strategy."""
+        mask = sample_mask(tokens, self.mask_ratio, self.mask_strategy, self.grid_size, generator,
+                           self.spectral_codebook_size, self.spectral_mask_share)  # (N, T)
+        if self.blind_spot_share > 0:
+            device = generator.device if generator is not None else tokens.device
+            rows = torch.rand(len(tokens), generator=generator, device=device) < self.blind_spot_share  # (N,)
+            blocks = block_mask(len(tokens), self.grid_size, self.max_block, generator, device)  # (N, T)
+            mask = torch.where(rows[:, None].to(mask.device), blocks.to(mask.device), mask)
+        return mask
 
-    def embed(self, input_ids: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
-        """token + domain + position embeddings: (N, T) ids, (N,) domains -> (N, T, H)."""
+    def blind_inputs(self, tokens: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the encoder may see when `mask` (N, T) is hidden: (input ids (N, T) with the mask id on the
+        mask and its guard ring, spectra (N, T, B) zeroed on the mask, or None)."""
+        hidden_ids = mask | guard_ring(mask, self.grid_size, self.guard_radius) if self.guard_radius else mask
+        input_ids = tokens.masked_fill(hidden_ids, self.mask_token_id)  # (N, T)
+        if spectra is None:
+            return input_ids, None
+        return input_ids, spectra.masked_fill(mask.unsqueeze(-1), 0.0)  # (N, T, B)
+
+    def embed(self, input_ids: torch.Tensor, domain_ids: torch.Tensor, spectra: torch.Tensor | None = None,
+              ) -> torch.Tensor:
+        """token + domain + position (+ projected spectrum) embeddings: (N, T) ids, (N,) domains,
+        spectra (N, T, B) zero where hidden -> (N, T, H). For an encoder that reads spectra, `spectra=None`
+        means that no position shows its spectrum (ids-only context, as for the one-class head)."""
         t = input_ids.shape[1]
         if t > self.max_seq_len:
             raise ValueError(f"{t} tokens per sequence exceed max_seq_len={self.max_seq_len}")
@@ -109,41 +162,101 @@ class HSIEncoderBERT(nn.Module):
         tok = self.token_embedding(input_ids)  # (N, T, H)
         dom = self.domain_embedding(domain_ids).unsqueeze(1)  # (N, 1, H)
         pos = self.position_embedding(positions).unsqueeze(0)  # (1, T, H)
-        return tok + dom + pos  # (N, T, H)
+        if self.spectrum_in is None or spectra is None:
+            return tok + dom + pos  # (N, T, H)
+        return tok + dom + pos + self.spectrum_in(spectra.to(tok.dtype))  # (N, T, H)
 
-    def body(self, input_ids: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
+    def body(self, input_ids: torch.Tensor, domain_ids: torch.Tensor, spectra: torch.Tensor | None = None
+             ) -> torch.Tensor:
         """Last hidden states of the BERT body: (N, T, H)."""
-        return self.encoder.bert(inputs_embeds=self.embed(input_ids, domain_ids)).last_hidden_state
+        return self.encoder.bert(inputs_embeds=self.embed(input_ids, domain_ids, spectra)).last_hidden_state
 
     def predict(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MLM logits at the masked positions only: hidden (N, T, H), mask (N, T) -> (M, V), nonzero() order."""
         selected = hidden[mask]  # (M, H)
         return self.encoder.cls(selected)[:, : self.joint_vocab_size]  # (M, V); drop the mask id's output
 
+    def context_mean(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, T, B): at each position the mean visible spectrum within `max_block // 2 + 1` grid steps (a
+        local background estimate; the sequence's visible mean where none is that close)."""
+        n, t, b = visible.shape
+        g, radius = self.grid_size, self.max_block // 2 + 1
+        seen = (~mask).to(visible.dtype).reshape(n, 1, g, g)  # (N, 1, g, g)
+        grid = visible.transpose(1, 2).reshape(n, b, g, g)  # (N, B, g, g), zero where hidden
+        window = 2 * radius + 1
+        sums = F.avg_pool2d(grid, window, stride=1, padding=radius, count_include_pad=True)  # (N, B, g, g)
+        counts = F.avg_pool2d(seen, window, stride=1, padding=radius, count_include_pad=True)  # (N, 1, g, g)
+        overall = grid.sum(dim=(2, 3), keepdim=True) / seen.sum(dim=(2, 3), keepdim=True).clamp_min(1)  # (N, B, 1, 1)
+        local = torch.where(counts > 0, sums / counts.clamp_min(1e-12), overall)  # (N, B, g, g)
+        return local.reshape(n, b, t).transpose(1, 2)  # (N, T, B)
+
+    def predict_spectrum(self, hidden: torch.Tensor, mask: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Context-predicted spectra at the masked positions, (M, B) float32 in nonzero() order: the local
+        mean of the visible spectra (`context_mean`, from `visible` (N, T, B)) plus a correction learned from
+        the hidden state (N, T, H)."""
+        base = self.context_mean(visible.float(), mask)[mask]  # (M, B)
+        return base + self.spectrum_out(hidden[mask]).float()  # (M, B)
+
     def forward(self, tokens: torch.Tensor, domain_ids: torch.Tensor, pretrain: bool = True,
-                mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
+                mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                spectra: torch.Tensor | None = None):
         """pretrain: `(loss, logits (M, V), hidden (N, T, H))`, cross-entropy over the M masked positions
-        (mask sampled with `generator` unless given); else `hidden (N, T, H)` of the unmasked tokens."""
+        (mask sampled with `generator` unless given), plus the spectrum term when the encoder reads spectra
+        (N, T, B); else `hidden (N, T, H)` of the unmasked tokens (and spectra)."""
         if not pretrain:
-            return self.body(tokens, domain_ids)
+            return self.body(tokens, domain_ids, spectra)
         if mask is None:
             mask = self.sample_mask(tokens, generator)  # (N, T)
         if not bool(mask.any()):
             raise ValueError("the mask selects no position: nothing to predict")
-        masked_input_ids, _ = apply_mask(tokens, mask, self.mask_token_id)  # (N, T)
-        hidden = self.body(masked_input_ids, domain_ids)  # (N, T, H)
+        input_ids, visible = self.blind_inputs(tokens, mask, spectra)
+        hidden = self.body(input_ids, domain_ids, visible)  # (N, T, H)
         logits = self.predict(hidden, mask)  # (M, V)
         loss = F.cross_entropy(logits.float(), tokens[mask])
+        if self.spectrum_out is not None and spectra is not None:
+            loss = loss + self.spectrum_weight * self.spectrum_loss(hidden, mask, spectra, visible)
         return loss, logits, hidden
 
-    def masked_token_nll(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """-log p(true id | unmasked context) at masked positions, 0 elsewhere: (N, T) float32."""
-        masked_input_ids, _ = apply_mask(tokens, mask, self.mask_token_id)  # (N, T)
-        hidden = self.body(masked_input_ids, domain_ids)  # (N, T, H)
-        nll = F.cross_entropy(self.predict(hidden, mask).float(), tokens[mask], reduction="none")  # (M,)
-        out = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)  # (N, T)
-        out[mask] = nll
+    def spectrum_loss(self, hidden: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor,
+                      visible: torch.Tensor) -> torch.Tensor:
+        """Squared error of the predicted spectra at the masked positions over the targets' variance: the
+        constant best guess scores 1, whatever the scene's scale."""
+        target = spectra[mask].float()  # (M, B)
+        error = (self.predict_spectrum(hidden, mask, visible) - target).pow(2).mean()
+        return error / target.var(dim=0, unbiased=False).mean().clamp_min(1e-8)
+
+    def masked_scores(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor,
+                      spectra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Blind-spot scores of the masked positions, each (N, T) float32 (0 where not masked):
+        "lm_nll" -log p(joint id | context); "lm_spectral" -log sum_m p(k + K_s m | context), the spectral
+        code's marginal (needs spectral_codebook_size); "ctx_spec" the mean squared error of the
+        context-predicted spectrum and "residual" (N, T, B) the pixel's spectrum minus that prediction
+        (encoders that read spectra)."""
+        input_ids, visible = self.blind_inputs(tokens, mask, spectra)
+        hidden = self.body(input_ids, domain_ids, visible)  # (N, T, H)
+        log_p = F.log_softmax(self.predict(hidden, mask).float(), dim=-1)  # (M, V)
+        target = tokens[mask]  # (M,)
+        per_position = {"lm_nll": -log_p.gather(1, target[:, None])[:, 0]}  # (M,)
+        if self.spectral_codebook_size:
+            k_s = self.spectral_codebook_size
+            marginal = log_p.reshape(len(target), -1, k_s).logsumexp(dim=1)  # (M, K_s): V = K_x * K_s, id = k + K_s m
+            per_position["lm_spectral"] = -marginal.gather(1, (target % k_s)[:, None])[:, 0]
+        if self.spectrum_out is not None and spectra is not None:
+            residual = spectra[mask].float() - self.predict_spectrum(hidden, mask, visible)  # (M, B)
+            per_position["ctx_spec"] = residual.pow(2).mean(-1)
+            per_position["residual"] = residual
+        out = {}
+        for name, values in per_position.items():
+            full = values.new_zeros(*tokens.shape, *values.shape[1:])  # (N, T) or (N, T, B)
+            full[mask] = values
+            out[name] = full
         return out
+
+    def masked_token_nll(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor,
+                         spectra: torch.Tensor | None = None) -> torch.Tensor:
+        """-log p(true id | context outside the mask and its guard ring) at masked positions, 0 elsewhere:
+        (N, T) float32."""
+        return self.masked_scores(tokens, domain_ids, mask, spectra)["lm_nll"]
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"

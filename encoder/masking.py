@@ -151,3 +151,30 @@ def scoring_masks(grid_size: int, block: int) -> torch.Tensor:
     index = ((r // block % 2) * 2 + (c // block % 2)).reshape(-1)  # (T,)
     masks = torch.stack([index == m for m in range(4)])  # (4, T)
     return masks[masks.any(dim=1)]  # (M, T)
+
+
+def guard_ring(mask: torch.Tensor, grid_size: int, radius: int) -> torch.Tensor:
+    """(N, T) bool: the positions within Chebyshev distance `radius` of a masked position, outside the mask.
+
+    A spatial code is computed from the pixels within the spatial CNN's receptive field; hiding the codes
+    of this ring keeps every code that saw a masked pixel out of the context (the blind spot holds).
+    """
+    if radius <= 0:
+        return torch.zeros_like(mask)
+    n, t = mask.shape
+    grid = mask.reshape(n, 1, grid_size, grid_size).float()  # (N, 1, g, g)
+    grown = torch.nn.functional.max_pool2d(grid, 2 * radius + 1, stride=1, padding=radius) > 0  # (N, 1, g, g)
+    return grown.reshape(n, t) & ~mask
+
+
+def block_mask(n: int, grid_size: int, max_block: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N, T) bool: one square block per row, side uniform in [1, max_block], at a uniform position on
+    the g x g grid: the family the scoring masks belong to (a block hidden with its guard ring)."""
+    side = torch.randint(1, min(max_block, grid_size) + 1, (n, 1, 1), generator=generator, device=device)
+    top = (torch.rand(n, 1, 1, generator=generator, device=device) * (grid_size - side + 1)).long()
+    left = (torch.rand(n, 1, 1, generator=generator, device=device) * (grid_size - side + 1)).long()
+    r = torch.arange(grid_size, device=device).view(1, -1, 1)  # (1, g, 1)
+    c = torch.arange(grid_size, device=device).view(1, 1, -1)  # (1, 1, g)
+    inside = (r >= top) & (r < top + side) & (c >= left) & (c < left + side)  # (N, g, g)
+    return inside.reshape(n, grid_size * grid_size)

@@ -56,6 +56,12 @@ class SpatialCNNVQVAE(nn.Module):
         dec += [nn.Conv2d(chans[0], num_bands, 1)]
         self.decoder = nn.Sequential(*dec)
         self.quantizer = Quantizer(hidden_dim, codebook_size, commitment_beta, ema_decay, dead_code_threshold)
+        self.receptive_radius = len(chans)  # pixels: each 3x3 conv of the encoder widens the field by one
+
+    @property
+    def guard_radius(self) -> int:
+        """Token-grid distance within which a spatial code can have seen a given cell's pixels."""
+        return -(-self.receptive_radius // self.downsample)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Patches (N, B, S, S) -> continuous latents (N, T, D), positions row-major over the g x g grid."""
