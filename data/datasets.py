@@ -69,6 +69,18 @@ class HSIPatchExtractor:
         rows, cols = np.meshgrid(self.starts(height), self.starts(width), indexing="ij")  # (nr, nc) each
         return np.stack([rows.ravel(), cols.ravel()], axis=1)  # (N, 2)
 
+    def inside_coords(self, height: int, width: int) -> np.ndarray:
+        """Patch top-left corners with every patch inside the image (no mirrored pixels), `stride` apart
+        plus a last one flush with the far edge: (N, 2) int64, row-major."""
+        if height < self.patch_size or width < self.patch_size:
+            raise DataError(f"a {height} x {width} scene is smaller than one {self.patch_size}-pixel patch")
+        axes = []
+        for length in (height, width):
+            starts = np.arange(0, length - self.patch_size + 1, self.stride, dtype=np.int64)
+            axes.append(starts if starts[-1] == length - self.patch_size else np.append(starts, length - self.patch_size))
+        rows, cols = np.meshgrid(*axes, indexing="ij")  # (nr, nc) each
+        return np.stack([rows.ravel(), cols.ravel()], axis=1)  # (N, 2)
+
     def num_patches(self, height: int, width: int) -> int:
         return len(self.starts(height)) * len(self.starts(width))
 

@@ -30,6 +30,10 @@ class PretrainConfig:
     mask_ratio: float = 0.35
     mask_strategy: str = "structured"
     spectral_mask_share: float = 0.25
+    spectral_input: bool = True
+    blind_spot_share: float = 0.5
+    max_block: int = 4
+    spectrum_weight: float = 1.0
     max_seq_len: int = 256
     pretrain_batch_size: int = 32
     pretrain_epochs: int = 30
@@ -63,6 +67,9 @@ class PretrainConfig:
         check(self.mask_strategy in STRATEGIES, f"mask_strategy must be one of {STRATEGIES}, got {self.mask_strategy!r}")
         check(0.0 <= self.spectral_mask_share <= 1.0,
               f"spectral_mask_share must lie in [0, 1], got {self.spectral_mask_share}")
+        check(0.0 <= self.blind_spot_share <= 1.0, f"blind_spot_share must lie in [0, 1], got {self.blind_spot_share}")
+        check(self.max_block >= 1, f"max_block must be >= 1, got {self.max_block}")
+        check(self.spectrum_weight >= 0.0, f"spectrum_weight must be >= 0, got {self.spectrum_weight}")
         check(self.max_seq_len >= 1, f"max_seq_len must be >= 1, got {self.max_seq_len}")
         check(self.pretrain_batch_size >= 1, f"pretrain_batch_size must be >= 1, got {self.pretrain_batch_size}")
         check(self.pretrain_epochs >= 1, f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")

@@ -6,13 +6,16 @@
     python encoder/pretrain_mtp.py --config configs/pretrain.yaml --resume                      # from last.pth
 
 1. The tokenizer checkpoint is loaded and frozen (eval, no gradients); preprocessing (num_bands,
-   normalize, patch_size, stride) comes from ITS config. Every scene is tokenised once; the token
-   grids are cached in memory.
+   normalize, patch_size, stride) comes from ITS config. Every scene is tokenised once, in patches that
+   lie inside the image (no mirrored pixels, which would show a masked pixel its own copy); the token
+   grids and, with `spectral_input`, each token cell's prepared spectrum are cached in memory.
 2. Each scene's grids are split by image rows: the bottom `val_fraction` of patch rows is held out
    for validation, and training patches overlapping those rows are dropped, so no held-out pixel is
    seen in training.
 3. Training draws every domain equally often (`data.datasets.balanced_sampler`), masks with the
-   encoder's strategy, and optimises AdamW with linear warmup/decay; AMP on CUDA.
+   encoder's strategy (a `blind_spot_share` of the rows with one block, the scoring family), hides each
+   mask's guard ring (the tokenizer's spatial receptive radius) and optimises AdamW with linear
+   warmup/decay; AMP on CUDA.
 4. After every epoch: masked-token accuracy and perplexity per domain on the held-out grids under a
    fixed seeded mask, next to a context-free baseline (each domain's most frequent training token;
    unigram perplexity). The best mean validation NLL -> `{output_dir}/universal_hsi_encoder.pth`;
@@ -42,8 +45,7 @@ from data.datasets import HSIPatchExtractor, balanced_sampler
 from data.io import load_scene
 from data.preprocess import prepare_cube
 from encoder.config import PretrainConfig
-from encoder.hsi_bert_encoder import HSIEncoderBERT, frozen_tokenize
-from encoder.masking import sample_mask
+from encoder.hsi_bert_encoder import HSIEncoderBERT
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint
 from utils.cli import run_cli, stage_parser
@@ -67,6 +69,8 @@ class DomainGrids:
     domain_id: int
     train: torch.Tensor  # (N_train, T) int64
     val: torch.Tensor  # (N_val, T) int64
+    train_spectra: torch.Tensor | None  # (N_train, T, B) float16 cell spectra, or None without spectral_input
+    val_spectra: torch.Tensor | None  # (N_val, T, B) float16
 
 
 def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name: str
@@ -85,21 +89,30 @@ def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name
 
 def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict[str, Any],
                     device: torch.device) -> list[DomainGrids]:
-    """Tokenise every scene of cfg.pretrain_datasets once, with the tokenizer checkpoint's preprocessing."""
+    """Tokenise every scene of cfg.pretrain_datasets once, with the tokenizer checkpoint's preprocessing,
+    in patches inside the image; keeps the cells' spectra too when cfg.spectral_input."""
     extractor = HSIPatchExtractor(tok_cfg["patch_size"], tok_cfg["stride"])
     grids = []
     for entry in cfg.pretrain_datasets:
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
         cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths,
                             source=entry.data_path)  # (H, W, B)
-        chunks, corners = [], []
-        for patches, coords in extractor.iter_batches(cube, TOKENIZE_BATCH):
-            chunks.append(frozen_tokenize(tokenizer, torch.from_numpy(patches).to(device)).cpu())  # (n, T)
-            corners.append(coords)
-        tokens, coords = torch.cat(chunks), np.concatenate(corners)  # (N, T), (N, 2)
-        train, val = split_by_rows(coords, extractor.patch_size, cfg.val_fraction, entry.name)
-        grids.append(DomainGrids(entry.name, entry.domain_id, tokens[torch.from_numpy(train)],
-                                 tokens[torch.from_numpy(val)]))
+        try:
+            coords = extractor.inside_coords(*cube.shape[:2])  # (N, 2)
+        except DataError as err:
+            raise DataError(f"pretrain_datasets '{entry.name}': {err}") from None
+        token_chunks, spectra_chunks = [], []
+        for patches, _ in extractor.iter_batches(cube, TOKENIZE_BATCH, coords=coords):
+            batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
+            token_chunks.append(tokenizer.tokenize(batch).cpu())  # (n, T)
+            if cfg.spectral_input:
+                spectra_chunks.append(tokenizer.spectral_vqvae.cells(batch).half().cpu())  # (n, T, B)
+        tokens = torch.cat(token_chunks)  # (N, T)
+        spectra = torch.cat(spectra_chunks) if cfg.spectral_input else None  # (N, T, B)
+        train, val = (torch.from_numpy(m) for m in split_by_rows(coords, extractor.patch_size, cfg.val_fraction,
+                                                                 entry.name))
+        grids.append(DomainGrids(entry.name, entry.domain_id, tokens[train], tokens[val],
+                                 None if spectra is None else spectra[train], None if spectra is None else spectra[val]))
     return grids
 
 
@@ -120,22 +133,30 @@ def evaluate(encoder: HSIEncoderBERT, grids: list[DomainGrids], val_masks: list[
     encoder.eval()
     per_domain = {}
     for grid, mask in zip(grids, val_masks):
-        correct, nll_sum = 0, 0.0
+        correct, nll_sum, spec_sum = 0, 0.0, 0.0
         for first in range(0, len(grid.val), EVAL_BATCH):
             tokens = grid.val[first:first + EVAL_BATCH].to(device)  # (n, T)
             batch_mask = mask[first:first + EVAL_BATCH].to(device)  # (n, T)
+            spectra = None if grid.val_spectra is None else grid.val_spectra[first:first + EVAL_BATCH].to(device).float()
             domains = torch.full((len(tokens),), grid.domain_id, dtype=torch.long, device=device)  # (n,)
             with autocast(device, amp):
-                _, logits, _ = encoder(tokens, domains, pretrain=True, mask=batch_mask)  # (M, V)
+                _, logits, hidden = encoder(tokens, domains, pretrain=True, mask=batch_mask, spectra=spectra)
             targets = tokens[batch_mask]  # (M,)
             correct += int((logits.argmax(dim=1) == targets).sum())
             nll_sum += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
+            if spectra is not None:
+                visible = encoder.blind_inputs(tokens, batch_mask, spectra)[1]
+                spec_sum += float(encoder.spectrum_loss(hidden, batch_mask, spectra, visible)) * int(batch_mask.sum())
         count = int(mask.sum())
         nll = nll_sum / count
         per_domain[grid.name] = {"acc": correct / count, "nll": nll, "ppl": math.exp(nll), "masked": count,
                                  **unigram_baseline(grid.train, grid.val[mask], encoder.joint_vocab_size)}
+        if grid.val_spectra is not None:  # normalised squared error of the predicted spectra (1 = constant guess)
+            per_domain[grid.name]["spectrum_nmse"] = spec_sum / count
     encoder.train(was_training)
+    spectrum = [m["spectrum_nmse"] for m in per_domain.values() if "spectrum_nmse" in m]
     return {"val_nll": float(np.mean([m["nll"] for m in per_domain.values()])),
+            "val_spectrum_nmse": float(np.mean(spectrum)) if spectrum else None,
             "val_acc": float(np.mean([m["acc"] for m in per_domain.values()])),
             "baseline_acc": float(np.mean([m["baseline_acc"] for m in per_domain.values()])),
             "per_domain": per_domain}
@@ -207,13 +228,19 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     if grid_size is None and cfg.mask_strategy == "structured":
         raise ConfigError(f"mask_strategy structured needs a square token grid, but {cfg.tokenizer_ckpt} gives "
                           f"{num_tokens} tokens per patch; use mask_strategy: random")
+    if tokenizer.spectral_vqvae.token_mode != "grid":
+        raise ConfigError(f"{cfg.tokenizer_ckpt}: spectral_tokens '{tokenizer.spectral_vqvae.token_mode}' codes one "
+                          f"spectrum per patch, which sees every masked pixel: the blind spot needs spectral_tokens: grid")
 
     encoder = HSIEncoderBERT(
         joint_vocab_size=tokenizer.joint_vocab_size, num_domains=cfg.num_domains,
         bert_model_name_or_path=cfg.bert_model_name_or_path, load_pretrained_lm=cfg.load_pretrained_lm,
         mask_ratio=cfg.mask_ratio, max_seq_len=cfg.max_seq_len, grid_size=grid_size, bert_config=cfg.bert_config,
         mask_strategy=cfg.mask_strategy, spectral_codebook_size=tokenizer.K_s,
-        spectral_mask_share=cfg.spectral_mask_share).to(device)
+        spectral_mask_share=cfg.spectral_mask_share,
+        spectral_input_dim=tokenizer.num_bands if cfg.spectral_input else 0,
+        guard_radius=tokenizer.spatial_vqvae.guard_radius, blind_spot_share=cfg.blind_spot_share,
+        max_block=cfg.max_block, spectrum_weight=cfg.spectrum_weight).to(device)
     if encoder.reinitialised_keys:
         info(f"loaded the transformer body of {cfg.bert_model_name_or_path}; newly initialised: "
              + ", ".join(encoder.reinitialised_keys))
@@ -223,8 +250,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
          f"world size {dist.world_size}")
 
     val_gen = torch.Generator().manual_seed(cfg.seed)
-    val_masks = [sample_mask(g.val, cfg.mask_ratio, cfg.mask_strategy, grid_size, val_gen, tokenizer.K_s,
-                             cfg.spectral_mask_share) for g in grids]  # fixed: every evaluation sees the same
+    val_masks = [encoder.sample_mask(g.val, val_gen) for g in grids]  # fixed: every evaluation sees the same
     steps = cfg.steps_per_epoch or math.ceil(sum(len(g.train) for g in grids)
                                              / (cfg.pretrain_batch_size * dist.world_size))
     total_steps = steps * cfg.pretrain_epochs
@@ -240,6 +266,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     domains = {g.name: g.domain_id for g in grids}
 
     all_tokens = torch.cat([g.train for g in grids])  # (N, T)
+    all_spectra = torch.cat([g.train_spectra for g in grids]) if cfg.spectral_input else None  # (N, T, B) fp16
     all_domains = torch.cat([torch.full((len(g.train),), g.domain_id, dtype=torch.long) for g in grids])  # (N,)
     first_epoch, step, best_nll, best_metrics, history = 0, 0, math.inf, None, []
     if resume:
@@ -272,8 +299,9 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
                    dynamic_ncols=True, leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
         for index in bar:
             tokens, domain_ids = all_tokens[index].to(device), all_domains[index].to(device)  # (b, T), (b,)
+            spectra = None if all_spectra is None else all_spectra[index].to(device).float()  # (b, T, B)
             with autocast(device, cfg.amp):
-                loss, _, _ = ddp_model(tokens, domain_ids, pretrain=True, generator=mask_gen)
+                loss, _, _ = ddp_model(tokens, domain_ids, pretrain=True, generator=mask_gen, spectra=spectra)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -294,7 +322,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
                            world_size=dist.world_size, history=list(history))
             info(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val nll {metrics['val_nll']:.3f}, "
                  f"val acc {metrics['val_acc']:.3f} (context-free baseline {metrics['baseline_acc']:.3f}), "
-                 f"{steps_per_s:.1f} steps/s")
+                 + (f"val spectrum nmse {metrics['val_spectrum_nmse']:.3f} (1 = the constant guess), "
+                    if metrics["val_spectrum_nmse"] is not None else "") + f"{steps_per_s:.1f} steps/s")
             state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
             common = dict(encoder_args=encoder.encoder_args(), domains=domains, parent=parent, step=step,
                           epoch=epoch)
