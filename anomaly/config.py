@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from utils.config import check, load_config
 
-HEAD_NAMES = ("lm_nll", "recon", "one_class", "rarity", "grx", "lrx")
-NORMALIZERS = ("robust_z", "minmax")
+HEAD_NAMES = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "recon", "one_class", "rarity", "grx", "lrx")
+NORMALIZERS = ("robust_z", "minmax", "rank")
 
 
 @dataclass
@@ -25,6 +25,9 @@ class HeadWeights:
     """
 
     lm_nll: float = 1.0
+    lm_spectral: float = 0.0
+    ctx_spec: float = 0.0
+    ctx_rx: float = 0.0
     recon: float = 0.0
     one_class: float = 1.0
     rarity: float = 0.0
@@ -91,7 +94,8 @@ class AnomalyConfig:
     head_weights: HeadWeights = field(default_factory=HeadWeights)
     supervised: bool = False
     supervised_data_path: str = ""
-    lm_block: int = 3
+    lm_block: int = 2
+    score_offsets: int = 2
     normalize_scores: str = "robust_z"
     inference_batch_size: int = 64
     inference_stride: int = 0
@@ -106,6 +110,7 @@ class AnomalyConfig:
         check(self.max_train_patches >= 0, f"max_train_patches: must be >= 0 (0 = all), got {self.max_train_patches}")
         check(self.domain_id >= 0, f"domain_id: must be >= 0, got {self.domain_id}")
         check(self.lm_block >= 1, f"lm_block: must be >= 1, got {self.lm_block}")
+        check(self.score_offsets >= 1, f"score_offsets: must be >= 1, got {self.score_offsets}")
         check(self.freeze_encoder, "freeze_encoder: false would fine-tune the whole encoder, which Stage 3 does not "
               "support; keep freeze_encoder: true and set use_lora: true to adapt the encoder")
         check(self.normalize_scores in NORMALIZERS,

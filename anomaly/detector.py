@@ -6,7 +6,8 @@
     anomaly_map = det.generate_anomaly_map(cube, 0)    # (H, W) float32 = scene.anomaly_map
 
 Heads (DESIGN 2, 10; a head with weight 0 is not computed):
-- lm_nll     masked-LM NLL of every token (complementary block masks, each token masked once)
+- lm_nll, lm_spectral, ctx_spec   context heads: each pixel scored while hidden in a blind spot
+             (anomaly/blind_spot.py): joint-id NLL, spectral-code marginal NLL, predicted-spectrum error
 - recon      per-pixel squared error of the decode from the quantised codes
 - one_class  Deep SVDD distance of each token's embedding (or BCE logit after supervised training)
 - rarity     -log frequency of the pixel's spectral code in the scored scene
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from anomaly.baselines import local_rx_components, principal_axes, scene_stats
+from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
 from anomaly.config import HEAD_NAMES
 from anomaly.fusion import fuse_scores, normalize_scores
 from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
@@ -35,7 +37,7 @@ from data.datasets import HSIPatchExtractor, ScoreAccumulator
 from utils.errors import ConfigError, DataError
 
 DEFAULT_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2
-PATCH_HEADS = ("lm_nll", "recon", "one_class", "rarity")  # scored patch by patch
+PATCH_HEADS = ("recon", "one_class", "rarity")  # scored patch by patch, on the tokenizer grid
 SCENE_HEADS = ("grx", "lrx")  # scored on the whole prepared cube
 ADAPTER_KEY = "lora_"
 
@@ -80,8 +82,8 @@ class HSIAnomalyDetector(nn.Module):
     def __init__(self, universal_model: nn.Module, hidden_size: int, freeze_encoder: bool = True,
                  use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
                  lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
-                 objective: str = "svdd", lm_block: int = 3, normalize: str = "robust_z",
-                 local_rx: dict[str, int] | None = None, stride: int | None = None):
+                 objective: str = "svdd", lm_block: int = 2, normalize: str = "robust_z",
+                 local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2):
         super().__init__()
         if not freeze_encoder:
             raise ConfigError("freeze_encoder: false (full fine-tuning) is not supported; use use_lora: true")
@@ -95,6 +97,7 @@ class HSIAnomalyDetector(nn.Module):
         self.universal_model = universal_model
         self.use_lora = use_lora
         self.lm_block = lm_block
+        self.score_offsets = score_offsets
         self.normalize = normalize
         self.local_rx_args = dict(local_rx or {})
         tokenizer = universal_model.tokenizer
@@ -178,25 +181,29 @@ class HSIAnomalyDetector(nn.Module):
         return score[:, :, None].expand(-1, self.patch_size, self.patch_size)  # (N, S, S)
 
     def head_scores(self, patches: torch.Tensor, domain_ids: torch.Tensor,
-                    code_log_freq: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Raw per-pixel scores (N, S, S) of each active patch head (higher = more anomalous).
+                    code_log_freq: torch.Tensor | None = None, heads: list[str] | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """Raw per-pixel scores (N, S, S) of each active patch head (higher = more anomalous), or of the
+        active ones among `heads`; lm_nll here is the patch's own checkerboard of blind spots (a quick look).
 
         `code_log_freq` (K_s,) is the scored scene's code frequency table for the rarity head; without it
         the table of the training scene (buffer `code_log_freq`) is used.
         """
         encoder, tokenizer = self.universal_model.encoder, self.universal_model.tokenizer
         joint_ids = self.tokenize(patches)  # (N, T)
+        wanted = set(self.head_weights if heads is None else heads) & set(self.head_weights)
         out: dict[str, torch.Tensor] = {}
-        if "lm_nll" in self.head_weights:
-            nll = compute_lm_nll_scores(encoder, joint_ids, domain_ids, block=self.lm_block)  # (N, T)
-            out["lm_nll"] = tokens_to_pixels(nll, self.patch_size)
-        if "recon" in self.head_weights:
+        if "lm_nll" in wanted:
+            spectra = tokenizer.spectral_vqvae.cells(patches) if encoder.spectral_input_dim else None  # (N, T, B)
+            nll = compute_lm_nll_scores(encoder, joint_ids, domain_ids, block=self.lm_block, spectra=spectra)
+            out["lm_nll"] = tokens_to_pixels(nll, self.patch_size)  # (N, S, S)
+        if "recon" in wanted:
             with torch.no_grad():
                 out["recon"] = compute_recon_error(tokenizer, patches, joint_ids)  # (N, S, S)
-        if "one_class" in self.head_weights:
+        if "one_class" in wanted:
             hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
             out["one_class"] = self.one_class_pixels(hidden)
-        if "rarity" in self.head_weights:
+        if "rarity" in wanted:
             table = self.code_log_freq if code_log_freq is None else code_log_freq.to(joint_ids.device)
             rarity = compute_code_rarity(self.spectral_codes(joint_ids), table)  # (N, T)
             out["rarity"] = tokens_to_pixels(rarity, self.patch_size)
@@ -333,9 +340,14 @@ class HSIAnomalyDetector(nn.Module):
             accumulators = {name: ScoreAccumulator(height, width) for name in patch_heads}
             for patches, coords in self._batches(cube, batch_size, transform, stride):
                 domains = torch.full((patches.shape[0],), int(domain_id), dtype=torch.long, device=patches.device)
-                for name, score in self.head_scores(patches, domains, table).items():
+                for name, score in self.head_scores(patches, domains, table, patch_heads).items():
                     accumulators[name].add(coords, score)
             maps.update({name: acc.result() for name, acc in accumulators.items()})
+        context_heads = [h for h in self.active_heads if h in CONTEXT_HEADS]
+        if context_heads:
+            maps.update(blind_spot_maps(self.universal_model.encoder, self.universal_model.tokenizer, cube,
+                                        transform, domain_id, context_heads, self.lm_block, self.score_offsets,
+                                        batch_size, self.code_log_freq.device))
         scene_heads = [h for h in self.active_heads if h in SCENE_HEADS]
         if scene_heads:
             maps.update(self._scene_head_maps(cube, transform, scene_heads))

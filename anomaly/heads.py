@@ -19,13 +19,16 @@ from encoder.masking import scoring_masks
 
 
 def compute_lm_nll_scores(encoder, joint_ids: torch.LongTensor, domain_ids: torch.LongTensor,
-                          mask_strategy: str = "structured", block: int | None = None) -> torch.Tensor:
+                          mask_strategy: str = "structured", block: int | None = None,
+                          spectra: torch.Tensor | None = None) -> torch.Tensor:
     """-log p(token | unmasked context) for every token: (N, T) float32.
 
     `mask_strategy='structured'` uses `scoring_masks(grid_size, block)`: square blocks of `block x block`
     token positions, offset so that the M masks partition the grid. One BERT pass per mask; each pass
     contributes the NLL of the tokens it masked (and 0 elsewhere), so the sum is every token's score.
-    `block=None` takes the encoder's grid default (1: single-token masks).
+    `block=None` takes the encoder's grid default (1: single-token masks). `spectra` (N, T, B): the cell
+    spectra, for encoders that read them. A quick per-patch look (`HSIAnomalyDetector.forward`); scene maps
+    come from the blind-spot windows of anomaly/blind_spot.py.
     """
     if mask_strategy != "structured":
         raise ValueError(f"mask_strategy {mask_strategy!r}: only 'structured' scoring masks are defined")
@@ -37,7 +40,7 @@ def compute_lm_nll_scores(encoder, joint_ids: torch.LongTensor, domain_ids: torc
     scores = torch.zeros(n, t, dtype=torch.float32, device=joint_ids.device)  # (N, T)
     for mask in masks:
         batch_mask = mask.unsqueeze(0).expand(n, t)  # (N, T)
-        scores += encoder.masked_token_nll(joint_ids, domain_ids, batch_mask).float()
+        scores += encoder.masked_token_nll(joint_ids, domain_ids, batch_mask, spectra).float()
     return scores
 
 

@@ -82,7 +82,7 @@ def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str,
         raise ConfigError(f"domain_id: {cfg.domain_id}, but the encoder knows {info['num_domains']} domains "
                           f"{info['domains'] or ''}; pick the id of the most similar pre-training sensor")
     grid = model.tokenizer.grid_size
-    if "lm_nll" in cfg.head_weights.active() and grid > 1 and cfg.lm_block >= grid:
+    if set(cfg.head_weights.active()) & {"lm_nll", "lm_spectral", "ctx_spec", "ctx_rx"} and grid > 1 and cfg.lm_block >= grid:
         raise ConfigError(f"lm_block: {cfg.lm_block} must be smaller than the token grid ({grid}x{grid}), "
                           f"else one scoring mask hides every token")
     return HSIAnomalyDetector(
@@ -95,7 +95,7 @@ def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str,
         objective="bce" if supervised else "svdd", lm_block=cfg.lm_block, normalize=cfg.normalize_scores,
         local_rx={"inner": cfg.local_rx.inner, "outer": cfg.local_rx.outer,
                   "n_components": cfg.local_rx.n_components},
-        stride=int(info["tokenizer_config"]["stride"]),
+        stride=int(info["tokenizer_config"]["stride"]), score_offsets=cfg.score_offsets,
     )
 
 

@@ -47,9 +47,9 @@ def test_lm_nll_scores_every_token_exactly_once(monkeypatch):
     seen = []
     real = encoder.masked_token_nll
 
-    def spy(tokens, domain_ids, mask):
+    def spy(tokens, domain_ids, mask, spectra=None):
         seen.append(mask.clone())
-        return real(tokens, domain_ids, mask)
+        return real(tokens, domain_ids, mask, spectra)
 
     monkeypatch.setattr(encoder, "masked_token_nll", spy)
     ids = det.tokenize(torch.rand(3, BANDS, S, S))
