@@ -9,6 +9,9 @@ happens to hold an anomaly would otherwise be rescaled away.
   (over half the values tie, as in a code-rarity map where most pixels share a few codes), the
   standard deviation is the scale instead.
 - `minmax`: (x - min) / (max - min), into [0, 1].
+- `rank`: the share of the scene's pixels that score lower (ties share their mean rank), into [0, 1): every
+  head gets the same bounded scale, so a heavy-tailed map cannot dominate the fusion and a head that fails
+  on a scene moves a pixel by at most its weight's share.
 A constant map carries no ranking: it normalises to zeros.
 """
 
@@ -35,12 +38,23 @@ def normalize_scores(scores: torch.Tensor, method: str = "robust_z") -> torch.Te
         if scale <= _TINY:
             return torch.zeros_like(x)
         return (x - median) / scale
+    if method == "rank":
+        if flat.numel() < 2 or bool(flat.max() == flat.min()):
+            return torch.zeros_like(x)
+        values = flat.double()
+        order = values.argsort()
+        sorted_values = values[order]
+        first = torch.searchsorted(sorted_values, sorted_values, right=False)  # (n,) first index of each tie group
+        last = torch.searchsorted(sorted_values, sorted_values, right=True)  # (n,) one past its last index
+        ranks = torch.empty_like(values)
+        ranks[order] = (first + last - 1).double() / 2  # mean 0-based rank of the tie group
+        return (ranks / flat.numel()).float().reshape(x.shape)
     if method == "minmax":
         lo, hi = flat.min(), flat.max()
         if hi - lo <= _TINY:
             return torch.zeros_like(x)
         return (x - lo) / (hi - lo)
-    raise ValueError(f"unknown normalisation {method!r} (robust_z or minmax)")
+    raise ValueError(f"unknown normalisation {method!r} (robust_z, minmax or rank)")
 
 
 def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],

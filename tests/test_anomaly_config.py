@@ -18,7 +18,7 @@ def test_shipped_configs_load(path):
 
 @pytest.mark.parametrize("override, key", [
     (["anomaly_batch_size=0"], "anomaly_batch_size"),
-    (["normalize_scores=rank"], "normalize_scores"),
+    (["normalize_scores=softmax"], "normalize_scores"),
     (["freeze_encoder=false"], "freeze_encoder"),
     (["head_weights.recon=-1"], "head_weights.recon"),
     (["head_weights={lm_nll: 0, recon: 0, one_class: 0, rarity: 0, grx: 0, lrx: 0}"], "head_weights"),
