@@ -42,7 +42,7 @@ from utils.metrics import detection_metrics  # noqa: E402
 from benchmarks.ours import OursPipeline, OursResult  # noqa: E402
 
 SCENE_SUFFIXES = (".npz", ".mat", ".hdr", ".npy")
-MODES = ("transductive", "leave-one-out")
+MODES = ("transductive", "leave-one-out", "cross-scene")
 QUICK_LINE = "- QUICK mode: tiny sizes for tests; these numbers are not a benchmark result."
 ROW_KEYS = ("scene", "method", "mode", "seed", "auc", "auc_pf_tau", "auc_pd_tau", "ap", "seconds")
 
@@ -105,7 +105,9 @@ def protocol_text(args: argparse.Namespace, methods: dict[str, Method], scenes: 
     lines = [
         f"- Scenes scored ({len(scenes)}): {', '.join(scenes)}.",
         f"- Mode: {args.mode}. transductive: Stages 1-2 pre-train once on every scene given (scored and "
-        f"--pretrain), labels never read; leave-one-out: the scored scene is left out of pre-training.",
+        f"--pretrain), labels never read; leave-one-out: the scored scene is left out of pre-training; "
+        f"cross-scene: the scored scenes are dealt into --folds folds (sorted by name, round robin) and each "
+        f"fold is scored by Stages 1-2 pre-trained on the other folds (and --pretrain).",
         f"- Pre-training-only scenes: {', '.join(pretrain) if pretrain else 'none'}.",
         f"- Seeds: {args.seeds} for seeded methods (mean +- std over seeds); deterministic methods run once.",
         "- No per-scene tuning: every method runs with one parameter set on all scenes; no threshold or "
@@ -113,7 +115,11 @@ def protocol_text(args: argparse.Namespace, methods: dict[str, Method], scenes: 
         "- Metrics: ROC AUC (Pd vs Pf), average precision, AUC(Pf,tau) (lower is better) and AUC(Pd,tau) "
         "of the 3-D ROC, on min-max normalised maps (utils/metrics.py).",
     ]
+    if args.mode == "cross-scene":
+        lines.append(f"- Folds: {args.folds}.")
     lines += [f"- `{key}` ({m.label}): {m.params}." for key, m in methods.items()]
+    if args.set:
+        lines.append(f"- Stage 3 overrides: {', '.join(args.set)}.")
     if args.quick:
         lines.append(QUICK_LINE)
     return "\n".join(lines)
@@ -187,11 +193,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise DataError(f"scene name(s) {clash} appear in both --scenes and --pretrain: rename one copy")
     paths.update(extra_paths)
     all_scenes = {**scored, **{name: load_scene(p) for name, p in extra_paths.items()}}
-    pipeline = OursPipeline(out / "work", quick=args.quick)
+    if args.mode == "cross-scene" and not 2 <= args.folds <= len(scored_names):
+        raise ConfigError(f"--folds must lie in [2, {len(scored_names)}] (the scored scenes), got {args.folds}")
+    fold_of = {name: i % args.folds for i, name in enumerate(sorted(n for n in scored if n not in unlabelled))}
+    pipeline = OursPipeline(out / "work", quick=args.quick, stage3_overrides=list(args.set))
+
+    def held_out(scene: str, other: str) -> bool:
+        """True when `other` must stay out of the pre-training that scores `scene`."""
+        if args.mode == "leave-one-out":
+            return other == scene
+        if args.mode == "cross-scene":
+            return other in fold_of and fold_of[other] == fold_of[scene]
+        return False
 
     def ours_score(scene: Scene, seed: int) -> OursResult:
-        train = {name: paths[name] for name in all_scenes
-                 if args.mode == "transductive" or name != scene.name}
+        train = {name: paths[name] for name in all_scenes if not held_out(scene.name, name)}
         return pipeline.score(scene, paths[scene.name], seed, train, all_scenes)
 
     ours = Method("ours (SSPQ tokenizer + BERT + Stage 3 heads)", True,
@@ -240,6 +256,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     stage3_train.append(result.train_seconds)
                     for head, head_map in result.heads.items():
                         add_row(name, f"{key}/{head}", seed, head_map, elapsed)
+                    if result.learned is not None:
+                        add_row(name, f"{key}/learned", seed, result.learned, elapsed)
                     result = result.fused
                 scores = np.asarray(result, dtype=np.float32)
                 metrics = add_row(name, key, seed, scores, elapsed)
@@ -263,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain", default=None, help="folder of extra unlabelled scenes for pre-training")
     parser.add_argument("--out", default="results", help="output folder")
     parser.add_argument("--mode", default="transductive", choices=MODES, help="pre-training protocol for ours")
+    parser.add_argument("--folds", type=int, default=2, help="folds of --mode cross-scene")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a Stage 3 config key for ours (repeatable; Stages 1-2 are not affected)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per seeded method (mean and std)")
     parser.add_argument("--first_seed", type=int, default=0, help="seeds run are first_seed .. first_seed+seeds-1 "
                         "(runs of other seeds merge with benchmarks/merge_results.py)")
