@@ -40,7 +40,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from data.datasets import HSIPatchExtractor, balanced_sampler
 from data.io import load_scene
-from data.preprocess import prepare_cube
+from data.preprocess import mean_spectrum, prepare_cube
 from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT, frozen_tokenize
 from encoder.masking import sample_mask
@@ -67,6 +67,7 @@ class DomainGrids:
     domain_id: int
     train: torch.Tensor  # (N_train, T) int64
     val: torch.Tensor  # (N_val, T) int64
+    mean_spectrum: list[float] | None = None  # (B,) mean prepared spectrum: Stage 3's `domain_id: auto` matches it
 
 
 def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name: str
@@ -100,6 +101,7 @@ def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict
         train, val = split_by_rows(coords, extractor.patch_size, cfg.val_fraction, entry.name)
         grids.append(DomainGrids(entry.name, entry.domain_id, tokens[torch.from_numpy(train)],
                                  tokens[torch.from_numpy(val)]))
+        grids[-1].mean_spectrum = mean_spectrum(cube).tolist()  # (B,) of the prepared cube
     return grids
 
 
@@ -238,6 +240,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     parent = parent_record(cfg.tokenizer_ckpt)
     config_dict = {**to_dict(cfg), "encoder_args": encoder.encoder_args()}
     domains = {g.name: g.domain_id for g in grids}
+    domain_spectra = {g.name: g.mean_spectrum for g in grids}  # name -> (B,) mean prepared spectrum
 
     all_tokens = torch.cat([g.train for g in grids])  # (N, T)
     all_domains = torch.cat([torch.full((len(g.train),), g.domain_id, dtype=torch.long) for g in grids])  # (N,)
@@ -297,7 +300,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
                  f"{steps_per_s:.1f} steps/s")
             state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
             common = dict(encoder_args=encoder.encoder_args(), domains=domains, parent=parent, step=step,
-                          epoch=epoch)
+                          epoch=epoch, domain_spectra=domain_spectra)
             if metrics["val_nll"] < best_nll:
                 best_nll, best_metrics = metrics["val_nll"], metrics
                 save_checkpoint(best_path, "encoder", config_dict, state, metrics=metrics, **common)
