@@ -1,4 +1,4 @@
-"""`domain_id` resolution (anomaly/domain.py): explicit id, scene name, nearest mean prepared spectrum, old checkpoints."""
+"""`domain_id` resolution (anomaly/domain.py): explicit id, by scene name, nearest mean spectrum, old checkpoints."""
 
 import numpy as np
 import pytest
