@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
-from anomaly.train_anomaly import (build_detector, fit_preprocessor, load_universal_model, resolve_domain,  # noqa: E402
-                                   same_scene)
+from anomaly.train_anomaly import (CKPT_NAME, build_detector, fit_preprocessor, load_universal_model,  # noqa: E402
+                                   resolve_domain, same_scene)
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
@@ -124,11 +124,16 @@ def output_folder(out_dir: str | None, scene_name: str, overwrite: bool) -> Path
     return folder
 
 
-def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path: str | None = None,
+def run_inference(config_path: str | None, detector_ckpt: str | Path | None = None, data_path: str | None = None,
                   out_dir: str | None = None, overwrite: bool = False,
                   overrides: list[str] | None = None) -> Path:
-    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder."""
+    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder.
+
+    `detector_ckpt` defaults to the config's `<output_dir>/anomaly_detector.pth`, where train_anomaly.py wrote it.
+    """
     run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
+    if detector_ckpt is None:
+        detector_ckpt = Path(run.output_dir) / CKPT_NAME
     set_seed(run.seed)
     device = resolve_device(run.device)
     start = time.time()
