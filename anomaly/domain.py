@@ -49,7 +49,8 @@ class DomainChoice:
 
 def _unit(vector: np.ndarray, what: str) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm < 1e-12:
+    rms = norm / max(1.0, float(np.sqrt(vector.size)))
+    if not np.isfinite(norm) or rms < 1e-4:  # zscore: every band's mean is 0 up to rounding (~1e-7)
         raise ConfigError(f"domain_id: auto cannot match by spectrum: the mean prepared spectrum of {what} is "
                           f"zero (per-band zscore normalisation centres every band); set an explicit domain_id")
     return vector / norm

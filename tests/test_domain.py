@@ -41,6 +41,7 @@ ERRORS = [
     ("unknown word", "nearest", "x", never, SPECTRA, "integer id or 'auto'"),
     ("old checkpoint, unknown name", "auto", "unseen", never, None, "predates the mean spectra.*explicit domain_id"),
     ("zero spectrum (zscore)", "auto", "unseen", lambda: np.zeros(8), SPECTRA, "zero.*explicit domain_id"),
+    ("zscore rounding only", "auto", "unseen", lambda: np.full(8, 3e-8), SPECTRA, "zero.*explicit domain_id"),
     ("band count differs", "auto", "unseen", lambda: np.ones(5), SPECTRA, "has 8 bands.*scored scene's 5"),
 ]
 
