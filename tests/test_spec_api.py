@@ -51,7 +51,7 @@ def universal():
 def spectral_vqvae():
     from sspq_tokenizer.spectral_vqvae import SpectralTCNVQVAE
 
-    model = SpectralTCNVQVAE(B, 8, V_S, 2, 3, 0.25)  # (num_bands, hidden_dim, codebook_size, num_layers, kernel_size, beta)
+    model = SpectralTCNVQVAE(B, 8, V_S, 2, 3, 0.25)  # (bands, hidden_dim, codebook_size, layers, kernel_size, beta)
     out = model(patches())
     assert {"recon_loss", "vq_loss", "commitment_loss"} <= set(out["loss_dict"])
     t_s = out["indices"].shape[1]
@@ -92,12 +92,14 @@ def tokenizer_decode_and_codebooks(tmp_path: Path):
         assert tok.decode_joint_ids(ids).shape == (N, B, S, S)
     tok.save_codebooks(tmp_path / "codebooks.pth")
     other = tokenizer()
+    books = [other.spectral_vqvae.quantizer, other.spatial_vqvae.quantizer]
     with torch.no_grad():
-        for p in other.spectral_vqvae.quantizer.buffers():
-            p.add_(1.0) if p.is_floating_point() else None
+        for table in (t for book in books for t in book.state_dict().values() if t.is_floating_point()):
+            table.add_(1.0)  # move every codebook tensor away from the saved one
     other.load_codebooks(tmp_path / "codebooks.pth")
-    for a, b in zip(tok.spectral_vqvae.quantizer.state_dict().values(), other.spectral_vqvae.quantizer.state_dict().values()):
-        assert torch.equal(a, b)
+    for mine, theirs in zip([tok.spectral_vqvae.quantizer, tok.spatial_vqvae.quantizer], books):
+        for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()):
+            assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------------- section 5: Stage 2
@@ -216,8 +218,8 @@ def stage_scripts(tmp_path: Path):
         path.write_text(yaml.safe_dump(cfg))
         return str(path)
 
-    common = {"device": "cpu", "cpu_threads": 1, "pretrain_datasets": [{"name": "synthetic-3", "data_path": "synthetic:3",
-                                                                        "domain_id": 0}]}
+    scene = {"name": "synthetic-3", "data_path": "synthetic:3", "domain_id": 0}  # Stage 3 scores it: domain by name
+    common = {"device": "cpu", "cpu_threads": 1, "pretrain_datasets": [scene]}
     tok = train_sspq_tokenizer(write("tokenizer", {  # spec 4.4's keys (smaller values) + where to write
         **common, "patch_size": 4, "stride": 2, "K_s": 8, "K_x": 8, "hidden_dim": 8, "num_layers": 1,
         "kernel_size": 3, "commitment_beta": 0.25, "batch_size": 16, "num_epochs": 1, "lr": 1e-3,
