@@ -79,7 +79,7 @@ class AnomalyConfig:
     data_path: str = "synthetic"
     cube_key: str | None = None
     gt_key: str | None = None
-    domain_id: int = 0
+    domain_id: int | str = "auto"  # "auto" (anomaly/domain.py) or an explicit pre-training domain id
     encoder_ckpt: str = "checkpoints/encoder/universal_hsi_encoder.pth"
     output_dir: str = "checkpoints/anomaly"
     out_dir: str = ""
@@ -108,7 +108,10 @@ class AnomalyConfig:
         check(self.anomaly_epochs >= 0, f"anomaly_epochs: must be >= 0, got {self.anomaly_epochs}")
         check(self.learning_rate_anomaly > 0, f"learning_rate_anomaly: must be > 0, got {self.learning_rate_anomaly}")
         check(self.max_train_patches >= 0, f"max_train_patches: must be >= 0 (0 = all), got {self.max_train_patches}")
-        check(self.domain_id >= 0, f"domain_id: must be >= 0, got {self.domain_id}")
+        if isinstance(self.domain_id, str):
+            check(self.domain_id == "auto", f"domain_id: must be an integer id >= 0 or 'auto', got '{self.domain_id}'")
+        else:
+            check(self.domain_id >= 0, f"domain_id: must be >= 0 (or 'auto'), got {self.domain_id}")
         check(self.lm_block >= 1, f"lm_block: must be >= 1, got {self.lm_block}")
         check(self.score_offsets >= 1, f"score_offsets: must be >= 1, got {self.score_offsets}")
         check(self.freeze_encoder, "freeze_encoder: false would fine-tune the whole encoder, which Stage 3 does not "

@@ -359,6 +359,16 @@ class HSIAnomalyDetector(nn.Module):
                            head_maps={name: np.asarray(m, dtype=np.float32) for name, m in maps.items()},
                            normalized=normalized)
 
+    @classmethod
+    def from_checkpoint(cls, path, map_location: str | torch.device = "cpu"
+                        ) -> tuple["HSIAnomalyDetector", dict[str, Any]]:
+        """Rebuild a trained detector from `anomaly_detector.pth` (its encoder and tokenizer from their own
+        checkpoints, sha256-checked); returns (detector in eval mode, ckpt), as the other models do."""
+        from anomaly.inference import load_detector  # the stage script owns checkpoint I/O (STYLE)
+
+        detector, _, ckpt, _ = load_detector(path, torch.device(map_location))
+        return detector, ckpt
+
     def generate_anomaly_map(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
                              transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Spec 6.2: the fused (H, W) float32 anomaly map of a scene (see `score_scene`)."""

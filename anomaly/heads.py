@@ -7,6 +7,7 @@
 - `compute_code_rarity`: -log frequency of each token's spectral code in the scene.
 - `OneClassHead`: Deep SVDD on the encoder's token embeddings, with a BCE classifier for labelled data.
 - `tokens_to_pixels`: token grid scores (N, T) onto the patch's pixels (N, S, S).
+- `LMNLLHead`, `ReconHead`: the spec's head names as parameter-free modules over the two functions above.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class OneClassHead(nn.Module):
     anomaly logits, trained with BCE; the score is the logit.
 
     `per_token=True` scores each token's embedding, (N, T); `per_token=False` is the spec's patch-mean
-    variant: one score per patch from `hidden.mean(dim=1)`, (N, 1).
+    variant: one score per patch from `hidden.mean(dim=1)`, (N, 1). A 2-D input z (N, H) is scored as
+    the spec's patch-level embedding: (N, 1).
     """
 
     def __init__(self, hidden_size: int, rep_dim: int = 32, per_token: bool = True, center_eps: float = 0.1,
@@ -111,7 +113,10 @@ class OneClassHead(nn.Module):
         self.register_buffer("center_ready", torch.tensor(objective == "bce"))
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(N, T, H) -> (N, T, R) per token, or (N, 1, R) from the patch mean."""
+        """(N, T, H) -> (N, T, R) per token, or (N, 1, R) from the patch mean; a patch-level z (N, H)
+        (spec 6.1.3: `z = seq_embeds.mean(dim=1)`) is one token: (N, 1, R)."""
+        if hidden.ndim == 2:
+            hidden = hidden.unsqueeze(1)  # (N, 1, H)
         if not self.per_token:
             hidden = hidden.mean(dim=1, keepdim=True)  # (N, 1, H)
         return self.net(hidden.float())  # (N, T|1, R)
@@ -151,3 +156,34 @@ class OneClassHead(nn.Module):
         if labels is None:
             raise ValueError("the BCE objective needs 0/1 labels")
         return F.binary_cross_entropy_with_logits(score, labels.to(score.dtype))
+
+
+class LMNLLHead(nn.Module):
+    """Spec 6.1.1 as a module: a parameter-free wrapper over `compute_lm_nll_scores`.
+
+    The encoder is an argument, not a submodule, so the head adds nothing to a state_dict and the
+    detector's frozen encoder is not registered twice.
+
+        head = LMNLLHead(block=2)
+        nll = head(encoder, joint_ids, domain_ids)   # joint_ids (N, T), domain_ids (N,) -> (N, T) float32
+    """
+
+    def __init__(self, mask_strategy: str = "structured", block: int | None = None):
+        super().__init__()
+        self.mask_strategy = mask_strategy
+        self.block = block
+
+    def forward(self, encoder, joint_ids: torch.LongTensor, domain_ids: torch.LongTensor) -> torch.Tensor:
+        """-log p(token | unmasked context) of every token: (N, T) float32."""
+        return compute_lm_nll_scores(encoder, joint_ids, domain_ids, self.mask_strategy, self.block)
+
+
+class ReconHead(nn.Module):
+    """Spec 6.1.2 as a module: a parameter-free wrapper over `compute_recon_error` (tokenizer passed in).
+
+        err = ReconHead()(tokenizer, patches, joint_ids)   # (N, B, S, S), (N, T) -> (N, S, S) per pixel
+    """
+
+    def forward(self, tokenizer, patches: torch.Tensor, joint_ids: torch.LongTensor) -> torch.Tensor:
+        """Per-pixel reconstruction error from the decode of `joint_ids`: (N, S, S)."""
+        return compute_recon_error(tokenizer, patches, joint_ids)

@@ -8,6 +8,8 @@ Everything that defines the model (heads, weights, normalisation, LoRA, domain i
 checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256. From the YAML / command
 line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size,
 inference_stride.
+The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
+the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
 
 Writes into `out_dir` (default outputs/<scene name>), each file atomically, and refuses to replace an
 earlier run's files without --overwrite (DESIGN 6):
@@ -35,7 +37,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
-from anomaly.train_anomaly import build_detector, fit_preprocessor, load_universal_model, same_scene  # noqa: E402
+from anomaly.train_anomaly import (CKPT_NAME, build_detector, fit_preprocessor, load_universal_model,  # noqa: E402
+                                   resolve_domain, same_scene)
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
@@ -121,11 +124,16 @@ def output_folder(out_dir: str | None, scene_name: str, overwrite: bool) -> Path
     return folder
 
 
-def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path: str | None = None,
+def run_inference(config_path: str | None, detector_ckpt: str | Path | None = None, data_path: str | None = None,
                   out_dir: str | None = None, overwrite: bool = False,
                   overrides: list[str] | None = None) -> Path:
-    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder."""
+    """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder.
+
+    `detector_ckpt` defaults to the config's `<output_dir>/anomaly_detector.pth`, where train_anomaly.py wrote it.
+    """
     run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
+    if detector_ckpt is None:
+        detector_ckpt = Path(run.output_dir) / CKPT_NAME
     set_seed(run.seed)
     device = resolve_device(run.device)
     start = time.time()
@@ -139,16 +147,18 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
             raise DataError(f"{detector_ckpt} was trained with the labels of {trained.supervised_data_path}, "
                             f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
+    domain = resolve_domain(trained.domain_id, scene, info, run.data_path, prep)  # the trained setting, this scene
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
-             f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
+             f"{detector.head_weights}, {domain.describe()}, {mode}")
     stride = scoring_stride(run, detector)
     with autocast(device, run.amp):
-        result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size,
+        result = detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size,
                                       transform=prep.transform, stride=stride)
     runtime = time.time() - start
     metrics = {
         "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
-        "train_scene": ckpt["config"].get("train_scene"), "domain_id": trained.domain_id,
+        "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
+        "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": trained.normalize_scores,
         "runtime_seconds": runtime, "device": str(device), "inference_stride": stride,
         "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},

@@ -26,10 +26,11 @@ import torch  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
+from anomaly.domain import DomainChoice, choose_domain  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
-from data.preprocess import SpectralPreprocessor, iter_row_chunks  # noqa: E402
+from data.preprocess import SpectralPreprocessor, iter_row_chunks, mean_spectrum  # noqa: E402
 from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, parent_record, save_checkpoint  # noqa: E402
@@ -48,7 +49,8 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tupl
     """Tokenizer -> encoder from their checkpoints (sha256-checked); returns (model, info).
 
     info: "tokenizer_config" (preprocessing: num_bands, normalize, patch_size, stride), "num_domains",
-    "domains", "hidden_size", "encoder" / "tokenizer" parent records.
+    "domains", "domain_spectra" (None in checkpoints older than `domain_id: auto`), "hidden_size",
+    "encoder" / "tokenizer" parent records.
     """
     enc_ckpt = load_checkpoint(encoder_ckpt, "encoder")
     tok_path = locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
@@ -69,6 +71,7 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tupl
         "tokenizer_config": tok_ckpt["config"],
         "num_domains": int(encoder.num_domains),
         "domains": dict(enc_ckpt.get("domains", {})),
+        "domain_spectra": enc_ckpt.get("domain_spectra"),
         "hidden_size": int(encoder.hidden_size),
         "encoder": parent_record(encoder_ckpt),
         "tokenizer": parent_record(tok_path),
@@ -78,7 +81,7 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tupl
 
 def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str, Any],
                    supervised: bool) -> HSIAnomalyDetector:
-    if cfg.domain_id >= info["num_domains"]:
+    if isinstance(cfg.domain_id, int) and cfg.domain_id >= info["num_domains"]:
         raise ConfigError(f"domain_id: {cfg.domain_id}, but the encoder knows {info['num_domains']} domains "
                           f"{info['domains'] or ''}; pick the id of the most similar pre-training sensor")
     grid = model.tokenizer.grid_size
@@ -105,6 +108,19 @@ def fit_preprocessor(scene: Scene, tokenizer_config: dict[str, Any], source: str
     `source` (the scene's path) names the file in errors."""
     return SpectralPreprocessor.fit(scene.cube, int(tokenizer_config["num_bands"]),
                                     tokenizer_config["normalize"], scene.wavelengths, source=source)
+
+
+def resolve_domain(setting: int | str, scene: Scene, info: dict[str, Any], source: str | None = None,
+                   prep: SpectralPreprocessor | None = None) -> DomainChoice:
+    """`domain_id` (an int, or 'auto') for `scene` (anomaly/domain.py), logged. By spectrum, the scene is
+    prepared as the tokenizer prepares it (`prep`, fitted on this scene, when the caller has one)."""
+    def spectrum():
+        return mean_spectrum(scene.cube, (prep or fit_preprocessor(scene, info["tokenizer_config"], source)).transform)
+
+    choice = choose_domain(setting, scene.name, spectrum, info["domains"], info.get("domain_spectra"),
+                           info["num_domains"], info["encoder"]["path"])
+    log.info(f"{scene.name}: {choice.describe()}")
+    return choice
 
 
 def same_scene(a: Scene, path_a: str, b: Scene, path_b: str) -> bool:
@@ -166,6 +182,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     else:
         train_scene = target
     prep = fit_preprocessor(train_scene, tok_cfg, cfg.supervised_data_path if supervised else cfg.data_path)
+    domain_choice = resolve_domain(cfg.domain_id, target, info, cfg.data_path, None if supervised else prep)
     detector = build_detector(cfg, model, info, supervised).to(device)
     patch_size = int(tok_cfg["patch_size"])
     joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
@@ -174,7 +191,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
              f"for scene {target.name}: {len(joint_ids)} patches of {patch_size}x{patch_size} pixels, heads "
              f"{detector.head_weights}, trainable parameters {detector.trainable_parameter_count()}")
     bs = cfg.anomaly_batch_size
-    domain = torch.tensor(cfg.domain_id, dtype=torch.long)
+    domain = torch.tensor(domain_choice.domain_id, dtype=torch.long)
 
     def batches(shuffle: torch.Generator | None = None):
         order = torch.randperm(len(joint_ids), generator=shuffle) if shuffle is not None else torch.arange(len(joint_ids))
@@ -216,7 +233,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     path = Path(cfg.output_dir) / CKPT_NAME
     save_checkpoint(
         path, "anomaly", {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd",
-                          "train_scene": train_scene.name,
+                          "train_scene": train_scene.name, "domain": domain_choice.as_dict(),
                           "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
                           "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}},
         detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],

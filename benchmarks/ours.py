@@ -5,9 +5,12 @@ The stage scripts' own functions run with the repository's default configs (`con
 training scenes, the seed, the output folders and, in `--quick` mode, tiny model sizes. Labels are never
 read before `utils.metrics` scores a finished map.
 
-Domain of a scored scene: in transductive mode the scene was pre-trained under its own `domain_id`.
-In leave-one-out mode it is unseen, and takes the domain of the training scene whose mean spectrum
-(min-max normalised, resampled to 64 bands) is nearest by cosine: a label-free choice.
+Domain of a scored scene: Stage 3's own `domain_id: auto` (anomaly/domain.py). In transductive mode the
+scene was pre-trained under its own name and `domain_id`; in leave-one-out mode it is unseen, and takes the
+domain of the training scene whose mean prepared spectrum (recorded in the encoder checkpoint) is nearest by
+cosine: a label-free choice. Stage 3's metrics.json says which (`domain`).
+An encoder cached under `workdir/pretrain` before checkpoints recorded those spectra can still score
+transductively (by name); for leave-one-out, delete that folder so that Stages 1-2 run again.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from anomaly.fusion import fuse_scores
 from anomaly.inference import run_inference
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import Scene
-from data.preprocess import prepare_cube
 from encoder.pretrain_mtp import BEST_NAME, LAST_NAME
 from main_pretrain import run_pretraining
 from utils.checkpoint import load_checkpoint
@@ -47,12 +49,6 @@ QUICK = {
                  "pretrain_epochs=1", "steps_per_epoch=3", "num_warmup_steps=1", "pretrain_batch_size=8"],
     "anomaly": ["anomaly_epochs=1", "max_train_patches=32", "local_rx.n_components=5"],
 }
-
-
-def mean_spectrum(scene: Scene) -> np.ndarray:
-    """(64,) unit-norm mean spectrum of the min-max normalised scene (domain matching only)."""
-    spectrum = prepare_cube(scene.cube, 64, "minmax", scene.wavelengths).reshape(-1, 64).mean(axis=0)
-    return spectrum / max(float(np.linalg.norm(spectrum)), 1e-12)
 
 
 def _finished(encoder_dir: Path) -> bool:
@@ -87,7 +83,6 @@ class OursPipeline:
     quick: bool = False
     stage3_overrides: list[str] = field(default_factory=list)  # --set of the benchmark, Stage 3 only
     _cache: dict[str, Pretrained] = field(default_factory=dict)
-    _spectra: dict[str, np.ndarray] = field(default_factory=dict)  # scene name -> mean_spectrum, computed once
     pretrain_seconds: list[float] = field(default_factory=list)
 
     def _key(self, train: dict[str, str], seed: int) -> str:
@@ -125,21 +120,10 @@ class OursPipeline:
             self._cache[key] = Pretrained(Path(encoder_ckpt), domains, seconds)
         return self._cache[key]
 
-    def domain_for(self, scene: Scene, pre: Pretrained, train_scenes: dict[str, Scene]) -> int:
-        if scene.name in pre.domains:
-            return pre.domains[scene.name]
-        spectra = self._spectra
-        for name, other in [(scene.name, scene), *((n, train_scenes[n]) for n in pre.domains)]:
-            if name not in spectra:
-                spectra[name] = mean_spectrum(other)
-        nearest = max(pre.domains, key=lambda name: float(spectra[name] @ spectra[scene.name]))
-        return pre.domains[nearest]
-
-    def score(self, scene: Scene, path: Path, seed: int, train: dict[str, Path],
-              train_scenes: dict[str, Scene]) -> OursResult:
+    def score(self, scene: Scene, path: Path, seed: int, train: dict[str, Path]) -> OursResult:
         pre = self.pretrain({name: str(p) for name, p in train.items()}, seed)
         folder = self.workdir / "stage3" / pre.encoder_ckpt.parent.parent.name / scene.name
-        overrides = [*self.stage3_overrides, f"seed={seed}", f"domain_id={self.domain_for(scene, pre, train_scenes)}",
+        overrides = [*self.stage3_overrides, f"seed={seed}", "domain_id=auto",
                      f"output_dir={folder / 'detector'}", *(QUICK["anomaly"] if self.quick else [])]
         start = time.perf_counter()
         detector = train_anomaly_detector(CONFIGS["anomaly"], overrides, str(pre.encoder_ckpt), str(path))

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def ours_score(scene: Scene, seed: int) -> OursResult:
         train = {name: paths[name] for name in all_scenes if not held_out(scene.name, name)}
-        return pipeline.score(scene, paths[scene.name], seed, train, all_scenes)
+        return pipeline.score(scene, paths[scene.name], seed, train)
 
     ours = Method("ours (SSPQ tokenizer + BERT + Stage 3 heads)", True,
                   "configs/tokenizer.yaml, configs/pretrain.yaml, configs/anomaly.yaml as committed", ours_score)

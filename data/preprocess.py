@@ -23,7 +23,7 @@ whole; the statistics of step 4 are those of the resampled values.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -275,3 +275,18 @@ def prepare_cube(cube: np.ndarray, num_bands: int, method: str = "minmax",
     for r0, block in iter_row_chunks(cube):
         out[r0:r0 + block.shape[0]] = prep.transform(block)
     return out
+
+
+def mean_spectrum(cube: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Mean spectrum (B,) float64 over every pixel of `cube` (H, W, B), or of `transform(rows)` (a fitted
+    `SpectralPreprocessor.transform`) when given; read in row chunks, so a memmapped cube is never loaded whole.
+    Stage 2 records it per pre-training scene and Stage 3 matches it (`domain_id: auto`, anomaly/domain.py)."""
+    total, count = None, 0
+    for _, block in iter_row_chunks(cube):
+        rows = np.asarray(block if transform is None else transform(block), dtype=np.float64)
+        flat = rows.reshape(-1, rows.shape[-1])  # (r*W, B)
+        total = flat.sum(axis=0) if total is None else total + flat.sum(axis=0)
+        count += flat.shape[0]
+    if not count:
+        raise DataError("mean_spectrum: the cube has no pixels")
+    return total / count  # (B,)

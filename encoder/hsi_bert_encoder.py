@@ -27,6 +27,7 @@ Blind spot with continuous context (`spectral_input_dim` B > 0, `guard_radius` r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
-from encoder.masking import STRATEGIES, apply_mask, block_mask, guard_ring, sample_mask
+from encoder.masking import STRATEGIES, apply_mask, block_mask, guard_ring, mask_tokens, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
 from utils.checkpoint import describe_load_error, load_checkpoint
 from utils.errors import CheckpointError
@@ -117,6 +118,12 @@ class HSIEncoderBERT(nn.Module):
         """(joint_vocab_size + 1, H) token table; BERT's word embeddings, tied to the MLM decoder."""
         return self.encoder.bert.embeddings.word_embeddings
 
+    @property
+    def dropout(self) -> nn.Dropout:
+        """Spec 5.1's `self.dropout`: BERT's embedding dropout, which `BertEmbeddings` applies (after its
+        LayerNorm) to `inputs_embeds`; the same module, so the inputs are dropped out once."""
+        return self.encoder.bert.embeddings.dropout
+
     def encoder_args(self) -> dict[str, Any]:
         """Constructor kwargs that rebuild this architecture offline (what checkpoints store)."""
         return {"joint_vocab_size": self.joint_vocab_size, "num_domains": self.num_domains,
@@ -128,10 +135,18 @@ class HSIEncoderBERT(nn.Module):
                 "guard_radius": self.guard_radius, "blind_spot_share": self.blind_spot_share,
                 "max_block": self.max_block, "spectrum_weight": self.spectrum_weight}
 
+    def token_grid(self, num_tokens: int) -> int | None:
+        """Side g of the token grid of a T-token sequence: `grid_size`, else sqrt(T) when T is a square
+        (tokens are row-major over a g x g grid, DESIGN 1), else None (structured masks then refuse)."""
+        if self.grid_size is not None:
+            return self.grid_size
+        side = math.isqrt(num_tokens)
+        return side if side * side == num_tokens else None
+
     def sample_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(N, T) bool training mask: a `blind_spot_share` of the rows one block (the scoring family),
         the others with this encoder's ratio and strategy."""
-        mask = sample_mask(tokens, self.mask_ratio, self.mask_strategy, self.grid_size, generator,
+        mask = sample_mask(tokens, self.mask_ratio, self.mask_strategy, self.token_grid(tokens.shape[1]), generator,
                            self.spectral_codebook_size, self.spectral_mask_share)  # (N, T)
         if self.blind_spot_share > 0:
             device = generator.device if generator is not None else tokens.device
@@ -139,6 +154,17 @@ class HSIEncoderBERT(nn.Module):
             blocks = block_mask(len(tokens), self.grid_size, self.max_block, generator, device)  # (N, T)
             mask = torch.where(rows[:, None].to(mask.device), blocks.to(mask.device), mask)
         return mask
+
+    def mask_tokens(self, joint_ids: torch.Tensor, mask_ratio: float, strategy: str = "structured", *,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spec 5.1: joint ids (N, T) -> `(masked_input_ids (N, T), labels (N, T))`; masked positions hold
+        `mask_token_id` / their original id, the others their id / -100. `strategy`: 'structured' (spatial
+        runs grown to their grid neighbours, plus spectral segments when `spectral_codebook_size` is set)
+        or 'random'; see encoder/masking.py (`mask_tokens` there also returns the bool mask)."""
+        masked_input_ids, labels, _ = mask_tokens(joint_ids, mask_ratio, strategy, self.token_grid(joint_ids.shape[1]),
+                                                  self.mask_token_id, generator, self.spectral_codebook_size,
+                                                  self.spectral_mask_share)
+        return masked_input_ids, labels
 
     def blind_inputs(self, tokens: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -43,7 +43,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from data.datasets import HSIPatchExtractor, balanced_sampler
 from data.io import load_scene
-from data.preprocess import prepare_cube
+from data.preprocess import mean_spectrum, prepare_cube
 from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
@@ -71,6 +71,7 @@ class DomainGrids:
     val: torch.Tensor  # (N_val, T) int64
     train_spectra: torch.Tensor | None  # (N_train, T, B) float16 cell spectra, or None without spectral_input
     val_spectra: torch.Tensor | None  # (N_val, T, B) float16
+    mean_spectrum: list[float] | None = None  # (B,) mean prepared spectrum: Stage 3's `domain_id: auto` matches it
 
 
 def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name: str
@@ -113,6 +114,7 @@ def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict
                                                                  entry.name))
         grids.append(DomainGrids(entry.name, entry.domain_id, tokens[train], tokens[val],
                                  None if spectra is None else spectra[train], None if spectra is None else spectra[val]))
+        grids[-1].mean_spectrum = mean_spectrum(cube).tolist()  # (B,) of the prepared cube
     return grids
 
 
@@ -264,6 +266,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     parent = parent_record(cfg.tokenizer_ckpt)
     config_dict = {**to_dict(cfg), "encoder_args": encoder.encoder_args()}
     domains = {g.name: g.domain_id for g in grids}
+    domain_spectra = {g.name: g.mean_spectrum for g in grids}  # name -> (B,) mean prepared spectrum
 
     all_tokens = torch.cat([g.train for g in grids])  # (N, T)
     all_spectra = torch.cat([g.train_spectra for g in grids]) if cfg.spectral_input else None  # (N, T, B) fp16
@@ -326,7 +329,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
                     if metrics["val_spectrum_nmse"] is not None else "") + f"{steps_per_s:.1f} steps/s")
             state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
             common = dict(encoder_args=encoder.encoder_args(), domains=domains, parent=parent, step=step,
-                          epoch=epoch)
+                          epoch=epoch, domain_spectra=domain_spectra)
             if metrics["val_nll"] < best_nll:
                 best_nll, best_metrics = metrics["val_nll"], metrics
                 save_checkpoint(best_path, "encoder", config_dict, state, metrics=metrics, **common)

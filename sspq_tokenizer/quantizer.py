@@ -38,6 +38,7 @@ class VQVAEOutput(NamedTuple):
     quantized: (N, T, D) code vectors per token; indices: (N, T) int64 in [0, K).
     loss_dict: scalar tensors `recon_loss`, `commitment_loss`, `vq_loss` (the quantiser's whole loss;
            EMA codebooks take no gradient, so it equals `commitment_loss`) and `loss` = recon + vq.
+    The fields also read by name as in a dict (spec 4.3: `spec_out["indices"]`, `spec_out.get("recon")`).
     """
 
     recon: torch.Tensor
@@ -45,6 +46,18 @@ class VQVAEOutput(NamedTuple):
     quantized: torch.Tensor
     indices: torch.Tensor
     loss_dict: dict[str, torch.Tensor]
+
+    def __getitem__(self, key):
+        """`out["indices"]` by field name; an int or slice indexes the tuple as usual."""
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(f"{key!r}: VQVAEOutput fields are {', '.join(self._fields)}")
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
+    def get(self, key: str, default=None):
+        """dict-style `get` over the field names."""
+        return getattr(self, key) if key in self._fields else default
 
 
 def branch_losses(recon_loss: torch.Tensor, commit_loss: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,6 +12,8 @@ from torch import nn
 
 from sspq_tokenizer.quantizer import Quantizer, VQVAEOutput, branch_losses
 
+SPEC_PATCH_SIZE = 11  # spec 4.4's `patch_size: 11`: the default where a caller uses the spec 4.2 signature
+
 
 def _conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
     # replicate padding: patches are small, zero borders would dominate their edges
@@ -22,10 +24,15 @@ class SpatialCNNVQVAE(nn.Module):
     """1x1 conv B -> encoder_channels[0], 3x3 conv stack over `encoder_channels`, a d x d stride-d conv
     when downsample d > 1, 1x1 conv to a `hidden_dim` latent (N, D, g, g), LayerNorm without parameters
     over D (keeps the codes in use, see SpectralTCNVQVAE); K_x codes per position;
-    a mirrored decoder (transposed conv for the upsampling) back to (N, B, S, S)."""
+    a mirrored decoder (transposed conv for the upsampling) back to (N, B, S, S).
+
+    The spec 4.2 signature has no `patch_size`, but the token grid g = patch_size / downsample is fixed by
+    it: the decoder reshapes (N, T, D) latents to (N, D, g, g), and SSPQTokenizer takes its patch shape and
+    T = g*g (the encoder's sequence length) from here. So it is a keyword with the spec's example value
+    (spec 4.4: 11) as default; TokenizerConfig.spatial_cfg() always passes its own."""
 
     def __init__(self, num_bands: int, hidden_dim: int, codebook_size: int, encoder_channels: list[int],
-                 commitment_beta: float, patch_size: int, downsample: int = 1, ema_decay: float = 0.8,
+                 commitment_beta: float, patch_size: int = SPEC_PATCH_SIZE, downsample: int = 1, ema_decay: float = 0.8,
                  dead_code_threshold: float = 1.0) -> None:
         super().__init__()
         if not encoder_channels:

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from anomaly.inference import OUTPUT_FILES, run_inference
-from anomaly.train_anomaly import train_anomaly_detector
+from anomaly.train_anomaly import fit_preprocessor, train_anomaly_detector
+from data.io import load_scene
+from data.preprocess import mean_spectrum
 from encoder.hsi_bert_encoder import HSIEncoderBERT
 from sspq_tokenizer.config import TokenizerConfig
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
@@ -32,7 +34,11 @@ def ckpts(tmp_path_factory):
     tok = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())
     save_checkpoint(root / "tok.pth", "tokenizer", to_dict(cfg), tok.state_dict())
     enc = HSIEncoderBERT(64, 2, "none", False, 0.35, 36, grid_size=6, bert_config=TINY_BERT, spectral_codebook_size=8)
+    spectra = {"a": np.linspace(0.2, 0.8, 12).tolist(), "b": np.linspace(0.8, 0.2, 12).tolist()}  # (B,) each
     save_checkpoint(root / "enc.pth", "encoder", {"encoder_args": enc.encoder_args()}, enc.state_dict(),
+                    parent=parent_record(root / "tok.pth"), domains={"a": 0, "b": 1}, domain_spectra=spectra)
+    # an encoder checkpoint from before `domain_id: auto`: no domain_spectra
+    save_checkpoint(root / "enc_old.pth", "encoder", {"encoder_args": enc.encoder_args()}, enc.state_dict(),
                     parent=parent_record(root / "tok.pth"), domains={"a": 0, "b": 1})
     return root
 
@@ -77,6 +83,16 @@ def test_train_then_infer_writes_every_output(ckpts, tmp_path):
     assert metrics["checkpoints"]["encoder"]["sha256"] == stored["parent"]["sha256"]
 
     assert metrics["inference_stride"] == 6  # default 0 = the patch size
+    # domain_id: auto (the default): "scene" is no pre-training scene, so the nearest mean prepared spectrum
+    prep = fit_preprocessor(load_scene(scene), load_checkpoint(ckpts / "tok.pth", "tokenizer")["config"])
+    spectrum = mean_spectrum(load_scene(scene).cube, prep.transform)  # (12,)
+    stored_spectra = load_checkpoint(ckpts / "enc.pth", "encoder")["domain_spectra"]
+    cosine = {name: float(spectrum @ np.asarray(v)) / np.linalg.norm(spectrum) / np.linalg.norm(v)
+              for name, v in stored_spectra.items()}
+    nearest = max(cosine, key=cosine.get)
+    assert metrics["domain"] == {"domain_id": {"a": 0, "b": 1}[nearest], "scene": nearest,
+                                 "reason": "nearest mean spectrum", "similarity": pytest.approx(cosine[nearest])}
+    assert metrics["domain_id"] == metrics["domain"]["domain_id"] and stored["config"]["domain"] == metrics["domain"]
 
     with pytest.raises(ConfigError, match="--overwrite"):  # an earlier run's files are never replaced silently
         run_inference(None, ckpt, data_path=scene, out_dir=str(out))
@@ -175,3 +191,25 @@ def test_training_subset_keeps_ids_and_gt_of_the_same_patches():
     for code, patch in zip(ids[:, 0].tolist(), gt_patches):
         r, c = divmod(code, 100)  # pixel (2, 2) of this patch is image pixel (r, c)
         assert patch[2, 2] == gt[r, c]
+
+
+def test_explicit_domain_id_wins_and_is_recorded(ckpts, tmp_path):
+    scene = scene_file(tmp_path / "scene.npz")
+    ckpt = train_anomaly_detector(None, sets(tmp_path, domain_id=1, anomaly_epochs=0),
+                                  encoder_ckpt=str(ckpts / "enc_old.pth"), data_path=scene)
+    out = run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "out"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["domain"] == {"domain_id": 1, "scene": "b", "reason": "explicit domain_id", "similarity": None}
+
+
+def test_auto_domain_with_an_old_encoder_checkpoint(ckpts, tmp_path):
+    """No domain_spectra in the encoder checkpoint: auto by name works, else an error asks for domain_id."""
+    scene = scene_file(tmp_path / "scene.npz")
+    with pytest.raises(ConfigError, match="predates the mean spectra.*set an explicit domain_id"):
+        train_anomaly_detector(None, sets(tmp_path), encoder_ckpt=str(ckpts / "enc_old.pth"), data_path=scene)
+    named = scene_file(tmp_path / "b.npz")  # scene name "b": a pre-training scene's name
+    ckpt = train_anomaly_detector(None, sets(tmp_path, anomaly_epochs=0), encoder_ckpt=str(ckpts / "enc_old.pth"),
+                                  data_path=named)
+    assert load_checkpoint(ckpt, "anomaly")["config"]["domain"] == {
+        "domain_id": 1, "scene": "b", "reason": "scene name", "similarity": None}
+

@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import encoder.pretrain_mtp as pretrain_mtp
+from data.io import load_scene
+from data.preprocess import prepare_cube
 from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
@@ -48,6 +51,11 @@ def test_checkpoint_describes_itself(trained, tokenizer_ckpt):
     assert ckpt["parent"] == {"path": str(Path(tokenizer_ckpt).resolve()), "sha256": sha256_file(tokenizer_ckpt),
                               "relative": "../tok0/best.pth"}
     assert ckpt["domains"] == {"synthetic": 0}
+    tok_cfg = load_checkpoint(tokenizer_ckpt, "tokenizer")["config"]  # Stage 3's `domain_id: auto` matches these
+    scene = load_scene("synthetic")
+    prepared = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths)  # (H, W, B)
+    assert list(ckpt["domain_spectra"]) == ["synthetic"]
+    assert np.allclose(ckpt["domain_spectra"]["synthetic"], prepared.reshape(-1, prepared.shape[-1]).mean(axis=0))
     assert ckpt["config"]["encoder_args"] == ckpt["encoder_args"] and ckpt["config"]["mask_ratio"] == 0.35
     per_domain = ckpt["metrics"]["per_domain"]["synthetic"]
     assert {"acc", "nll", "ppl", "baseline_acc", "baseline_ppl", "masked"} <= set(per_domain)

@@ -7,13 +7,17 @@ and `--set key=value` overrides into such an object:
 - unknown keys are an error naming the key and the nearest valid one;
 - values are cast by the field's type (PyYAML reads `1e-3` as a string; it becomes a float);
 - nested fields are addressed with dots: `--set spectral.codebook_size=64`;
-- `yaml.safe_load` only: nothing in a config executes code.
+- `yaml.safe_load` only: nothing in a config executes code;
+- field types are read with `type_hints`, which also evaluates `str | None` on Python 3.9 (PEP 604
+  unions only evaluate from 3.10; our annotations are strings, `from __future__ import annotations`).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import sys
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +35,41 @@ _FALSE = {"false", "no", "off", "0"}
 def _nearest(key: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+class _UnionOperator(ast.NodeTransformer):
+    """`X | Y` -> `typing.Union[X, Y]` inside an annotation's expression (nested ones too)."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        node = self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        union = ast.Attribute(value=ast.Name(id="__typing__", ctx=ast.Load()), attr="Union", ctx=ast.Load())
+        return ast.Subscript(value=union, slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),
+                             ctx=ast.Load())
+
+
+def _evaluate(annotation: str, globalns: dict[str, Any], localns: dict[str, Any]) -> Any:
+    tree = ast.fix_missing_locations(_UnionOperator().visit(ast.parse(annotation, mode="eval")))
+    return eval(compile(tree, "<annotation>", "eval"), {**globalns, "__typing__": typing}, localns)  # noqa: S307
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    """`typing.get_type_hints(cls)`; where that fails on `X | Y` (Python 3.9), the same hints with each union
+    evaluated as `typing.Union[X, Y]` (only annotation strings of our own dataclasses are evaluated)."""
+    try:
+        return typing.get_type_hints(cls)
+    except TypeError:  # "unsupported operand type(s) for |": PEP 604 before Python 3.10
+        pass
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        module = sys.modules.get(klass.__module__)
+        globalns = dict(vars(module)) if module is not None else {}
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if isinstance(annotation, str):
+                annotation = _evaluate(annotation, globalns, dict(vars(klass)))
+            hints[name] = annotation
+    return hints
 
 
 def _cast(value: Any, tp: Any, where: str) -> Any:
@@ -111,7 +150,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a plain dict; unknown keys are an error (with a suggestion)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -151,7 +190,7 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
                 break
             if node_cls is dict:
                 raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
-            sub_tp = typing.get_type_hints(node_cls)[part]
+            sub_tp = type_hints(node_cls)[part]
             if dataclasses.is_dataclass(sub_tp):
                 node, node_cls = node[part], sub_tp
             elif typing.get_origin(sub_tp) is dict and isinstance(node[part], dict):
