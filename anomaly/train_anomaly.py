@@ -38,6 +38,7 @@ from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
+from utils.step_guard import StepGuard  # noqa: E402
 
 CKPT_NAME = "anomaly_detector.pth"
 log = get_logger("anomaly")
@@ -195,7 +196,9 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
         scaler = make_scaler(device, cfg.amp)
         shuffle = torch.Generator().manual_seed(cfg.seed)
         detector.train()
+        guard = StepGuard("anomaly", scaler, None, log)
         for epoch in range(cfg.anomaly_epochs):
+            guard.begin_epoch(epoch)
             total, count = 0.0, 0
             for ids, d, g in batches(shuffle):
                 labels = None if g is None else detector.target_labels(g)
@@ -203,8 +206,8 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
                     losses = detector.training_losses(ids, d, labels, mlm_weight=cfg.lora.mlm_weight)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                guard.check(losses["loss"], params)
+                guard.step(optimizer)
                 total += float(losses["loss"].detach()) * len(ids)
                 count += len(ids)
             history.append(total / count)

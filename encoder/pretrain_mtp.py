@@ -52,6 +52,7 @@ from utils.distributed import DistInfo, barrier, distributed_session, shard, wra
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.logging import get_logger
 from utils.runtime import autocast, make_scaler, set_seed
+from utils.step_guard import StepGuard
 
 BEST_NAME = "universal_hsi_encoder.pth"
 LAST_NAME = "last.pth"
@@ -262,7 +263,9 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         info(f"untrained: val nll {initial['val_nll']:.3f}, val acc {initial['val_acc']:.3f} "
              f"(context-free baseline {initial['baseline_acc']:.3f})")
 
+    guard = StepGuard("encoder", scaler, last_path, log)
     for epoch in range(first_epoch, cfg.pretrain_epochs):
+        guard.begin_epoch(epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # dropout stream
         mask_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 1_009 + dist.rank)
         batches = epoch_batches(grids, steps, cfg.pretrain_batch_size, epoch, cfg.seed, dist)
@@ -276,10 +279,10 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
                 loss, _, _ = ddp_model(tokens, domain_ids, pretrain=True, generator=mask_gen)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            guard.check(loss, encoder.parameters())
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+            guard.step(optimizer)
             scheduler.step()
             step += 1
             loss_value = float(loss.detach())

@@ -20,3 +20,7 @@ class DataError(SSPQError):
 
 class CheckpointError(SSPQError):
     """A checkpoint is missing, truncated, from the wrong stage, or does not match the model or data."""
+
+
+class DivergenceError(SSPQError):
+    """Training produced a non-finite loss or gradient; nothing was written for the failed step."""

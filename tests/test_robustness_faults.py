@@ -1,0 +1,237 @@
+"""Faults during long runs (issue 14), through the real command lines: each case injects one fault into
+one stage and checks the one line the user sees, its exit status, that every file written before the
+fault survives unchanged (files lost: 0) and that no temporary file is left behind.
+
+Injected in this process (tests/robustness_helpers.run_in_process, monkeypatched): non-finite losses and
+gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from anomaly.detector import HSIAnomalyDetector
+from encoder.hsi_bert_encoder import HSIEncoderBERT
+from robustness_helpers import Chain, chain, run_in_process
+from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from utils.checkpoint import load_checkpoint, sha256_file
+
+TOKENIZE, PRETRAIN, TRAIN, INFER = ("sspq_tokenizer/train_tokenizer.py", "encoder/pretrain_mtp.py",
+                                    "anomaly/train_anomaly.py", "anomaly/inference.py")
+
+
+@pytest.fixture(scope="module")
+def c() -> Chain:
+    return chain()
+
+
+def argv_for(script: str, c: Chain, out: Path, tmp: Path) -> list[str]:
+    """A short run of `script` writing into `out` (3 epochs; inference scores the chain's scene)."""
+    if script == TOKENIZE:
+        return c.tokenizer_argv(out) + ["--set", "num_epochs=3"]
+    if script == PRETRAIN:
+        return c.pretrain_argv(out) + ["--set", "pretrain_epochs=3"]
+    if script == TRAIN:
+        return c.anomaly_argv(out)
+    return c.inference_argv(c.scene, out) + ["--overwrite"]
+
+
+def files_in(folder: Path) -> dict[str, str]:
+    """sha256 of every file in `folder` but temporaries."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+            if p.is_file() and not p.name.endswith(".tmp")}
+
+
+def temporaries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] if folder.is_dir() else []
+
+
+def error_line(result) -> str:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(result.error_lines) == 1 and lines[-1] == result.error_lines[0], result.stderr[-3000:]
+    return lines[-1]
+
+
+# ------------------------------------------------------------------------------------- injections
+Trigger = Callable[[Path], bool]  # called with the output folder: strike now?
+
+
+def after_first_epoch() -> Trigger:
+    return lambda out: (out / "last.pth").is_file()
+
+
+def nth_call(n: int) -> Callable[[], Trigger]:
+    def make() -> Trigger:
+        calls = [0]
+
+        def strike(out: Path) -> bool:
+            calls[0] += 1
+            return calls[0] == n
+        return strike
+    return make
+
+
+LOSS_OWNER = {TOKENIZE: (SSPQTokenizer, "forward"), PRETRAIN: (HSIEncoderBERT, "forward"),
+              TRAIN: (HSIAnomalyDetector, "training_losses")}
+
+
+def bad_training_step(kind: str) -> Callable:
+    """The training loss turns NaN ("loss"), or stays finite with NaN gradients ("grad"), once."""
+    def inject(mp: pytest.MonkeyPatch, script: str, out: Path, trigger: Trigger, snap: Callable[[], None]) -> None:
+        owner, name = LOSS_OWNER[script]
+        real, fired = getattr(owner, name), []
+
+        def poisoned(self, *args, **kwargs):
+            result = real(self, *args, **kwargs)
+            if not self.training or fired or not trigger(out):
+                return result
+            fired.append(True)
+            snap()
+            loss = result["loss"] if isinstance(result, dict) else result[0]
+            if kind == "loss":
+                loss = loss * float("nan")
+            else:
+                loss.register_hook(lambda grad: grad * float("nan"))
+            if isinstance(result, dict):
+                return {**result, "loss": loss}
+            return (loss, *result[1:])
+        mp.setattr(owner, name, poisoned)
+    return inject
+
+
+@dataclass
+class Fault:
+    id: str
+    script: str
+    inject: Callable
+    trigger: Callable[[], Trigger]
+    pattern: str  # the error line
+    code: int = 2
+    resume: bool = False  # then `--resume` without the fault finishes the run
+    earlier: Callable[[Chain, Path, Path], None] | None = None  # writes the files an earlier run left
+
+
+def earlier_detector(c: Chain, out: Path, tmp: Path) -> None:
+    out.mkdir(parents=True)
+    shutil.copy(c.detector, out / "anomaly_detector.pth")
+
+
+KEPT = r"last\.pth \(the last finished epoch\) is kept: continue from it with --resume"
+FAULTS = [
+    Fault("tokenizer NaN loss", TOKENIZE, bad_training_step("loss"), after_first_epoch,
+          rf"^error: tokenizer training diverged in epoch 2, step 1: the loss is nan; .*{KEPT}", resume=True),
+    Fault("tokenizer NaN gradient", TOKENIZE, bad_training_step("grad"), after_first_epoch,
+          rf"diverged in epoch 2, step 1: non-finite gradients in \d+ of \d+ parameter tensors; .*{KEPT}"),
+    Fault("encoder NaN loss", PRETRAIN, bad_training_step("loss"), after_first_epoch,
+          rf"^error: encoder training diverged in epoch 2, step 1: the loss is nan; .*{KEPT}", resume=True),
+    Fault("encoder NaN gradient", PRETRAIN, bad_training_step("grad"), after_first_epoch,
+          r"encoder training diverged in epoch 2, step 1: non-finite gradients"),
+    Fault("anomaly NaN loss", TRAIN, bad_training_step("loss"), nth_call(2),
+          r"^error: anomaly training diverged in epoch 1, step 2: the loss is nan; nothing was written; lower the "
+          r"learning rate", earlier=earlier_detector),
+]
+
+
+@pytest.mark.parametrize("case", FAULTS, ids=[f.id for f in FAULTS])
+def test_fault(case: Fault, c: Chain, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    argv = argv_for(case.script, c, out, tmp_path)
+    if case.earlier is not None:
+        case.earlier(c, out, tmp_path)
+    snapshot: dict[str, str] = {}
+    case.inject(monkeypatch, case.script, out, case.trigger(), lambda: snapshot.update(files_in(out)))
+    result = run_in_process(case.script, argv)
+    assert result.code == case.code, result.stderr[-3000:]
+    line = error_line(result)
+    assert re.search(case.pattern, line), f"{line!r} does not match {case.pattern!r}"
+    print(f"{case.id}: {line}")
+    assert snapshot, "the fault never struck"
+    after = files_in(out)
+    lost = [name for name, digest in snapshot.items() if after.get(name) != digest]
+    assert lost == [] and temporaries(out) == [], (lost, temporaries(out))
+    if case.resume:
+        monkeypatch.undo()
+        resumed = run_in_process(case.script, [*argv, "--resume"])
+        assert resumed.code == 0, resumed.stderr[-3000:]
+        assert re.search(r"resumed from .*last\.pth after epoch 1\b", resumed.stderr), resumed.stderr[-3000:]
+        assert load_checkpoint(out / "last.pth", "tokenizer" if case.script == TOKENIZE else "encoder")["epoch"] == 2
+
+
+# ------------------------------------------------------------------------------------- fp16 GradScaler
+class FakeScaler:
+    """GradScaler's bookkeeping: a step whose gradients were not finite is skipped and halves the scale."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.scale, self.found_inf, self.steps = enabled, 65536.0, False, 0
+
+    def is_enabled(self) -> bool:
+        return self.enabled
+
+    def get_scale(self) -> float:
+        return self.scale if self.enabled else 1.0
+
+    def step(self, optimizer) -> None:
+        if not self.found_inf:
+            self.steps += 1
+
+    def update(self) -> None:
+        if self.enabled and self.found_inf:
+            self.scale /= 2
+
+
+def _guard(scaler: FakeScaler):
+    import logging
+
+    from utils.step_guard import StepGuard
+
+    log = logging.getLogger("test.step_guard")
+    guard = StepGuard("encoder", scaler, None, log)
+    guard.begin_epoch(0)
+    return guard
+
+
+def _backward(grad: float) -> list[torch.nn.Parameter]:
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.full((3,), grad)
+    return [param]
+
+
+@pytest.mark.parametrize("grads, enabled, skipped, error", [
+    ([1.0, float("inf"), float("nan"), 1.0], True, 2, None),  # fp16: skipped steps are counted, training goes on
+    ([float("inf")] * 19 + [1.0] + [float("inf")] * 19, True, 38, None),  # never 20 in a row
+    ([float("inf")] * 20, True, 20, r"epoch 1, step 20: 20 steps in a row had inf/NaN gradients under fp16"),
+    ([1.0, float("nan")], False, 0, r"epoch 1, step 2: non-finite gradients in 1 of 1 parameter tensors"),
+])
+def test_grad_scaler_skips_are_counted_not_divergence(grads, enabled, skipped, error, caplog):
+    from utils.errors import DivergenceError
+
+    scaler = FakeScaler(enabled)
+    guard = _guard(scaler)
+    caplog.set_level("WARNING", logger="test.step_guard")
+    with pytest.raises(DivergenceError, match=error) if error else contextlib.nullcontext():
+        for grad in grads:
+            scaler.found_inf = not torch.isfinite(torch.tensor(grad))
+            guard.check(torch.tensor(0.5), _backward(grad))
+            guard.step(torch.optim.SGD(_backward(1.0), lr=0.1))
+    assert guard.skipped == skipped
+    assert len([r for r in caplog.records if "GradScaler skipped" in r.getMessage()]) == skipped
+    if skipped and not error:
+        assert f"{skipped} skipped so far" in caplog.records[-1].getMessage()
+
+
+def test_non_finite_loss_is_divergence_even_with_a_scaler():
+    from utils.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match=r"encoder training diverged in epoch 1, step 1: the loss is inf"):
+        _guard(FakeScaler()).check(torch.tensor(float("inf")), _backward(1.0))
