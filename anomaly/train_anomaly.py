@@ -36,6 +36,7 @@ from utils.checkpoint import check_parent, load_checkpoint, locate_parent, paren
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
 from utils.step_guard import StepGuard  # noqa: E402
@@ -144,6 +145,7 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
     return joint_ids, gt
 
 
+@interruptible("anomaly", resumable=False)
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
                            encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""

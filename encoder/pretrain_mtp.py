@@ -50,6 +50,7 @@ from utils.cli import run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
 from utils.errors import CheckpointError, ConfigError, DataError
+from utils.interrupt import interruptible
 from utils.logging import get_logger
 from utils.runtime import autocast, make_scaler, set_seed
 from utils.step_guard import StepGuard
@@ -170,6 +171,7 @@ def _check_resume_config(cfg: PretrainConfig, ckpt: dict[str, Any], path: Path) 
                           f"use the same config and overrides, or start afresh without --resume")
 
 
+@interruptible("encoder")
 def pretrain_universal_hsi(config_path: str | Path | None, overrides: list[str] | None = None,
                            tokenizer_ckpt: str | Path | None = None, resume: bool = False) -> Path:
     """Run Stage 2; returns the path of the best encoder checkpoint."""

@@ -38,6 +38,7 @@ from utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, rng_state, set_rng_state, set_seed  # noqa: E402
 from utils.step_guard import StepGuard  # noqa: E402
@@ -138,6 +139,7 @@ def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path
                           f"or start afresh without --resume")
 
 
+@interruptible("tokenizer")
 def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | None = None,
                          resume: bool = False) -> Path:
     """Train Stage 1 from a YAML config (+ `key=value` overrides); returns the path of best.pth."""

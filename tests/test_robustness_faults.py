@@ -3,15 +3,20 @@ one stage and checks the one line the user sees, its exit status, that every fil
 fault survives unchanged (files lost: 0) and that no temporary file is left behind.
 
 Injected in this process (tests/robustness_helpers.run_in_process, monkeypatched): non-finite losses and
-gradients.
+gradients. Sent for real: SIGINT to a training process (zygote
+child), whose message's own command then resumes the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shlex
 import shutil
-from dataclasses import dataclass
+import signal
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +25,7 @@ import torch
 
 from anomaly.detector import HSIAnomalyDetector
 from encoder.hsi_bert_encoder import HSIEncoderBERT
-from robustness_helpers import Chain, chain, run_in_process
+from robustness_helpers import ROOT, Chain, Result, chain, run_in_process, run_script, sets, start_script
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import load_checkpoint, sha256_file
 
@@ -235,3 +240,58 @@ def test_non_finite_loss_is_divergence_even_with_a_scaler():
 
     with pytest.raises(DivergenceError, match=r"encoder training diverged in epoch 1, step 1: the loss is inf"):
         _guard(FakeScaler()).check(torch.tensor(float("inf")), _backward(1.0))
+
+
+# ------------------------------------------------------------------------------------- SIGINT
+@dataclass
+class Interrupt:
+    id: str
+    script: str
+    ready: Callable[[Path, str], bool]  # (output folder, stderr so far): send SIGINT now?
+    pattern: str
+    argv: Callable[[Chain, Path], list[str]] = field(default=lambda c, out: [])
+    resume_set: list[str] = field(default_factory=list)  # appended to the message's command, to finish soon
+
+
+INTERRUPTS = [
+    Interrupt("tokenizer", TOKENIZE, lambda out, err: (out / "last.pth").is_file(),
+              r"^error: interrupted in tokenizer training, epoch \d+; .*/last\.pth holds the last finished epoch; "
+              r"continue with: python \S*sspq_tokenizer/train_tokenizer\.py .* --resume$",
+              lambda c, out: c.tokenizer_argv(out) + ["--set", "num_epochs=500"], ["num_epochs=25"]),
+    Interrupt("encoder", PRETRAIN, lambda out, err: (out / "last.pth").is_file(),
+              r"^error: interrupted in encoder training, epoch \d+; .*/last\.pth holds the last finished epoch; "
+              r"continue with: python \S*encoder/pretrain_mtp\.py .* --resume$",
+              lambda c, out: c.pretrain_argv(out)),
+    Interrupt("anomaly", TRAIN, lambda out, err: "epoch 1/500" in err,
+              r"^error: interrupted in anomaly training, epoch \d+; nothing was written \(this stage has no "
+              r"--resume\); run again: python \S*anomaly/train_anomaly\.py ",
+              lambda c, out: c.anomaly_argv(out) + ["--set", "anomaly_epochs=500"]),
+]
+
+
+@pytest.mark.parametrize("case", INTERRUPTS, ids=[i.id for i in INTERRUPTS])
+def test_sigint(case: Interrupt, c: Chain, tmp_path):
+    out = tmp_path / "out"
+    proc, _, err = start_script(case.script, case.argv(c, out), tmp_path / "log")
+    deadline = time.time() + 120
+    while not case.ready(out, err.read_text() if err.exists() else ""):
+        assert proc.is_alive(), err.read_text()[-3000:]
+        assert time.time() < deadline, "never got ready for the interrupt"
+        time.sleep(0.01)
+    present = files_in(out)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.join(120)
+    result = Result(proc.exitcode, "", err.read_text())
+    assert result.code == 130, result.stderr[-3000:]
+    line = error_line(result)
+    assert re.search(case.pattern, line), f"{line!r} does not match {case.pattern!r}"
+    print(f"SIGINT {case.id}: {line}")
+    assert set(present) <= set(files_in(out)) and temporaries(out) == []
+    for name in present:
+        load_checkpoint(out / name, {"tokenizer": "tokenizer", "encoder": "encoder"}.get(case.id, "anomaly"))
+    if "continue with: " in line:
+        python, script, *args = shlex.split(line.split("continue with: ", 1)[1])
+        assert python == "python" and (ROOT / script).resolve() == ROOT / case.script and args[-1] == "--resume"
+        resumed = run_script(script, args + sets(case.resume_set), tmp_path / "log_resumed")
+        assert resumed.code == 0, resumed.stderr[-3000:]
+        assert f"resumed from {out / 'last.pth'}" in resumed.stderr

@@ -24,6 +24,7 @@ from typing import Iterable, Protocol
 import torch
 
 from utils.errors import DivergenceError
+from utils.interrupt import note_epoch
 
 MAX_SKIPPED_IN_A_ROW = 20
 
@@ -44,8 +45,9 @@ class StepGuard:
         self.skipped, self.skipped_in_a_row = 0, 0
 
     def begin_epoch(self, epoch: int) -> None:
-        """`epoch` 0-based."""
+        """`epoch` 0-based; also tells utils.interrupt where the run is."""
         self.epoch, self.step_in_epoch = epoch, 0
+        note_epoch(epoch, self.last_path)
 
     def _where(self) -> str:
         return f"{self.stage} training diverged in epoch {self.epoch + 1}, step {self.step_in_epoch}"
