@@ -9,8 +9,8 @@ checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256. Fr
 line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size,
 inference_stride.
 
-Writes into `out_dir` (default outputs/<scene name>), each file atomically, and refuses to replace an
-earlier run's files without --overwrite (DESIGN 6):
+Writes into `out_dir` (default outputs/<scene name>), all four files atomically and together (a failed
+write replaces none of them), and refuses to replace an earlier run's files without --overwrite (DESIGN 6):
 - anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
@@ -36,9 +36,10 @@ import torch  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.train_anomaly import build_detector, fit_preprocessor, load_universal_model, same_scene  # noqa: E402
-from anomaly.visualize import save_anomaly_figure  # noqa: E402
+from anomaly.visualize import render_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
-from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
+from utils.checkpoint import check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -48,13 +49,6 @@ from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
 OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
 log = get_logger("anomaly")
-
-
-def _write_bytes(path: Path, payload: bytes) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-    atomic_write(path, write)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -156,15 +150,15 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
         "preprocessing": prep.info,
         **_metrics(result.head_maps, result.anomaly_map, scene.gt),
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_bytes(folder / "anomaly_map.npy", _npy_bytes(result.anomaly_map))
-    _write_bytes(folder / "head_maps.npz", _npz_bytes(result.head_maps))
-    _write_bytes(folder / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     title = f"{scene.name}: fused {', '.join(detector.head_weights)}"
     if "fused" in metrics:
         title += f" (AUC {metrics['fused']['auc']:.4f})"
-    save_anomaly_figure(folder / "anomaly_map.png", scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
-                        wavelengths=scene.wavelengths)
+    figure = render_anomaly_figure(scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
+                                   wavelengths=scene.wavelengths)
+    write_files({folder / "anomaly_map.npy": _npy_bytes(result.anomaly_map),
+                 folder / "head_maps.npz": _npz_bytes(result.head_maps),
+                 folder / "metrics.json": json.dumps(metrics, indent=2) + "\n",
+                 folder / "anomaly_map.png": figure})
     if "note" in metrics:
         log.warning(f"{run.data_path}: {metrics['note']} (metrics.json says so)")
     if "fused" in metrics:

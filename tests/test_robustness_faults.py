@@ -3,19 +3,22 @@ one stage and checks the one line the user sees, its exit status, that every fil
 fault survives unchanged (files lost: 0) and that no temporary file is left behind.
 
 Injected in this process (tests/robustness_helpers.run_in_process, monkeypatched): non-finite losses and
-gradients. Sent for real: SIGINT to a training process (zygote
+gradients, ENOSPC / EFBIG while a checkpoint or an output is written (os.fsync fails, as it does when a
+full disk refuses the delayed blocks) or too little free space up front. Sent for real: SIGINT to a training process (zygote
 child), whose message's own command then resumes the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shlex
 import shutil
 import signal
 import time
+from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -115,6 +118,29 @@ def bad_training_step(kind: str) -> Callable:
     return inject
 
 
+def failing_fsync(err: int) -> Callable:
+    """os.fsync of the write that `trigger` picks fails with `err` (the disk refuses the file's blocks)."""
+    def inject(mp: pytest.MonkeyPatch, script: str, out: Path, trigger: Trigger, snap: Callable[[], None]) -> None:
+        real, fired = os.fsync, []
+
+        def fsync(fd: int) -> None:
+            if not fired and trigger(out):
+                fired.append(True)
+                snap()
+                raise OSError(err, os.strerror(err))
+            real(fd)
+        mp.setattr(os, "fsync", fsync)
+    return inject
+
+
+def little_free_space(mp: pytest.MonkeyPatch, script: str, out: Path, trigger: Trigger,
+                      snap: Callable[[], None]) -> None:
+    usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
+    snap()
+    mp.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - 1000, 1000)
+               if Path(path) == out else real(path))
+
+
 @dataclass
 class Fault:
     id: str
@@ -132,7 +158,12 @@ def earlier_detector(c: Chain, out: Path, tmp: Path) -> None:
     shutil.copy(c.detector, out / "anomaly_detector.pth")
 
 
+def earlier_outputs(c: Chain, out: Path, tmp: Path) -> None:
+    assert run_in_process(INFER, c.inference_argv(c.scene, out)).code == 0
+
+
 KEPT = r"last\.pth \(the last finished epoch\) is kept: continue from it with --resume"
+NO_SPACE = r"not written: No space left on device \(ENOSPC\); it needs \d+\.\d [KM]iB"
 FAULTS = [
     Fault("tokenizer NaN loss", TOKENIZE, bad_training_step("loss"), after_first_epoch,
           rf"^error: tokenizer training diverged in epoch 2, step 1: the loss is nan; .*{KEPT}", resume=True),
@@ -145,6 +176,20 @@ FAULTS = [
     Fault("anomaly NaN loss", TRAIN, bad_training_step("loss"), nth_call(2),
           r"^error: anomaly training diverged in epoch 1, step 2: the loss is nan; nothing was written; lower the "
           r"learning rate", earlier=earlier_detector),
+    Fault("tokenizer checkpoint, disk full", TOKENIZE, failing_fsync(errno.ENOSPC), after_first_epoch,
+          rf"/(best|last)\.pth: {NO_SPACE}, .* free in .*; free some space or choose another output folder "
+          r"\(earlier files are untouched\)", resume=True),
+    Fault("encoder checkpoint, file too large", PRETRAIN, failing_fsync(errno.EFBIG), after_first_epoch,
+          r"/(universal_hsi_encoder|last)\.pth: not written: File too large \(EFBIG\); it needs \d+\.\d KiB"),
+    Fault("anomaly checkpoint, disk full", TRAIN, failing_fsync(errno.ENOSPC), nth_call(1),
+          rf"/anomaly_detector\.pth: {NO_SPACE}", earlier=earlier_detector),
+    *[Fault(f"{name}, disk full", INFER, failing_fsync(errno.ENOSPC), nth_call(i + 1),
+            rf"/{re.escape(name)}: {NO_SPACE} \(\d+\.\d KiB with the files written with it\)",
+            earlier=earlier_outputs)
+      for i, name in enumerate(("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png"))],
+    Fault("outputs, too little free space", INFER, little_free_space, nth_call(1),
+          r"/anomaly_map\.npy: not written: not enough free space; it needs \d+\.\d KiB .*, 1000 B are free in",
+          earlier=earlier_outputs),
 ]
 
 

@@ -5,7 +5,8 @@
 
 SIGINT raises KeyboardInterrupt as usual, wherever the run is. `interruptible` turns it into
 `Interrupted`, whose message names the stage and the epoch cut short and, when `{output_dir}/last.pth`
-exists, the command that continues from it (last.pth is written at every epoch end, atomically). `utils.cli.run_cli` prints
+exists, the command that continues from it (last.pth is written at every epoch end; `held()` lets a
+checkpoint write that is under way finish before the interrupt is raised). `utils.cli.run_cli` prints
 it as `error: ...` and exits 130. The steps of the unfinished epoch are redone on --resume.
 """
 
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import functools
 import shlex
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,3 +82,19 @@ def interruptible(stage: str, resumable: bool = True) -> Callable[[F], F]:
                 _ACTIVE.remove(progress)
         return run  # type: ignore[return-value]
     return decorate
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Defer SIGINT until the block is done (main thread only: Python runs signal handlers there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)
