@@ -10,7 +10,8 @@ line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_d
 inference_stride.
 
 Writes into `out_dir` (default outputs/<scene name>), all four files atomically and together (a failed
-write replaces none of them), and refuses to replace an earlier run's files without --overwrite (DESIGN 6):
+write replaces none of them), and refuses to replace an earlier run's files without --overwrite (DESIGN 6);
+the folder is locked against a second run and refused before scoring when it is unwritable:
 - anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
@@ -45,6 +46,7 @@ from utils.config import from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
+from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
 OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
@@ -136,6 +138,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, domain {trained.domain_id}, {mode}")
     stride = scoring_stride(run, detector)
+    lock_output_dir(folder)
     with autocast(device, run.amp):
         result = detector.score_scene(scene.cube, trained.domain_id, run.inference_batch_size,
                                       transform=prep.transform, stride=stride)
@@ -164,6 +167,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path, data_path:
     if "fused" in metrics:
         heads = ", ".join(f"{k} {v['auc']:.4f}" for k, v in metrics["heads"].items())
         log.info(f"ROC AUC fused {metrics['fused']['auc']:.4f} ({heads})")
+    unlock_output_dir(folder)
     log.info(f"wrote {folder}/ ({runtime:.1f} s)")
     return folder
 

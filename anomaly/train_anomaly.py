@@ -38,6 +38,7 @@ from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
 from utils.step_guard import StepGuard  # noqa: E402
 
@@ -152,6 +153,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    lock_output_dir(cfg.output_dir)
     start = time.time()
     model, info = load_universal_model(cfg.encoder_ckpt, device)
     tok_cfg = info["tokenizer_config"]
@@ -227,6 +229,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
         detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
         epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "train_seconds": time.time() - start,
                                            "trainable_parameters": detector.trainable_parameter_count()})
+    unlock_output_dir(cfg.output_dir)
     log.info(f"wrote {path} ({time.time() - start:.1f} s)")
     return path
 

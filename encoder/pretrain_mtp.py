@@ -52,6 +52,7 @@ from utils.distributed import DistInfo, barrier, distributed_session, shard, wra
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.interrupt import interruptible
 from utils.logging import get_logger
+from utils.run_lock import lock_output_dir, unlock_output_dir
 from utils.runtime import autocast, make_scaler, set_seed
 from utils.step_guard import StepGuard
 
@@ -189,6 +190,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     device = dist.device
     out_dir = Path(cfg.output_dir)
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
+    if dist.is_main:
+        lock_output_dir(out_dir)
     set_seed(cfg.seed)
     if resume and not last_path.is_file():  # before the scenes are tokenised
         raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
@@ -317,6 +320,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         for name, m in best_metrics["per_domain"].items():
             info(f"best (epoch {best_metrics['epoch']}) {name}: acc {m['acc']:.3f} vs baseline {m['baseline_acc']:.3f}, "
                  f"ppl {m['ppl']:.1f} vs {m['baseline_ppl']:.1f}")
+    unlock_output_dir(out_dir)
     return best_path
 
 

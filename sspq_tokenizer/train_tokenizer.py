@@ -40,6 +40,7 @@ from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, rng_state, set_rng_state, set_seed  # noqa: E402
 from utils.step_guard import StepGuard  # noqa: E402
 
@@ -151,6 +152,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.output_dir)
     best_path, last_path = out_dir / "best.pth", out_dir / "last.pth"
+    lock_output_dir(out_dir)
     set_seed(cfg.seed)
     if resume and not last_path.is_file():  # before minutes of data loading
         raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
@@ -203,6 +205,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
             save_checkpoint(best_path, "tokenizer", to_dict(cfg), **state)
         save_checkpoint(last_path, "tokenizer", to_dict(cfg), **state)
     log.info(f"best epoch {best_epoch + 1}: val recon {best_val:.6f} -> {best_path}")
+    unlock_output_dir(out_dir)
     return best_path
 
 

@@ -4,7 +4,8 @@ fault survives unchanged (files lost: 0) and that no temporary file is left behi
 
 Injected in this process (tests/robustness_helpers.run_in_process, monkeypatched): non-finite losses and
 gradients, ENOSPC / EFBIG while a checkpoint or an output is written (os.fsync fails, as it does when a
-full disk refuses the delayed blocks) or too little free space up front. Sent for real: SIGINT to a training process (zygote
+full disk refuses the delayed blocks) or too little free space up front, unwritable and locked output
+folders. Sent for real: SIGINT to a training process (zygote
 child), whose message's own command then resumes the run.
 """
 
@@ -12,11 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -31,9 +37,14 @@ from encoder.hsi_bert_encoder import HSIEncoderBERT
 from robustness_helpers import ROOT, Chain, Result, chain, run_in_process, run_script, sets, start_script
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import load_checkpoint, sha256_file
+from utils.run_lock import LOCK_NAME, lock_output_dir
 
 TOKENIZE, PRETRAIN, TRAIN, INFER = ("sspq_tokenizer/train_tokenizer.py", "encoder/pretrain_mtp.py",
                                     "anomaly/train_anomaly.py", "anomaly/inference.py")
+FIRST_STEP = {TOKENIZE: ("sspq_tokenizer.train_tokenizer", "load_patches"),
+              PRETRAIN: ("encoder.pretrain_mtp", "tokenize_scenes"),
+              TRAIN: ("anomaly.train_anomaly", "load_universal_model"),
+              INFER: ("anomaly.detector", "HSIAnomalyDetector.score_scene")}  # each script's first real work
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +63,23 @@ def argv_for(script: str, c: Chain, out: Path, tmp: Path) -> list[str]:
     return c.inference_argv(c.scene, out) + ["--overwrite"]
 
 
+def forbid_work(mp: pytest.MonkeyPatch, script: str) -> None:
+    """The script's first piece of real work fails the test if it is reached."""
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f"{script} started work in a folder it must refuse")
+    module, name = FIRST_STEP[script]
+    owner = importlib.import_module(module)
+    for part in name.split(".")[:-1]:
+        owner = getattr(owner, part)
+    mp.setattr(owner, name.split(".")[-1], must_not_run)
+
+
 def files_in(folder: Path) -> dict[str, str]:
-    """sha256 of every file in `folder` but temporaries."""
+    """sha256 of every file in `folder` but the lock and temporaries."""
     if not folder.is_dir():
         return {}
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.endswith(".tmp")}
+            if p.is_file() and p.name != LOCK_NAME and not p.name.endswith(".tmp")}
 
 
 def temporaries(folder: Path) -> list[str]:
@@ -340,3 +362,107 @@ def test_sigint(case: Interrupt, c: Chain, tmp_path):
         resumed = run_script(script, args + sets(case.resume_set), tmp_path / "log_resumed")
         assert resumed.code == 0, resumed.stderr[-3000:]
         assert f"resumed from {out / 'last.pth'}" in resumed.stderr
+
+
+# ------------------------------------------------------------------------------------- unwritable folders
+def _under_a_file(tmp: Path) -> Path:
+    (tmp / "file").write_text("x")
+    return tmp / "file" / "out"
+
+
+def _read_only(tmp: Path) -> Path:
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    return tmp / "ro" / "out"
+
+
+@pytest.mark.parametrize("script", [TOKENIZE, PRETRAIN, TRAIN, INFER])
+@pytest.mark.parametrize("make, reason", [
+    (_under_a_file, r"Not a directory, ENOTDIR"),
+    pytest.param(_read_only, r"Permission denied, EACCES", marks=pytest.mark.skipif(
+        os.geteuid() == 0, reason="root writes into a read-only folder")),
+], ids=["below a file", "read-only"])
+def test_unwritable_output_folder_is_refused_before_any_work(script, make, reason, c: Chain, tmp_path, monkeypatch):
+    out = make(tmp_path)
+    forbid_work(monkeypatch, script)
+    result = run_in_process(script, argv_for(script, c, out, tmp_path))
+    assert result.code == 2, result.stderr[-3000:]
+    line = error_line(result)
+    assert re.search(rf"{re.escape(str(out))}: cannot write to this output folder \({reason}\); nothing was "
+                     r"started: choose another output folder or make it writable$", line), line
+    print(f"unwritable {script}: {line}")
+
+
+def test_permission_denied_is_refused(c: Chain, tmp_path, monkeypatch):
+    """The read-only case for root, who may write anywhere: the lock file's creation is refused."""
+    out, real = tmp_path / "out", os.open
+
+    def deny(path, *args, **kwargs):
+        if Path(path).parent == out:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", deny)
+    result = run_in_process(TOKENIZE, argv_for(TOKENIZE, c, out, tmp_path))
+    assert result.code == 2
+    assert re.search(r"out: cannot write to this output folder \(Permission denied, EACCES\); nothing was started",
+                     error_line(result))
+
+
+# ------------------------------------------------------------------------------------- two runs, one folder
+HOLD = "import sys; from utils.run_lock import lock_output_dir; lock_output_dir(sys.argv[1]); print('held', flush=True); " \
+       "sys.stdin.read()"
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("script", [TOKENIZE, PRETRAIN, TRAIN, INFER])
+def test_second_run_on_a_folder_is_refused_with_the_first_ones_pid(script, c: Chain, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    holder = _holder(out)
+    try:
+        forbid_work(monkeypatch, script)
+        result = run_in_process(script, argv_for(script, c, out, tmp_path))
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    assert result.code == 2
+    line = error_line(result)
+    assert re.search(rf"out is in use by another run \(pid {holder.pid} on [^)]+\); wait for it to finish or choose "
+                     rf"another output folder \(if no run uses it, delete .*/{re.escape(LOCK_NAME)}\)$", line), line
+    print(f"locked {script}: {line}")
+    assert not (out / LOCK_NAME).exists(), "the first run's lock outlived it"
+
+
+@pytest.mark.parametrize("owner, taken_over", [
+    ("killed", True),  # the run crashed (SIGKILL): its lock stays, its pid is gone
+    ("reused pid", True),  # a live pid, but a process started at another time than the lock's
+    ("other host", False),  # cannot be checked from here: honoured
+    ("alive", False),
+])
+def test_a_crashed_runs_lock_does_not_stick(owner, taken_over, tmp_path):
+    from utils.errors import OutputError
+
+    out = tmp_path / "out"
+    if owner == "killed":
+        holder = _holder(out)
+        holder.kill()
+        holder.wait()
+        assert (out / LOCK_NAME).exists()
+    else:
+        out.mkdir()
+        record = {"pid": os.getppid(), "host": socket.gethostname(), "started": None}
+        record.update({"reused pid": {"started": "1"}, "other host": {"host": "elsewhere"}}.get(owner, {}))
+        if owner == "alive":
+            record["started"] = Path(f"/proc/{os.getppid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        (out / LOCK_NAME).write_text(json.dumps(record))
+    if taken_over:
+        lock_output_dir(out)
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    else:
+        with pytest.raises(OutputError, match=rf"in use by another run \(pid {os.getppid()} on "):
+            lock_output_dir(out)

@@ -8,7 +8,7 @@ Scripts run as `python stage/script.py` put their own folder, not the repository
 each script therefore inserts the root itself (`if __package__ in (None, ""): sys.path.insert(...)`)
 before its first project import.
 
-`run_cli` turns an `SSPQError` (bad config, data or checkpoint; unwritable or full output folder;
+`run_cli` turns an `SSPQError` (bad config, data or checkpoint; unwritable, locked or full output folder;
 diverged training) into one `error: ...` line on stderr and exit status 2; `--debug` shows the traceback
 instead. Ctrl-C exits 130 with one `error: interrupted ...` line (utils.interrupt: a training stage says
 what survived and the command that resumes). Other exceptions are bugs and keep their traceback.
