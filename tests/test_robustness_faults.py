@@ -5,7 +5,7 @@ fault survives unchanged (files lost: 0) and that no temporary file is left behi
 Injected in this process (tests/robustness_helpers.run_in_process, monkeypatched): non-finite losses and
 gradients, ENOSPC / EFBIG while a checkpoint or an output is written (os.fsync fails, as it does when a
 full disk refuses the delayed blocks) or too little free space up front, unwritable and locked output
-folders. Sent for real: SIGINT to a training process (zygote
+folders, checkpoints of other format versions. Sent for real: SIGINT to a training process (zygote
 child), whose message's own command then resumes the run.
 """
 
@@ -466,3 +466,26 @@ def test_a_crashed_runs_lock_does_not_stick(owner, taken_over, tmp_path):
     else:
         with pytest.raises(OutputError, match=rf"in use by another run \(pid {os.getppid()} on "):
             lock_output_dir(out)
+
+
+# ------------------------------------------------------------------------------------- version skew
+@pytest.mark.parametrize("version, pattern", [
+    (2, r"checkpoint format 2 is newer than format 1, the one this code reads: it was written by a later sspq-hsi; "
+        r"update this checkout to read it, or re-create it with this one: anomaly/train_anomaly\.py writes it"),
+    (0, r"checkpoint has format 0, from before format 1, the one this code reads; read it with the sspq-hsi version "
+        r"that wrote it, or re-create it: anomaly/train_anomaly\.py writes it"),
+    (None, r"checkpoint has no format version, from before format 1"),
+])
+def test_checkpoint_of_another_format_version(version, pattern, c: Chain, tmp_path):
+    ckpt = torch.load(c.detector, weights_only=True)
+    if version is None:
+        del ckpt["format_version"]
+    else:
+        ckpt["format_version"] = version
+    forged = tmp_path / "det.pth"
+    torch.save(ckpt, forged)
+    result = run_in_process(INFER, c.inference_argv(c.scene, tmp_path / "out", detector=forged))
+    assert result.code == 2
+    line = error_line(result)
+    assert re.search(rf"det\.pth: {pattern}", line), line
+    print(f"format {version}: {line}")

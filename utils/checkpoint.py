@@ -106,6 +106,20 @@ def save_checkpoint(path: str | Path, stage: str, config: dict[str, Any],
     return atomic_write(path, lambda tmp: torch.save(payload, tmp), payload_bytes(payload))
 
 
+def check_format_version(version: Any, path: Path, stage: str) -> None:
+    """Refuse a checkpoint of another format, naming both versions and what to do."""
+    if version == FORMAT_VERSION:
+        return
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version} is newer than format {FORMAT_VERSION}, the one "
+                              f"this code reads: it was written by a later sspq-hsi; update this checkout to read "
+                              f"it, or re-create it with this one: {_STAGE_HINT.get(stage, '')}")
+    written = "no format version" if version is None else f"format {version}"
+    raise CheckpointError(f"{path}: checkpoint has {written}, from before format {FORMAT_VERSION}, the one this "
+                          f"code reads; read it with the sspq-hsi version that wrote it, or re-create it: "
+                          f"{_STAGE_HINT.get(stage, '')}")
+
+
 def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint of `stage`; every failure is a CheckpointError naming the file."""
     path = Path(path)
@@ -122,9 +136,7 @@ def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.devi
                               f"re-create it ({_STAGE_HINT.get(stage, '')})") from None
     if not isinstance(ckpt, dict) or "stage" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not an sspq-hsi checkpoint (no 'stage'/'state_dict' entries)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format_version')} is not the supported "
-                              f"format {FORMAT_VERSION}; re-create it with this version")
+    check_format_version(ckpt.get("format_version"), path, stage)
     if ckpt["stage"] != stage:
         raise CheckpointError(f"{path}: this is {_a(ckpt['stage'])} checkpoint, but {_a(stage)} checkpoint is "
                               f"expected here; {_STAGE_HINT.get(stage, '')}")
