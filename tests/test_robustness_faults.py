@@ -443,6 +443,7 @@ def test_second_run_on_a_folder_is_refused_with_the_first_ones_pid(script, c: Ch
     ("reused pid", True),  # a live pid, but a process started at another time than the lock's
     ("other host", False),  # cannot be checked from here: honoured
     ("alive", False),
+    ("unreadable", False),  # e.g. hand-edited: honoured, never guessed at
 ])
 def test_a_crashed_runs_lock_does_not_stick(owner, taken_over, tmp_path):
     from utils.errors import OutputError
@@ -453,6 +454,9 @@ def test_a_crashed_runs_lock_does_not_stick(owner, taken_over, tmp_path):
         holder.kill()
         holder.wait()
         assert (out / LOCK_NAME).exists()
+    elif owner == "unreadable":
+        out.mkdir()
+        (out / LOCK_NAME).write_text('{"pid": "-1"}')
     else:
         out.mkdir()
         record = {"pid": os.getppid(), "host": socket.gethostname(), "started": None}
@@ -464,7 +468,8 @@ def test_a_crashed_runs_lock_does_not_stick(owner, taken_over, tmp_path):
         lock_output_dir(out)
         assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
     else:
-        with pytest.raises(OutputError, match=rf"in use by another run \(pid {os.getppid()} on "):
+        who = "a run whose lock file cannot be read" if owner == "unreadable" else f"pid {os.getppid()} on "
+        with pytest.raises(OutputError, match=rf"in use by another run \({who}"):
             lock_output_dir(out)
 
 

@@ -43,7 +43,7 @@ def _me() -> dict[str, Any]:
 def _alive(owner: dict[str, Any]) -> bool:
     if owner.get("host") != socket.gethostname():
         return True  # cannot be checked from here
-    pid = int(owner.get("pid", -1))
+    pid = owner["pid"]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +61,9 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError):
         return {}
-    return owner if isinstance(owner, dict) else {}
+    valid = isinstance(owner, dict) and isinstance(owner.get("pid"), int) and owner["pid"] > 0 \
+        and isinstance(owner.get("host"), str)
+    return owner if valid else {}  # {}: unreadable, honoured
 
 
 def unlock_output_dir(folder: str | Path) -> None:
