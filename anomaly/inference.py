@@ -11,8 +11,9 @@ inference_stride.
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
 
-Writes into `out_dir` (default outputs/<scene name>), each file atomically, and refuses to replace an
-earlier run's files without --overwrite (DESIGN 6):
+Writes into `out_dir` (default outputs/<scene name>), all four files atomically and together (a failed
+write replaces none of them), and refuses to replace an earlier run's files without --overwrite (DESIGN 6);
+the folder is locked against a second run and refused before scoring when it is unwritable:
 - anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
@@ -39,25 +40,20 @@ import torch  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.train_anomaly import (CKPT_NAME, build_detector, fit_preprocessor, load_universal_model,  # noqa: E402
                                    resolve_domain, same_scene)
-from anomaly.visualize import save_anomaly_figure  # noqa: E402
+from anomaly.visualize import render_anomaly_figure  # noqa: E402
 from data.io import load_scene  # noqa: E402
-from utils.checkpoint import atomic_write, check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
+from utils.checkpoint import check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
+from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
 OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
 log = get_logger("anomaly")
-
-
-def _write_bytes(path: Path, payload: bytes) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-    atomic_write(path, write)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -151,6 +147,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, {domain.describe()}, {mode}")
     stride = scoring_stride(run, detector)
+    lock_output_dir(folder)
     with autocast(device, run.amp):
         result = detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size,
                                       transform=prep.transform, stride=stride)
@@ -166,20 +163,21 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
         "preprocessing": prep.info,
         **_metrics(result.head_maps, result.anomaly_map, scene.gt),
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_bytes(folder / "anomaly_map.npy", _npy_bytes(result.anomaly_map))
-    _write_bytes(folder / "head_maps.npz", _npz_bytes(result.head_maps))
-    _write_bytes(folder / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     title = f"{scene.name}: fused {', '.join(detector.head_weights)}"
     if "fused" in metrics:
         title += f" (AUC {metrics['fused']['auc']:.4f})"
-    save_anomaly_figure(folder / "anomaly_map.png", scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
-                        wavelengths=scene.wavelengths)
+    figure = render_anomaly_figure(scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
+                                   wavelengths=scene.wavelengths)
+    write_files({folder / "anomaly_map.npy": _npy_bytes(result.anomaly_map),
+                 folder / "head_maps.npz": _npz_bytes(result.head_maps),
+                 folder / "metrics.json": json.dumps(metrics, indent=2) + "\n",
+                 folder / "anomaly_map.png": figure})
     if "note" in metrics:
         log.warning(f"{run.data_path}: {metrics['note']} (metrics.json says so)")
     if "fused" in metrics:
         heads = ", ".join(f"{k} {v['auc']:.4f}" for k, v in metrics["heads"].items())
         log.info(f"ROC AUC fused {metrics['fused']['auc']:.4f} ({heads})")
+    unlock_output_dir(folder)
     log.info(f"wrote {folder}/ ({runtime:.1f} s)")
     return folder
 

@@ -37,8 +37,11 @@ from utils.checkpoint import check_parent, load_checkpoint, locate_parent, paren
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
+from utils.step_guard import StepGuard  # noqa: E402
 
 CKPT_NAME = "anomaly_detector.pth"
 log = get_logger("anomaly")
@@ -159,12 +162,14 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
     return joint_ids, gt
 
 
+@interruptible("anomaly", resumable=False)
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
                            encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""
     cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    lock_output_dir(cfg.output_dir)
     start = time.time()
     model, info = load_universal_model(cfg.encoder_ckpt, device)
     tok_cfg = info["tokenizer_config"]
@@ -212,7 +217,9 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
         scaler = make_scaler(device, cfg.amp)
         shuffle = torch.Generator().manual_seed(cfg.seed)
         detector.train()
+        guard = StepGuard("anomaly", scaler, None, log)
         for epoch in range(cfg.anomaly_epochs):
+            guard.begin_epoch(epoch)
             total, count = 0.0, 0
             for ids, d, g in batches(shuffle):
                 labels = None if g is None else detector.target_labels(g)
@@ -220,8 +227,8 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
                     losses = detector.training_losses(ids, d, labels, mlm_weight=cfg.lora.mlm_weight)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                guard.check(losses["loss"], params)
+                guard.step(optimizer)
                 total += float(losses["loss"].detach()) * len(ids)
                 count += len(ids)
             history.append(total / count)
@@ -239,6 +246,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
         detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
         epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "train_seconds": time.time() - start,
                                            "trainable_parameters": detector.trainable_parameter_count()})
+    unlock_output_dir(cfg.output_dir)
     log.info(f"wrote {path} ({time.time() - start:.1f} s)")
     return path
 

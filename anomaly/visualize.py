@@ -6,11 +6,13 @@ Panels: a false-colour composite of three bands (percentile-stretched), the gt m
 fused map (when given), one panel per entry of `head_maps` (colours clipped to the 1st..99.5th percentile
 of each map), and, when a gt with both anomaly and background pixels is given, ROC curves with a
 logarithmic false-alarm axis and each map's AUC in the legend. Matplotlib runs on the Agg backend (no
-display needed); the file is written atomically (utils.checkpoint.atomic_write).
+display needed); `render_anomaly_figure` returns the PNG's bytes, `save_anomaly_figure` writes them atomically
+(utils.atomic.write_files).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 from utils.metrics import detection_metrics, roc_points  # noqa: E402
 
@@ -59,7 +61,15 @@ def _check_map(name: str, values: np.ndarray, shape: tuple[int, int]) -> np.ndar
 def save_anomaly_figure(path: str | Path, cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
                         head_maps: dict[str, np.ndarray], title: str,
                         wavelengths: np.ndarray | None = None) -> Path:
-    """Write the figure to `path` (PNG) and return the path.
+    """Write the figure to `path` (PNG) and return the path; the arguments are `render_anomaly_figure`'s."""
+    write_files({Path(path): render_anomaly_figure(cube, gt, fused, head_maps, title, wavelengths)})
+    return Path(path)
+
+
+def render_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
+                          head_maps: dict[str, np.ndarray], title: str,
+                          wavelengths: np.ndarray | None = None) -> bytes:
+    """The figure as PNG bytes.
 
     cube (H, W, B); gt (H, W) 0/1 or None; fused (H, W) or None; head_maps {name: (H, W)}.
     """
@@ -93,10 +103,12 @@ def save_anomaly_figure(path: str | Path, cube: np.ndarray, gt: np.ndarray | Non
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    buffer = io.BytesIO()
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+        fig.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
+    return buffer.getvalue()
 
 
 def _plot_roc(ax: plt.Axes, maps: dict[str, np.ndarray], gt: np.ndarray) -> None:

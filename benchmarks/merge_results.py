@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `python benchmarks/merge_results.py`: make the 
 import numpy as np  # noqa: E402
 
 from benchmarks.run_benchmark import QUICK_LINE, markdown  # noqa: E402
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 
@@ -75,9 +75,8 @@ def main(args: argparse.Namespace) -> None:
     result = merge(runs, sources)
     scenes = list(dict.fromkeys(r["scene"] for r in result["rows"]))
     out = Path(args.out)
-    atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     text = markdown(result["protocol"], result["rows"], scenes, result["speed"])
-    atomic_write(out / "benchmark.md", lambda tmp: Path(tmp).write_text(text))
+    write_files({out / "benchmark.json": json.dumps(result, indent=1), out / "benchmark.md": text})
     print(f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'} ({len(result['rows'])} rows)")
 
 

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from anomaly.baselines import crd, global_rx, local_rx  # noqa: E402
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
@@ -238,9 +238,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pps = speed["pixels_per_second"]
         speed["ours_over_grx_throughput"] = pps["ours"] / pps["grx"] if {"ours", "grx"} <= pps.keys() else None
         result = {"protocol": protocol, "rows": rows, "speed": speed}
-        atomic_write(out / "benchmark.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
         text = markdown(protocol, rows, scored_names, speed)
-        atomic_write(out / "benchmark.md", lambda tmp: Path(tmp).write_text(text))
+        write_files({out / "benchmark.json": json.dumps(result, indent=1), out / "benchmark.md": text})
         return result
 
     for name in scored_names:

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # `python benchmarks/scale_case.py`: make the rep
 
 import numpy as np  # noqa: E402
 
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
         result["ours"] = {**ours, "detector_ckpt": args.detector_ckpt, "pixels_per_second": pixels / ours["seconds"]}
     print(json.dumps(result, indent=1))
     if args.out:
-        atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(result, indent=1)))
+        write_files({Path(args.out): json.dumps(result, indent=1)})
     return result
 
 

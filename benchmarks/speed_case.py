@@ -33,7 +33,7 @@ from anomaly.config import load_anomaly_config  # noqa: E402
 from anomaly.inference import load_detector, scoring_stride  # noqa: E402
 from anomaly.train_anomaly import fit_preprocessor  # noqa: E402
 from data.io import load_scene  # noqa: E402
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 from utils.runtime import resolve_device  # noqa: E402
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "ours_parts_seconds": profile_parts(args.detector_ckpt, args.scene, overrides)}
     print(json.dumps(result, indent=1))
     if args.out:
-        atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(result, indent=1)))
+        write_files({Path(args.out): json.dumps(result, indent=1)})
     return result
 
 

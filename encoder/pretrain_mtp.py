@@ -52,8 +52,11 @@ from utils.cli import run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
 from utils.errors import CheckpointError, ConfigError, DataError
+from utils.interrupt import interruptible
 from utils.logging import get_logger
+from utils.run_lock import lock_output_dir, unlock_output_dir
 from utils.runtime import autocast, make_scaler, set_seed
+from utils.step_guard import StepGuard
 
 BEST_NAME = "universal_hsi_encoder.pth"
 LAST_NAME = "last.pth"
@@ -192,6 +195,7 @@ def _check_resume_config(cfg: PretrainConfig, ckpt: dict[str, Any], path: Path) 
                           f"use the same config and overrides, or start afresh without --resume")
 
 
+@interruptible("encoder")
 def pretrain_universal_hsi(config_path: str | Path | None, overrides: list[str] | None = None,
                            tokenizer_ckpt: str | Path | None = None, resume: bool = False) -> Path:
     """Run Stage 2; returns the path of the best encoder checkpoint."""
@@ -209,6 +213,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     device = dist.device
     out_dir = Path(cfg.output_dir)
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
+    if dist.is_main:
+        lock_output_dir(out_dir)
     set_seed(cfg.seed)
     if resume and not last_path.is_file():  # before the scenes are tokenised
         raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
@@ -292,7 +298,9 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         info(f"untrained: val nll {initial['val_nll']:.3f}, val acc {initial['val_acc']:.3f} "
              f"(context-free baseline {initial['baseline_acc']:.3f})")
 
+    guard = StepGuard("encoder", scaler, last_path, log)
     for epoch in range(first_epoch, cfg.pretrain_epochs):
+        guard.begin_epoch(epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # dropout stream
         mask_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 1_009 + dist.rank)
         batches = epoch_batches(grids, steps, cfg.pretrain_batch_size, epoch, cfg.seed, dist)
@@ -307,10 +315,10 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
                 loss, _, _ = ddp_model(tokens, domain_ids, pretrain=True, generator=mask_gen, spectra=spectra)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            guard.check(loss, encoder.parameters())
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+            guard.step(optimizer)
             scheduler.step()
             step += 1
             loss_value = float(loss.detach())
@@ -344,6 +352,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         for name, m in best_metrics["per_domain"].items():
             info(f"best (epoch {best_metrics['epoch']}) {name}: acc {m['acc']:.3f} vs baseline {m['baseline_acc']:.3f}, "
                  f"ppl {m['ppl']:.1f} vs {m['baseline_ppl']:.1f}")
+    unlock_output_dir(out_dir)
     return best_path
 
 

@@ -21,7 +21,8 @@ from torch import nn
 
 from sspq_tokenizer.spatial_vqvae import SpatialCNNVQVAE
 from sspq_tokenizer.spectral_vqvae import SpectralTCNVQVAE
-from utils.checkpoint import atomic_write, describe_load_error, load_checkpoint
+from utils.atomic import atomic_write
+from utils.checkpoint import describe_load_error, load_checkpoint, payload_bytes
 from utils.errors import CheckpointError, ConfigError, DataError
 
 CODEBOOKS_FORMAT = 1
@@ -158,7 +159,7 @@ class SSPQTokenizer(nn.Module):
         payload = {"format": CODEBOOKS_FORMAT, "K_s": self.K_s, "K_x": self.K_x,
                    **{name: {k: v.detach().cpu() for k, v in mod.state_dict().items()}
                       for name, mod in self._codebook_modules().items()}}
-        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp), payload_bytes(payload))
 
     def load_codebooks(self, path: str | Path) -> None:
         """Load codebooks written by `save_codebooks`; sizes must match this tokenizer."""

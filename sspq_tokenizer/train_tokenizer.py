@@ -38,8 +38,11 @@ from utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, rng_state, set_rng_state, set_seed  # noqa: E402
+from utils.step_guard import StepGuard  # noqa: E402
 
 # config keys that may change between an interrupted run and its --resume
 RESUMABLE_CHANGES = ("num_epochs", "device", "cpu_threads")
@@ -82,7 +85,7 @@ def _augment(cfg: TokenizerConfig, generator: torch.Generator) -> Compose | None
 
 
 def train_epoch(model: SSPQTokenizer, patches: torch.Tensor, order: torch.Tensor, cfg: TokenizerConfig,
-                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+                optimizer: torch.optim.Optimizer, guard: StepGuard, device: torch.device,
                 augment: Compose | None, desc: str) -> dict[str, float]:
     model.train()
     totals: dict[str, float] = {}
@@ -95,9 +98,9 @@ def train_epoch(model: SSPQTokenizer, patches: torch.Tensor, order: torch.Tensor
         with autocast(device, cfg.amp):
             out = model(batch)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(out["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        guard.scaler.scale(out["loss"]).backward()
+        guard.check(out["loss"], model.parameters())
+        guard.step(optimizer)
         for key, value in out["loss_dict"].items():
             totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(batch)
         seen += len(batch)
@@ -137,6 +140,7 @@ def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path
                           f"or start afresh without --resume")
 
 
+@interruptible("tokenizer")
 def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | None = None,
                          resume: bool = False) -> Path:
     """Train Stage 1 from a YAML config (+ `key=value` overrides); returns the path of best.pth."""
@@ -148,6 +152,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.output_dir)
     best_path, last_path = out_dir / "best.pth", out_dir / "last.pth"
+    lock_output_dir(out_dir)
     set_seed(cfg.seed)
     if resume and not last_path.is_file():  # before minutes of data loading
         raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
@@ -173,11 +178,13 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
         best_val, best_epoch = ckpt["metrics"]["best_val_recon"], ckpt["metrics"]["best_epoch"]
         log.info(f"resumed from {last_path} after epoch {ckpt['epoch'] + 1}")
 
+    guard = StepGuard("tokenizer", scaler, last_path, log)
     for epoch in range(start_epoch, cfg.num_epochs):
+        guard.begin_epoch(epoch)
         tic = time.perf_counter()
         epoch_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # data order + augmentation
         order = train_idx[torch.randperm(len(train_idx), generator=epoch_gen)]
-        metrics = train_epoch(model, patches, order, cfg, optimizer, scaler, device, _augment(cfg, epoch_gen),
+        metrics = train_epoch(model, patches, order, cfg, optimizer, guard, device, _augment(cfg, epoch_gen),
                               desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
         metrics.update(evaluate(model, val_patches, cfg, device))
         metrics["epoch_seconds"] = time.perf_counter() - tic
@@ -198,6 +205,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
             save_checkpoint(best_path, "tokenizer", to_dict(cfg), **state)
         save_checkpoint(last_path, "tokenizer", to_dict(cfg), **state)
     log.info(f"best epoch {best_epoch + 1}: val recon {best_val:.6f} -> {best_path}")
+    unlock_output_dir(out_dir)
     return best_path
 
 

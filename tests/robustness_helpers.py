@@ -5,7 +5,8 @@ on the 2-core test box. `run_script` therefore runs a script from a zygote: a mu
 that imported the project once; every call forks a fresh process from it that executes the script file
 as `__main__` with the given argv (runpy), exactly as `python script ...` would after its imports. The
 exit status, stdout and stderr are the process's own. `run_python` is the plain subprocess, for the few
-checks that must show both paths print the same thing, and for SIGKILL tests.
+checks that must show both paths print the same thing, and for SIGKILL tests. `run_in_process` runs the
+script's `run_cli` in the test's own process, for tests that inject a fault by monkeypatching.
 
 `chain()` trains tokenizer -> encoder -> detector once per session through the real command lines (tiny
 sizes via --set) in a temporary folder, on a tiny scene written by `write_scene`.
@@ -40,6 +41,7 @@ PRETRAIN_SET = ["device=cpu", "cpu_threads=1", "max_seq_len=16", "pretrain_batch
                 "num_warmup_steps=1", "bert_config={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, "
                 "intermediate_size: 32, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.0}"]
 PRETRAIN_EPOCHS = 12
+STAGE_LOGGERS = ("sspq.tokenizer", "pretrain", "anomaly")
 ANOMALY_SET = ["device=cpu", "anomaly_epochs=2", "anomaly_batch_size=32", "inference_batch_size=32", "lm_block=2",
                "local_rx.inner=1", "local_rx.outer=5", "local_rx.n_components=4"]
 
@@ -97,6 +99,37 @@ def run_script(script: str, argv: list[str], folder: Path, timeout: float = 300)
         proc.join()
         raise TimeoutError(f"{script} {argv} ran past {timeout} s")
     return Result(proc.exitcode, out.read_text(), err.read_text())
+
+
+def run_in_process(script: str, argv: list[str]) -> Result:
+    """`script argv` in this process (so a test can monkeypatch it): its run_cli's exit status, and
+    stderr with the stage loggers' lines."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+
+    from utils.cli import run_cli
+    from utils.logging import get_logger
+
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    stderr = io.StringIO()
+    handlers = [h for name in STAGE_LOGGERS for h in get_logger(name).handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(stderr)
+    old_argv, sys.argv = sys.argv, [script, *[str(a) for a in argv]]
+    try:
+        with contextlib.redirect_stderr(stderr):
+            run_cli(module.main, module.build_parser(), sys.argv[1:])
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    finally:
+        sys.argv = old_argv
+        for handler, stream in zip(handlers, streams):
+            handler.setStream(stream)
+    return Result(code, "", stderr.getvalue())
 
 
 def run_python(script: str, argv: list[str], timeout: float = 300) -> Result:

@@ -51,8 +51,8 @@ def _slow_writer(path):
             handle.write(b"x" * 1000)
             handle.flush()
             time.sleep(30)
-    from utils.checkpoint import atomic_write
-    atomic_write(path, write)
+    from utils.atomic import atomic_write
+    atomic_write(path, write, 1000)
 
 
 def test_killed_writer_leaves_previous_file_intact(tmp_path):

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from utils.atomic import atomic_write
 from utils.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -59,22 +59,15 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)`, then rename onto `path`: a crash mid-write leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+def payload_bytes(value: Any) -> int:
+    """About the size `torch.save` gives `value`: its tensors' bytes (plus 64 per other leaf)."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.numel()
+    if isinstance(value, dict):
+        return sum(payload_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(v) for v in value)
+    return 64
 
 
 def parent_record(path: str | Path) -> dict[str, str]:
@@ -110,7 +103,21 @@ def save_checkpoint(path: str | Path, stage: str, config: dict[str, Any],
         extra = {**extra, "parent": parent}
     payload = {"format_version": FORMAT_VERSION, "stage": stage, "config": config,
                "state_dict": state_dict, **extra}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp), payload_bytes(payload))
+
+
+def check_format_version(version: Any, path: Path, stage: str) -> None:
+    """Refuse a checkpoint of another format, naming both versions and what to do."""
+    if version == FORMAT_VERSION:
+        return
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version} is newer than format {FORMAT_VERSION}, the one "
+                              f"this code reads: it was written by a later sspq-hsi; update this checkout to read "
+                              f"it, or re-create it with this one: {_STAGE_HINT.get(stage, '')}")
+    written = "no format version" if version is None else f"format {version}"
+    raise CheckpointError(f"{path}: checkpoint has {written}, from before format {FORMAT_VERSION}, the one this "
+                          f"code reads; read it with the sspq-hsi version that wrote it, or re-create it: "
+                          f"{_STAGE_HINT.get(stage, '')}")
 
 
 def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -129,9 +136,7 @@ def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.devi
                               f"re-create it ({_STAGE_HINT.get(stage, '')})") from None
     if not isinstance(ckpt, dict) or "stage" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not an sspq-hsi checkpoint (no 'stage'/'state_dict' entries)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format_version')} is not the supported "
-                              f"format {FORMAT_VERSION}; re-create it with this version")
+    check_format_version(ckpt.get("format_version"), path, stage)
     if ckpt["stage"] != stage:
         raise CheckpointError(f"{path}: this is {_a(ckpt['stage'])} checkpoint, but {_a(stage)} checkpoint is "
                               f"expected here; {_STAGE_HINT.get(stage, '')}")

@@ -8,8 +8,10 @@ Scripts run as `python stage/script.py` put their own folder, not the repository
 each script therefore inserts the root itself (`if __package__ in (None, ""): sys.path.insert(...)`)
 before its first project import.
 
-`run_cli` turns an `SSPQError` (bad config, data or checkpoint) into one line on stderr and exit
-status 2; `--debug` shows the traceback instead. Other exceptions are bugs and keep their traceback.
+`run_cli` turns an `SSPQError` (bad config, data or checkpoint; unwritable, locked or full output folder;
+diverged training) into one `error: ...` line on stderr and exit status 2; `--debug` shows the traceback
+instead. Ctrl-C exits 130 with one `error: interrupted ...` line (utils.interrupt: a training stage says
+what survived and the command that resumes). Other exceptions are bugs and keep their traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Callable
+
+from tqdm import tqdm
 
 from utils.errors import SSPQError
 
@@ -30,6 +34,12 @@ def stage_parser(description: str, default_config: str) -> argparse.ArgumentPars
     return parser
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars the failure cut short, so the error line does not share a line with one."""
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
 def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
             argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
@@ -38,8 +48,10 @@ def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.Argum
     except SSPQError as err:
         if args.debug:
             raise
+        _close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        _close_progress_bars()
+        print(f"error: {err or 'interrupted'}", file=sys.stderr)
         sys.exit(130)

@@ -20,3 +20,11 @@ class DataError(SSPQError):
 
 class CheckpointError(SSPQError):
     """A checkpoint is missing, truncated, from the wrong stage, or does not match the model or data."""
+
+
+class OutputError(SSPQError):
+    """An output cannot be written: the folder is unwritable or in use by another run, or the disk is full."""
+
+
+class DivergenceError(SSPQError):
+    """Training produced a non-finite loss or gradient; nothing was written for the failed step."""
