@@ -43,6 +43,7 @@ PRETRAIN_SET = ["device=cpu", "cpu_threads=1", "max_seq_len=16", "pretrain_batch
 PRETRAIN_EPOCHS = 12
 STAGE_LOGGERS = ("sspq.tokenizer", "pretrain", "anomaly")
 ANOMALY_SET = ["device=cpu", "anomaly_epochs=2", "anomaly_batch_size=32", "inference_batch_size=32", "lm_block=2",
+               "head_weights.one_class=1",  # a trained head: the training faults need a training loop
                "local_rx.inner=1", "local_rx.outer=5", "local_rx.n_components=4"]
 
 

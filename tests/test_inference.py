@@ -33,7 +33,8 @@ def ckpts(tmp_path_factory):
                           pooled_length=4, encoder_channels=[8])
     tok = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())
     save_checkpoint(root / "tok.pth", "tokenizer", to_dict(cfg), tok.state_dict())
-    enc = HSIEncoderBERT(64, 2, "none", False, 0.35, 36, grid_size=6, bert_config=TINY_BERT, spectral_codebook_size=8)
+    enc = HSIEncoderBERT(64, 2, "none", False, 0.35, 36, grid_size=6, bert_config=TINY_BERT, spectral_codebook_size=8,
+                         spectral_input_dim=12, guard_radius=tok.spatial_vqvae.guard_radius)
     spectra = {"a": np.linspace(0.2, 0.8, 12).tolist(), "b": np.linspace(0.8, 0.2, 12).tolist()}  # (B,) each
     save_checkpoint(root / "enc.pth", "encoder", {"encoder_args": enc.encoder_args()}, enc.state_dict(),
                     parent=parent_record(root / "tok.pth"), domains={"a": 0, "b": 1}, domain_spectra=spectra)
@@ -75,7 +76,7 @@ def test_train_then_infer_writes_every_output(ckpts, tmp_path):
     anomaly_map = np.load(out / "anomaly_map.npy")
     assert anomaly_map.shape == (17, 19) and anomaly_map.dtype == np.float32 and np.isfinite(anomaly_map).all()
     heads = np.load(out / "head_maps.npz")
-    assert set(heads.files) == {"lm_nll", "recon", "one_class", "rarity", "grx", "lrx"}
+    assert set(heads.files) == {"lm_nll", "ctx_spec", "ctx_rx", "recon", "one_class", "rarity", "grx", "lrx"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "unsupervised" and 0 <= metrics["fused"]["auc"] <= 1
     assert set(metrics["heads"]) == set(heads.files)
