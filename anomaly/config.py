@@ -97,6 +97,8 @@ class AnomalyConfig:
     supervised_data_path: str = ""
     lm_block: int = 2
     score_offsets: int = 2
+    adapt_steps: int = 0
+    adapt_lr: float = 1e-2
     normalize_scores: str = "robust_z"
     inference_batch_size: int = 64
     inference_stride: int = 0
@@ -115,6 +117,8 @@ class AnomalyConfig:
             check(self.domain_id >= 0, f"domain_id: must be >= 0 (or 'auto'), got {self.domain_id}")
         check(self.lm_block >= 1, f"lm_block: must be >= 1, got {self.lm_block}")
         check(self.score_offsets >= 1, f"score_offsets: must be >= 1, got {self.score_offsets}")
+        check(self.adapt_steps >= 0, f"adapt_steps: must be >= 0 (0 = no adaptation), got {self.adapt_steps}")
+        check(self.adapt_lr > 0, f"adapt_lr: must be > 0, got {self.adapt_lr}")
         check(self.freeze_encoder, "freeze_encoder: false would fine-tune the whole encoder, which Stage 3 does not "
               "support; keep freeze_encoder: true and set use_lora: true to adapt the encoder")
         check(self.normalize_scores in NORMALIZERS,

@@ -40,6 +40,7 @@ DEFAULT_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6
 PATCH_HEADS = ("recon", "one_class", "rarity")  # scored patch by patch, on the tokenizer grid
 SCENE_HEADS = ("grx", "lrx")  # scored on the whole prepared cube
 ADAPTER_KEY = "lora_"
+DOMAIN_TABLE_KEY = "universal_model.encoder.domain_embedding.weight"
 
 
 class _PreparedRows:
@@ -83,7 +84,8 @@ class HSIAnomalyDetector(nn.Module):
                  use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
                  lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
                  objective: str = "svdd", lm_block: int = 2, normalize: str = "robust_z",
-                 local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2):
+                 local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2,
+                 adapted_domain: bool = False):
         super().__init__()
         if not freeze_encoder:
             raise ConfigError("freeze_encoder: false (full fine-tuning) is not supported; use use_lora: true")
@@ -98,6 +100,7 @@ class HSIAnomalyDetector(nn.Module):
         self.use_lora = use_lora
         self.lm_block = lm_block
         self.score_offsets = score_offsets
+        self.adapted_domain = adapted_domain  # the domain table was fitted to the scene (anomaly/adapt.py)
         self.normalize = normalize
         self.local_rx_args = dict(local_rx or {})
         tokenizer = universal_model.tokenizer
@@ -139,9 +142,11 @@ class HSIAnomalyDetector(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """What Stage 3 adds to its parents: head weights and buffers, LoRA adapters, code frequencies."""
+        """What Stage 3 adds to its parents: head weights and buffers, LoRA adapters, code frequencies, and the
+        domain table when it was adapted to the scene."""
         return {k: v.detach().cpu() for k, v in self.state_dict().items()
-                if k.startswith("one_class_head.") or ADAPTER_KEY in k or k == "code_log_freq"}
+                if k.startswith("one_class_head.") or ADAPTER_KEY in k or k == "code_log_freq"
+                or (self.adapted_domain and k == DOMAIN_TABLE_KEY)}
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of `trained_state_dict`; the key sets must match exactly."""

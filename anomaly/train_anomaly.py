@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # `python anomaly/train_anomaly.py`: make the rep
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from anomaly.adapt import adapt_domain_row, scene_windows  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.domain import DomainChoice, choose_domain  # noqa: E402
@@ -44,6 +45,7 @@ from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noq
 from utils.step_guard import StepGuard  # noqa: E402
 
 CKPT_NAME = "anomaly_detector.pth"
+ADAPT_BATCH = 32  # windows per adaptation step (the pre-training batch of configs/pretrain.yaml)
 log = get_logger("anomaly")
 
 
@@ -107,6 +109,7 @@ def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str,
         local_rx={"inner": cfg.local_rx.inner, "outer": cfg.local_rx.outer,
                   "n_components": cfg.local_rx.n_components},
         stride=int(info["tokenizer_config"]["stride"]), score_offsets=cfg.score_offsets,
+        adapted_domain=cfg.adapt_steps > 0,
     )
 
 
@@ -168,6 +171,27 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
 
 
 @interruptible("anomaly", resumable=False)
+def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
+                   tok_cfg: dict[str, Any], domain_id: int, device: torch.device) -> list[float]:
+    """`adapt_steps` label-free steps fitting the scene's domain row on its own windows (anomaly/adapt.py);
+    `prep` None = fit the target's own preprocessing. Returns the step losses ([] without adaptation)."""
+    if cfg.adapt_steps == 0:
+        return []
+    if model.encoder.spectral_input_dim == 0:
+        raise ConfigError(f"adapt_steps: {cfg.adapt_steps}, but the encoder {cfg.encoder_ckpt} was pre-trained without "
+                          f"spectral_input; set adapt_steps: 0 or re-run Stage 2 with spectral_input: true")
+    tic = time.time()
+    prep = prep or fit_preprocessor(target, tok_cfg, cfg.data_path)
+    ids, spectra = scene_windows(model.tokenizer, target.cube, prep.transform, int(tok_cfg["stride"]),
+                                 cfg.inference_batch_size, device)  # (N, T), (N, T, B)
+    losses = adapt_domain_row(model.encoder, ids, spectra, domain_id, cfg.adapt_steps, cfg.adapt_lr, ADAPT_BATCH,
+                              cfg.seed)
+    tail = losses[-max(1, len(losses) // 10):]
+    log.info(f"adapted domain {domain_id} to {target.name}: {cfg.adapt_steps} steps on {len(ids)} windows, loss "
+             f"{losses[0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last tenth), {time.time() - tic:.1f} s")
+    return losses
+
+
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
                            encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""
@@ -194,6 +218,8 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     prep = fit_preprocessor(train_scene, tok_cfg, cfg.supervised_data_path if supervised else cfg.data_path)
     domain_choice = resolve_domain(cfg.domain_id, target, info, cfg.data_path, None if supervised else prep)
     detector = build_detector(cfg, model, info, supervised).to(device)
+    adapt_losses = adapt_to_scene(cfg, model, target, prep if not supervised else None, tok_cfg, domain_choice.domain_id,
+                                  device)
     patch_size = int(tok_cfg["patch_size"])
     joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
                                      supervised, device)  # (N, T), (N, S, S) | None
@@ -249,7 +275,8 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
                           "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
                           "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}},
         detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
-        epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "train_seconds": time.time() - start,
+        epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "adapt_losses": adapt_losses,
+                                           "train_seconds": time.time() - start,
                                            "trainable_parameters": detector.trainable_parameter_count()})
     unlock_output_dir(cfg.output_dir)
     log.info(f"wrote {path} ({time.time() - start:.1f} s)")

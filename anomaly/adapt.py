@@ -1,0 +1,61 @@
+"""Label-free adaptation of the pre-trained encoder to the scored scene (spec 6: "frozen or LoRA-tuned").
+
+`adapt_steps` steps of the pre-training objective (masked tokens + predicted spectra, with its mask family:
+blind-spot blocks and guard rings) on windows of the scored scene itself, updating only the row of the
+domain embedding that the scene is scored under: `hidden_size` numbers, a shift of the whole scene's
+context, too few to memorise its anomalies (a small share of its pixels). No label is read.
+
+    windows = scene_windows(tokenizer, cube, prep.transform, stride=4, batch_size=64, device=cpu)
+    losses = adapt_domain_row(encoder, *windows, domain_id=3, steps=200, lr=1e-2, batch_size=32, seed=66)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from data.datasets import HSIPatchExtractor
+
+
+@torch.no_grad()
+def scene_windows(tokenizer, cube, transform: Callable | None, stride: int, batch_size: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(joint ids (N, T), cell spectra (N, T, B)) of the scene's patches inside the image, `stride` apart."""
+    extractor = HSIPatchExtractor(tokenizer.patch_size, stride)
+    coords = extractor.inside_coords(*cube.shape[:2])  # (N, 2)
+    ids, spectra = [], []
+    for patches, _ in extractor.iter_batches(cube, batch_size, transform, coords):
+        batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
+        ids.append(tokenizer.tokenize(batch))  # (n, T)
+        spectra.append(tokenizer.spectral_vqvae.cells(batch))  # (n, T, B)
+    return torch.cat(ids), torch.cat(spectra)
+
+
+def adapt_domain_row(encoder, joint_ids: torch.Tensor, spectra: torch.Tensor, domain_id: int, steps: int,
+                     lr: float, batch_size: int, seed: int) -> list[float]:
+    """Fit row `domain_id` of `encoder.domain_embedding` by `steps` Adam steps; everything else stays frozen
+    and in eval mode (the other rows get no gradient, so Adam leaves them bit-identical). Returns the loss of
+    each step."""
+    table = encoder.domain_embedding.weight  # (num_domains, H)
+    was_training = encoder.training
+    encoder.eval()
+    table.requires_grad_(True)
+    optimizer = torch.optim.Adam([table], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    try:
+        for _ in range(steps):
+            index = torch.randint(0, len(joint_ids), (min(batch_size, len(joint_ids)),), generator=generator)
+            tokens = joint_ids[index]  # (b, T)
+            mask = encoder.sample_mask(tokens.cpu(), generator).to(tokens.device)  # (b, T)
+            domains = torch.full((len(tokens),), domain_id, dtype=torch.long, device=tokens.device)  # (b,)
+            loss, _, _ = encoder(tokens, domains, pretrain=True, mask=mask, spectra=spectra[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    finally:
+        table.requires_grad_(False)
+        encoder.train(was_training)
+    return losses
