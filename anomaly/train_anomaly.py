@@ -170,7 +170,6 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
     return joint_ids, gt
 
 
-@interruptible("anomaly", resumable=False)
 def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
                    tok_cfg: dict[str, Any], domain_id: int, device: torch.device) -> list[float]:
     """`adapt_steps` label-free steps fitting the scene's domain row on its own windows (anomaly/adapt.py);
@@ -192,6 +191,7 @@ def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, 
     return losses
 
 
+@interruptible("anomaly", resumable=False)
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
                            encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""
