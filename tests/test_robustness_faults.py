@@ -392,6 +392,14 @@ def test_stage3_resume_refusals(first_epochs, resume_set, pattern, c: Chain, tmp
     assert files_in(out) == written
 
 
+def test_main_anomaly_passes_resume_to_training(c: Chain, tmp_path):
+    """Ctrl-C in main_anomaly.py's training names `python main_anomaly.py ... --resume`: the flag must reach it."""
+    out = tmp_path / "out"
+    result = run_in_process("main_anomaly.py", [*c.anomaly_argv(out), "--out_dir", tmp_path / "maps", "--resume"])
+    assert result.code == 2
+    assert re.search(r"^error: --resume: no .*/out/last\.pth to resume from", error_line(result))
+
+
 # ------------------------------------------------------------------------------------- unwritable folders
 def _under_a_file(tmp: Path) -> Path:
     (tmp / "file").write_text("x")
