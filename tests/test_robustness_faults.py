@@ -269,7 +269,7 @@ def _guard(scaler: FakeScaler):
     from utils.step_guard import StepGuard
 
     log = logging.getLogger("test.step_guard")
-    guard = StepGuard("encoder", scaler, None, log)
+    guard = StepGuard("encoder", scaler, Path("no-such-folder") / "last.pth", log)
     guard.begin_epoch(0)
     return guard
 
