@@ -3,6 +3,7 @@
     python main_anomaly.py --config configs/anomaly.yaml --data_path path/to/scene.npz   # train + infer
     python main_anomaly.py                          # the embedded synthetic scene, with the encoder
                                                     # that main_pretrain.py wrote
+    python main_anomaly.py ... --resume             # training continues from <output_dir>/last.pth
 
 Runs anomaly/train_anomaly.py (writes <output_dir>/anomaly_detector.pth) and anomaly/inference.py
 (writes anomaly_map.npy, head_maps.npz, metrics.json, anomaly_map.png into --out_dir, default
@@ -36,7 +37,7 @@ def main(args) -> None:
     scene_name = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key).name
     # checked before training replaces <output_dir>/anomaly_detector.pth
     output_folder(args.out_dir or cfg.out_dir, scene_name, args.overwrite)
-    ckpt = train_anomaly_detector(args.config, overrides)
+    ckpt = train_anomaly_detector(args.config, overrides, resume=args.resume)
     run_inference(args.config, ckpt, out_dir=args.out_dir, overwrite=args.overwrite, overrides=overrides)
 
 
@@ -46,6 +47,7 @@ def build_parser():
     parser.add_argument("--encoder_ckpt", default=None, help="Stage 2 checkpoint (default: the config's)")
     parser.add_argument("--out_dir", default=None, help="inference output folder (default outputs/<scene name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's output files")
+    parser.add_argument("--resume", action="store_true", help="continue training from {output_dir}/last.pth")
     return parser
 
 

@@ -3,12 +3,16 @@
     python anomaly/train_anomaly.py --config configs/anomaly.yaml \
         --encoder_ckpt checkpoints/encoder/universal_hsi_encoder.pth [--data_path scene.npz]
     python -m anomaly.train_anomaly ...                                # the same
+    python anomaly/train_anomaly.py ... --resume                       # continue from <output_dir>/last.pth
 
 Unsupervised by default (DESIGN 5): Deep SVDD on the target scene's own patches, no labels read.
 `supervised: true` trains the one-class head with BCE on `supervised_data_path`, a labelled scene that
 must differ from the scored scene (`data_path`); scoring the training scene itself is refused.
 Writes `<output_dir>/anomaly_detector.pth` (config + trained head / adapter weights + the encoder
 checkpoint's path and sha256; the tokenizer and encoder are rebuilt from their own checkpoints).
+When something trains, `<output_dir>/last.pth` (trained state, optimizer, GradScaler, epoch, loss history) is
+written after every epoch for `--resume`. The shuffle and the global torch stream (LoRA dropout and masks)
+are reseeded from (seed, epoch) at each epoch start, so a resumed run ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noq
 from utils.step_guard import StepGuard  # noqa: E402
 
 CKPT_NAME = "anomaly_detector.pth"
+LAST_NAME = "last.pth"
+RESUMABLE_CHANGES = ("anomaly_epochs", "device")  # may differ between an interrupted run and its --resume
 ADAPT_BATCH = 32  # windows per adaptation step (the pre-training batch of configs/pretrain.yaml)
 log = get_logger("anomaly")
 
@@ -170,7 +176,6 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
     return joint_ids, gt
 
 
-@interruptible("anomaly", resumable=False)
 def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
                    tok_cfg: dict[str, Any], domain_id: int, device: torch.device) -> list[float]:
     """`adapt_steps` label-free steps fitting the scene's domain row on its own windows (anomaly/adapt.py);
@@ -192,15 +197,42 @@ def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, 
     return losses
 
 
+def load_last(cfg: AnomalyConfig, path: Path) -> dict[str, Any]:
+    """`path` (last.pth) for --resume: written with this config, with epochs left to train (the caller checks
+    its encoder by sha256 once the encoder is known to exist)."""
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no {path} to resume from; run without --resume first")
+    last = load_checkpoint(path, "anomaly")
+    stored, current = last["config"]["anomaly"], to_dict(cfg)
+    differ = sorted(k for k in set(stored) | set(current)
+                    if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
+    if differ:
+        raise ConfigError(f"--resume: {path} was written with a different config ({', '.join(differ)}); use the "
+                          f"same config and overrides (only {', '.join(RESUMABLE_CHANGES)} may change), or start "
+                          f"afresh without --resume")
+    done = last["epoch"] + 1
+    if done >= cfg.anomaly_epochs:
+        raise ConfigError(f"--resume: {path} already finished epoch {done} and anomaly_epochs is {cfg.anomaly_epochs}: "
+                          f"nothing left to train; raise anomaly_epochs to train on, or start afresh without --resume")
+    return last
+
+
+@interruptible("anomaly")
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
-                           encoder_ckpt: str | None = None, data_path: str | None = None) -> Path:
-    """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth."""
+                           encoder_ckpt: str | None = None, data_path: str | None = None, *,
+                           resume: bool = False) -> Path:
+    """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth;
+    `resume` continues from <output_dir>/last.pth."""
     cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     lock_output_dir(cfg.output_dir)
+    last_path = Path(cfg.output_dir) / LAST_NAME
+    last = load_last(cfg, last_path) if resume else None  # before the models and the scene are loaded
     start = time.time()
     model, info = load_universal_model(cfg.encoder_ckpt, device)
+    if last is not None:
+        check_parent(last, last_path, cfg.encoder_ckpt)
     tok_cfg = info["tokenizer_config"]
     target = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key)
     supervised = cfg.supervised
@@ -218,8 +250,11 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     prep = fit_preprocessor(train_scene, tok_cfg, cfg.supervised_data_path if supervised else cfg.data_path)
     domain_choice = resolve_domain(cfg.domain_id, target, info, cfg.data_path, None if supervised else prep)
     detector = build_detector(cfg, model, info, supervised).to(device)
-    adapt_losses = adapt_to_scene(cfg, model, target, prep if not supervised else None, tok_cfg, domain_choice.domain_id,
-                                  device)
+    if last is None:
+        adapt_losses = adapt_to_scene(cfg, model, target, prep if not supervised else None, tok_cfg,
+                                      domain_choice.domain_id, device)
+    else:  # the adapted domain row is part of the trained state loaded below
+        adapt_losses = last["metrics"]["adapt_losses"]
     patch_size = int(tok_cfg["patch_size"])
     joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
                                      supervised, device)  # (N, T), (N, S, S) | None
@@ -236,21 +271,35 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
             yield (joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
                    None if gt is None else gt[idx].to(device))
 
-    if "rarity" in detector.head_weights:
-        counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1), minlength=model.tokenizer.K_s)
-        detector.code_log_freq.copy_(code_log_frequencies(counts).to(device))
-    if detector.one_class_head is not None and not supervised:
-        detector.init_one_class_center(lambda: ((ids, d) for ids, d, _ in batches()))
+    if last is not None:  # heads (with the SVDD centre), code frequencies, adapters, adapted domain row
+        detector.load_trained_state_dict(last["state_dict"])
+    else:
+        if "rarity" in detector.head_weights:
+            counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1), minlength=model.tokenizer.K_s)
+            detector.code_log_freq.copy_(code_log_frequencies(counts).to(device))
+        if detector.one_class_head is not None and not supervised:
+            detector.init_one_class_center(lambda: ((ids, d) for ids, d, _ in batches()))
+    config = {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd", "train_scene": train_scene.name,
+              "domain": domain_choice.as_dict(),
+              "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
+              "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}}
     history = []
     params = [p for p in detector.parameters() if p.requires_grad]
     if params and cfg.anomaly_epochs > 0:
         optimizer = torch.optim.Adam(params, lr=cfg.learning_rate_anomaly, weight_decay=cfg.one_class.weight_decay)
         scaler = make_scaler(device, cfg.amp)
-        shuffle = torch.Generator().manual_seed(cfg.seed)
+        first_epoch = 0
+        if last is not None:
+            optimizer.load_state_dict(last["optimizer"])
+            scaler.load_state_dict(last["scaler"])
+            first_epoch, history = last["epoch"] + 1, list(last["metrics"]["loss_history"])
+            log.info(f"resumed from {last_path} after epoch {first_epoch}")
         detector.train()
-        guard = StepGuard("anomaly", scaler, None, log)
-        for epoch in range(cfg.anomaly_epochs):
+        guard = StepGuard("anomaly", scaler, last_path, log)
+        for epoch in range(first_epoch, cfg.anomaly_epochs):
             guard.begin_epoch(epoch)
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009)  # LoRA dropout and masked-token masks
+            shuffle = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
             total, count = 0.0, 0
             for ids, d, g in batches(shuffle):
                 labels = None if g is None else detector.target_labels(g)
@@ -264,17 +313,17 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
                 count += len(ids)
             history.append(total / count)
             log.info(f"epoch {epoch + 1}/{cfg.anomaly_epochs}: loss {history[-1]:.5f}")
+            save_checkpoint(last_path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"],
+                            tokenizer=info["tokenizer"], optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), epoch=epoch,
+                            metrics={"loss_history": list(history), "adapt_losses": adapt_losses})
         detector.train(False)
     else:
         log.info("nothing to train (no one-class head, no LoRA adapters, or anomaly_epochs: 0); "
                  "the checkpoint holds the label-free heads' settings")
     path = Path(cfg.output_dir) / CKPT_NAME
     save_checkpoint(
-        path, "anomaly", {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd",
-                          "train_scene": train_scene.name, "domain": domain_choice.as_dict(),
-                          "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
-                          "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}},
-        detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
+        path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
         epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "adapt_losses": adapt_losses,
                                            "train_seconds": time.time() - start,
                                            "trainable_parameters": detector.trainable_parameter_count()})
@@ -284,13 +333,14 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
 
 
 def main(args) -> None:
-    train_anomaly_detector(args.config, args.overrides, args.encoder_ckpt, args.data_path)
+    train_anomaly_detector(args.config, args.overrides, args.encoder_ckpt, args.data_path, resume=args.resume)
 
 
 def build_parser():
     parser = stage_parser("Stage 3: train the anomaly detector on a target scene", "configs/anomaly.yaml")
     parser.add_argument("--encoder_ckpt", default=None, help="Stage 2 checkpoint (overrides encoder_ckpt)")
     parser.add_argument("--data_path", default=None, help="target scene (overrides data_path)")
+    parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
     return parser
 
 

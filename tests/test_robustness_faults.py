@@ -45,6 +45,7 @@ FIRST_STEP = {TOKENIZE: ("sspq_tokenizer.train_tokenizer", "load_patches"),
               PRETRAIN: ("encoder.pretrain_mtp", "tokenize_scenes"),
               TRAIN: ("anomaly.train_anomaly", "load_universal_model"),
               INFER: ("anomaly.detector", "HSIAnomalyDetector.score_scene")}  # each script's first real work
+STAGE = {TOKENIZE: "tokenizer", PRETRAIN: "encoder", TRAIN: "anomaly"}  # of the checkpoints each script writes
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def argv_for(script: str, c: Chain, out: Path, tmp: Path) -> list[str]:
     if script == PRETRAIN:
         return c.pretrain_argv(out) + ["--set", "pretrain_epochs=3"]
     if script == TRAIN:
-        return c.anomaly_argv(out)
+        return c.anomaly_argv(out) + ["--set", "anomaly_epochs=3"]
     return c.inference_argv(c.scene, out) + ["--overwrite"]
 
 
@@ -195,15 +196,15 @@ FAULTS = [
           rf"^error: encoder training diverged in epoch 2, step 1: the loss is nan; .*{KEPT}", resume=True),
     Fault("encoder NaN gradient", PRETRAIN, bad_training_step("grad"), after_first_epoch,
           r"encoder training diverged in epoch 2, step 1: non-finite gradients"),
-    Fault("anomaly NaN loss", TRAIN, bad_training_step("loss"), nth_call(2),
-          r"^error: anomaly training diverged in epoch 1, step 2: the loss is nan; nothing was written; lower the "
-          r"learning rate", earlier=earlier_detector),
+    Fault("anomaly NaN loss", TRAIN, bad_training_step("loss"), after_first_epoch,
+          rf"^error: anomaly training diverged in epoch 2, step 1: the loss is nan; .*{KEPT}", resume=True,
+          earlier=earlier_detector),
     Fault("tokenizer checkpoint, disk full", TOKENIZE, failing_fsync(errno.ENOSPC), after_first_epoch,
           rf"/(best|last)\.pth: {NO_SPACE}, .* free in .*; free some space or choose another output folder "
           r"\(earlier files are untouched\)", resume=True),
     Fault("encoder checkpoint, file too large", PRETRAIN, failing_fsync(errno.EFBIG), after_first_epoch,
           r"/(universal_hsi_encoder|last)\.pth: not written: File too large \(EFBIG\); it needs \d+\.\d KiB"),
-    Fault("anomaly checkpoint, disk full", TRAIN, failing_fsync(errno.ENOSPC), nth_call(1),
+    Fault("anomaly checkpoint, disk full", TRAIN, failing_fsync(errno.ENOSPC), nth_call(4),  # after 3 last.pth
           rf"/anomaly_detector\.pth: {NO_SPACE}", earlier=earlier_detector),
     *[Fault(f"{name}, disk full", INFER, failing_fsync(errno.ENOSPC), nth_call(i + 1),
             rf"/{re.escape(name)}: {NO_SPACE} \(\d+\.\d KiB with the files written with it\)",
@@ -237,7 +238,7 @@ def test_fault(case: Fault, c: Chain, tmp_path, monkeypatch):
         resumed = run_in_process(case.script, [*argv, "--resume"])
         assert resumed.code == 0, resumed.stderr[-3000:]
         assert re.search(r"resumed from .*last\.pth after epoch 1\b", resumed.stderr), resumed.stderr[-3000:]
-        assert load_checkpoint(out / "last.pth", "tokenizer" if case.script == TOKENIZE else "encoder")["epoch"] == 2
+        assert load_checkpoint(out / "last.pth", STAGE[case.script])["epoch"] == 2
 
 
 # ------------------------------------------------------------------------------------- fp16 GradScaler
@@ -268,7 +269,7 @@ def _guard(scaler: FakeScaler):
     from utils.step_guard import StepGuard
 
     log = logging.getLogger("test.step_guard")
-    guard = StepGuard("encoder", scaler, None, log)
+    guard = StepGuard("encoder", scaler, Path("no-such-folder") / "last.pth", log)
     guard.begin_epoch(0)
     return guard
 
@@ -329,9 +330,13 @@ INTERRUPTS = [
               r"^error: interrupted in encoder training, epoch \d+; .*/last\.pth holds the last finished epoch; "
               r"continue with: python \S*encoder/pretrain_mtp\.py .* --resume$",
               lambda c, out: c.pretrain_argv(out)),
-    Interrupt("anomaly", TRAIN, lambda out, err: "epoch 1/500" in err,
-              r"^error: interrupted in anomaly training, epoch \d+; nothing was written \(this stage has no "
-              r"--resume\); run again: python \S*anomaly/train_anomaly\.py ",
+    Interrupt("anomaly", TRAIN, lambda out, err: (out / "last.pth").is_file(),
+              r"^error: interrupted in anomaly training, epoch \d+; .*/last\.pth holds the last finished epoch; "
+              r"continue with: python \S*anomaly/train_anomaly\.py .* --resume$",
+              lambda c, out: c.anomaly_argv(out) + ["--set", "anomaly_epochs=500"], ["anomaly_epochs=60"]),
+    Interrupt("anomaly, before its first epoch ends", TRAIN, lambda out, err: (out / LOCK_NAME).is_file(),
+              r"^error: interrupted in anomaly training, (before its first epoch|epoch 1), before its first "
+              r"checkpoint: nothing to resume; run again: python \S*anomaly/train_anomaly\.py (?!.*--resume)",
               lambda c, out: c.anomaly_argv(out) + ["--set", "anomaly_epochs=500"]),
 ]
 
@@ -355,13 +360,44 @@ def test_sigint(case: Interrupt, c: Chain, tmp_path):
     print(f"SIGINT {case.id}: {line}")
     assert set(present) <= set(files_in(out)) and temporaries(out) == []
     for name in present:
-        load_checkpoint(out / name, {"tokenizer": "tokenizer", "encoder": "encoder"}.get(case.id, "anomaly"))
+        load_checkpoint(out / name, STAGE[case.script])
     if "continue with: " in line:
         python, script, *args = shlex.split(line.split("continue with: ", 1)[1])
         assert python == "python" and (ROOT / script).resolve() == ROOT / case.script and args[-1] == "--resume"
         resumed = run_script(script, args + sets(case.resume_set), tmp_path / "log_resumed")
         assert resumed.code == 0, resumed.stderr[-3000:]
         assert f"resumed from {out / 'last.pth'}" in resumed.stderr
+
+
+@pytest.mark.parametrize("first_epochs, resume_set, pattern", [
+    (None, [], r"--resume: no .*/out/last\.pth to resume from; run without --resume first$"),
+    (1, ["anomaly_epochs=2", "learning_rate_anomaly=0.5", "seed=1"], r"--resume: .*/out/last\.pth was written "
+     r"with a different config \(learning_rate_anomaly, seed\); use the same config and overrides \(only "
+     r"anomaly_epochs, device may change\), or start afresh without --resume$"),
+    (1, [], r"--resume: .*/out/last\.pth already finished epoch 1 and anomaly_epochs is 1: nothing left to train; "
+     r"raise anomaly_epochs to train on"),
+], ids=["no last.pth", "another config", "all epochs done"])
+def test_stage3_resume_refusals(first_epochs, resume_set, pattern, c: Chain, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    argv = c.anomaly_argv(out) + ["--set", f"anomaly_epochs={first_epochs or 1}"]
+    if first_epochs is not None:
+        assert run_in_process(TRAIN, argv).code == 0
+    written = files_in(out)
+    forbid_work(monkeypatch, TRAIN)  # refused before the encoder is loaded
+    result = run_in_process(TRAIN, [*argv, "--resume", *sets(resume_set)])
+    assert result.code == 2
+    line = error_line(result)
+    assert re.search(pattern, line), f"{line!r} does not match {pattern!r}"
+    print(f"resume refused: {line}")
+    assert files_in(out) == written
+
+
+def test_main_anomaly_passes_resume_to_training(c: Chain, tmp_path):
+    """Ctrl-C in main_anomaly.py's training names `python main_anomaly.py ... --resume`: the flag must reach it."""
+    out = tmp_path / "out"
+    result = run_in_process("main_anomaly.py", [*c.anomaly_argv(out), "--out_dir", tmp_path / "maps", "--resume"])
+    assert result.code == 2
+    assert re.search(r"^error: --resume: no .*/out/last\.pth to resume from", error_line(result))
 
 
 # ------------------------------------------------------------------------------------- unwritable folders

@@ -3,7 +3,9 @@ and scheduler state as the uninterrupted run (CPU, bitwise); the checkpoint it w
 never left half-written.
 
 The uninterrupted runs are the session chain's (tests/robustness_helpers.py); the killed run differs only
-in output_dir. Stage 3 has no --resume (its training is a few epochs of a small head on cached tokens).
+in output_dir. Stage 3's epochs are too short to kill between two of them reliably: its run is interrupted
+in this process (KeyboardInterrupt in the second epoch's second step, as SIGINT raises it) and compared with
+an uninterrupted run in this process too (the same torch thread count).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustness_helpers import PRETRAIN_EPOCHS, TOKENIZER_EPOCHS, Chain, chain, run_script, start_script
+from anomaly.detector import HSIAnomalyDetector
+from robustness_helpers import (PRETRAIN_EPOCHS, TOKENIZER_EPOCHS, Chain, chain, run_in_process, run_script, sets,
+                                start_script)
 from utils.checkpoint import load_checkpoint
 
 
@@ -76,3 +80,34 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, c: Chain, tmp_pa
     assert resumed.code == 0, resumed.stderr[-2000:]
     assert f"resumed from {out_dir / 'last.pth'} after epoch {survivor['epoch'] + 1}" in resumed.stderr
     assert_same_state(load_checkpoint(out_dir / "last.pth", stage), load_checkpoint(reference, stage))
+
+
+@pytest.mark.parametrize("extra", [[], ["use_lora=true"]], ids=["head", "head+LoRA"])  # LoRA: dropout, masks
+def test_stage3_interrupt_then_resume_equals_an_uninterrupted_run(extra, c: Chain, tmp_path, monkeypatch):
+    script = "anomaly/train_anomaly.py"
+    argv = {run: c.anomaly_argv(tmp_path / run) + sets(["anomaly_epochs=3", *extra]) for run in ("whole", "cut")}
+    assert run_in_process(script, argv["whole"]).code == 0
+    last = tmp_path / "cut" / "last.pth"
+    real, steps = HSIAnomalyDetector.training_losses, []
+
+    def interrupted_in_epoch_2(self, *args, **kwargs):
+        if last.is_file():
+            steps.append(1)
+            if len(steps) == 2:  # after one optimizer step of epoch 2 that last.pth does not hold
+                raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(HSIAnomalyDetector, "training_losses", interrupted_in_epoch_2)
+    cut = run_in_process(script, argv["cut"])
+    assert cut.code == 130 and f"epoch 2; {last} holds the last finished epoch" in cut.stderr, cut.stderr[-2000:]
+    assert load_checkpoint(last, "anomaly")["epoch"] == 0
+    monkeypatch.undo()
+
+    resumed = run_in_process(script, [*argv["cut"], "--resume"])
+    assert resumed.code == 0, resumed.stderr[-2000:]
+    assert f"resumed from {last} after epoch 1" in resumed.stderr
+    ref, res = (load_checkpoint(tmp_path / run / "anomaly_detector.pth", "anomaly") for run in ("whole", "cut"))
+    assert res["state_dict"].keys() == ref["state_dict"].keys()
+    for key, value in ref["state_dict"].items():
+        assert torch.equal(res["state_dict"][key], value), key
+    assert res["metrics"]["loss_history"] == ref["metrics"]["loss_history"]
+    assert_same_state(load_checkpoint(last, "anomaly"), load_checkpoint(tmp_path / "whole" / "last.pth", "anomaly"))

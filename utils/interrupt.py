@@ -32,7 +32,6 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class Progress:
     stage: str
-    resumable: bool  # the stage has --resume
     epoch: int | None = None  # 0-based epoch under way
     last_path: Path | None = None
 
@@ -55,9 +54,6 @@ def command(argv: list[str], resume: bool) -> str:
 def describe(progress: Progress, argv: list[str]) -> str:
     where = (f"{progress.stage} training, epoch {progress.epoch + 1}" if progress.epoch is not None
              else f"{progress.stage} training, before its first epoch")
-    if not progress.resumable:
-        return f"interrupted in {where}; nothing was written (this stage has no --resume); run again: " \
-               f"{command(argv, resume=False)}"
     if progress.last_path is not None and progress.last_path.is_file():
         return f"interrupted in {where}; {progress.last_path} holds the last finished epoch; continue with: " \
                f"{command(argv, resume=True)}"
@@ -65,12 +61,12 @@ def describe(progress: Progress, argv: list[str]) -> str:
            f"{command(argv, resume=False)}"
 
 
-def interruptible(stage: str, resumable: bool = True) -> Callable[[F], F]:
+def interruptible(stage: str) -> Callable[[F], F]:
     """Decorate a stage's training function: KeyboardInterrupt inside it becomes `Interrupted`."""
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            progress = Progress(stage, resumable)
+            progress = Progress(stage)
             _ACTIVE.append(progress)
             try:
                 return fn(*args, **kwargs)

@@ -12,7 +12,7 @@ Nothing is written for the failed step: `last.pth` from the last finished epoch 
 stay as they were, and `--resume` continues from it. A non-finite loss is divergence in every precision.
 With an enabled GradScaler (fp16 on CUDA) inf/NaN gradients are the scaler's business: it skips the step
 and lowers its scale; those skipped steps are counted and logged, and only MAX_SKIPPED_IN_A_ROW of them
-in a row (the scale fallen by 2**20) count as divergence. `last_path` None: the stage has no --resume.
+in a row (the scale fallen by 2**20) count as divergence.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Scaler(Protocol):
 
 
 class StepGuard:
-    def __init__(self, stage: str, scaler: Scaler, last_path: Path | None, log: logging.Logger) -> None:
+    def __init__(self, stage: str, scaler: Scaler, last_path: Path, log: logging.Logger) -> None:
         self.stage, self.scaler, self.last_path, self.log = stage, scaler, last_path, log
         self.epoch, self.step_in_epoch = 0, 0
         self.skipped, self.skipped_in_a_row = 0, 0
@@ -53,9 +53,7 @@ class StepGuard:
         return f"{self.stage} training diverged in epoch {self.epoch + 1}, step {self.step_in_epoch}"
 
     def _diverged(self, reason: str) -> DivergenceError:
-        if self.last_path is None:
-            kept = "nothing was written; lower the learning rate and run again"
-        elif self.last_path.is_file():
+        if self.last_path.is_file():
             kept = (f"{self.last_path} (the last finished epoch) is kept: continue from it with --resume, or "
                     f"lower the learning rate and start afresh")
         else:
