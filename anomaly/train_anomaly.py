@@ -38,7 +38,8 @@ from data.io import Scene, load_scene  # noqa: E402
 from data.preprocess import SpectralPreprocessor, iter_row_chunks, mean_spectrum  # noqa: E402
 from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
-from utils.checkpoint import check_parent, load_checkpoint, locate_parent, parent_record, save_checkpoint  # noqa: E402
+from utils.checkpoint import (check_parent, check_resume_config, load_checkpoint, locate_parent, parent_record,  # noqa: E402
+                              save_checkpoint)
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -203,13 +204,7 @@ def load_last(cfg: AnomalyConfig, path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"--resume: no {path} to resume from; run without --resume first")
     last = load_checkpoint(path, "anomaly")
-    stored, current = last["config"]["anomaly"], to_dict(cfg)
-    differ = sorted(k for k in set(stored) | set(current)
-                    if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
-    if differ:
-        raise ConfigError(f"--resume: {path} was written with a different config ({', '.join(differ)}); use the "
-                          f"same config and overrides (only {', '.join(RESUMABLE_CHANGES)} may change), or start "
-                          f"afresh without --resume")
+    check_resume_config(last["config"]["anomaly"], to_dict(cfg), path, RESUMABLE_CHANGES)
     done = last["epoch"] + 1
     if done >= cfg.anomaly_epochs:
         raise ConfigError(f"--resume: {path} already finished epoch {done} and anomaly_epochs is {cfg.anomaly_epochs}: "

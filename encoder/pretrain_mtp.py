@@ -47,7 +47,7 @@ from data.preprocess import mean_spectrum, prepare_cube
 from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
-from utils.checkpoint import check_parent, load_checkpoint, parent_record, save_checkpoint
+from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, parent_record, save_checkpoint
 from utils.cli import run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
@@ -59,6 +59,7 @@ from utils.runtime import autocast, make_scaler, set_seed
 from utils.step_guard import StepGuard
 
 BEST_NAME = "universal_hsi_encoder.pth"
+RESUMABLE_CHANGES = ("device",)  # may differ between an interrupted run and its --resume
 LAST_NAME = "last.pth"
 TOKENIZE_BATCH = 256
 EVAL_BATCH = 256
@@ -186,15 +187,6 @@ def epoch_batches(grids: list[DomainGrids], steps: int, batch_size: int, epoch: 
     return list(mine.view(steps, batch_size))
 
 
-def _check_resume_config(cfg: PretrainConfig, ckpt: dict[str, Any], path: Path) -> None:
-    stored = {k: v for k, v in ckpt["config"].items() if k != "encoder_args"}
-    current = to_dict(cfg)
-    differ = sorted(k for k in set(stored) | set(current) if k != "device" and stored.get(k) != current.get(k))
-    if differ:
-        raise ConfigError(f"--resume: {path} was written with a different config ({', '.join(differ)}); "
-                          f"use the same config and overrides, or start afresh without --resume")
-
-
 @interruptible("encoder")
 def pretrain_universal_hsi(config_path: str | Path | None, overrides: list[str] | None = None,
                            tokenizer_ckpt: str | Path | None = None, resume: bool = False) -> Path:
@@ -281,7 +273,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     if resume:
         last = load_checkpoint(last_path, "encoder", map_location=device)
         check_parent(last, last_path, cfg.tokenizer_ckpt)
-        _check_resume_config(cfg, last, last_path)
+        check_resume_config({k: v for k, v in last["config"].items() if k != "encoder_args"}, to_dict(cfg), last_path,
+                            RESUMABLE_CHANGES)
         encoder.load_state_dict(last["state_dict"])
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])

@@ -34,7 +34,7 @@ from data.transforms import Compose, GaussianNoise, RandomRot90Flip  # noqa: E40
 from sspq_tokenizer.config import TokenizerConfig  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from sspq_tokenizer.quantizer import codebook_usage  # noqa: E402
-from utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from utils.checkpoint import check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -131,15 +131,6 @@ def evaluate(model: SSPQTokenizer, patches: torch.Tensor, cfg: TokenizerConfig,
     return metrics
 
 
-def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    changed = sorted(k for k in set(stored) | set(current)
-                     if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
-    if changed:
-        raise ConfigError(f"--resume: {path} was written with a different config ({', '.join(changed)} differ); "
-                          f"resume with the same config (only {', '.join(RESUMABLE_CHANGES)} may change) "
-                          f"or start afresh without --resume")
-
-
 @interruptible("tokenizer")
 def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | None = None,
                          resume: bool = False) -> Path:
@@ -169,7 +160,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
     start_epoch, best_val, best_epoch = 0, float("inf"), -1
     if resume:
         ckpt = load_checkpoint(last_path, "tokenizer")  # on the CPU: the RNG states must stay host tensors
-        _check_resumable(ckpt["config"], to_dict(cfg), last_path)
+        check_resume_config(ckpt["config"], to_dict(cfg), last_path, RESUMABLE_CHANGES)
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

@@ -96,7 +96,7 @@ def test_resume_errors(tmp_path, scene_file):
     with pytest.raises(CheckpointError, match="no .*last.pth to resume from"):
         train_sspq_tokenizer(cfg_path, resume=True)
     train_sspq_tokenizer(cfg_path)
-    with pytest.raises(ConfigError, match="K_s differ"):
+    with pytest.raises(ConfigError, match=r"different config \(K_s\)"):
         train_sspq_tokenizer(cfg_path, ["K_s=16", "num_epochs=2"], resume=True)
 
 

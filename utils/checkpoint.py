@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from utils.atomic import atomic_write
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 STAGES = ("tokenizer", "encoder", "anomaly")
@@ -153,3 +153,14 @@ def check_parent(ckpt: dict[str, Any], ckpt_path: str | Path, parent_path: str |
         raise CheckpointError(
             f"{ckpt_path} was built from {recorded['path']} (sha256 {recorded['sha256'][:12]}), but "
             f"{parent_path} has sha256 {actual[:12]}: retrain this stage, or pass the original file")
+
+
+def check_resume_config(stored: dict[str, Any], current: dict[str, Any], path: str | Path,
+                        may_change: tuple[str, ...]) -> None:
+    """--resume: refuse a `last.pth` (at `path`) whose config `stored` differs from `current` in a key other
+    than `may_change`, naming the keys."""
+    differ = sorted(k for k in set(stored) | set(current) if k not in may_change and stored.get(k) != current.get(k))
+    if differ:
+        raise ConfigError(f"--resume: {path} was written with a different config ({', '.join(differ)}); use the "
+                          f"same config and overrides (only {', '.join(may_change)} may change), or start afresh "
+                          f"without --resume")
