@@ -15,6 +15,7 @@ and `--set key=value` overrides into such an object:
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import difflib
 import sys
@@ -37,21 +38,27 @@ def _nearest(key: str, valid: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-class _UnionOperator(ast.NodeTransformer):
-    """`X | Y` -> `typing.Union[X, Y]` inside an annotation's expression (nested ones too)."""
-
-    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
-        node = self.generic_visit(node)
-        if not isinstance(node.op, ast.BitOr):
-            return node
-        union = ast.Attribute(value=ast.Name(id="__typing__", ctx=ast.Load()), attr="Union", ctx=ast.Load())
-        return ast.Subscript(value=union, slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),
-                             ctx=ast.Load())
+def _resolve(node: ast.AST, namespace: dict[str, Any]) -> Any:
+    """The type an annotation's expression names, walked node by node (no eval): names, attributes,
+    `None`, subscripts (`list[str]`, `dict[str, Any]`) and `X | Y` as `typing.Union[X, Y]`."""
+    if isinstance(node, ast.Name):
+        return namespace[node.id]
+    if isinstance(node, ast.Attribute):
+        return getattr(_resolve(node.value, namespace), node.attr)
+    if isinstance(node, ast.Constant) and node.value is None:
+        return type(None)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return typing.Union[_resolve(node.left, namespace), _resolve(node.right, namespace)]
+    if isinstance(node, ast.Subscript):
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        args = tuple(_resolve(item, namespace) for item in items)
+        return _resolve(node.value, namespace)[args if len(args) > 1 else args[0]]
+    raise TypeError(f"unsupported annotation syntax: {ast.dump(node)}")
 
 
 def _evaluate(annotation: str, globalns: dict[str, Any], localns: dict[str, Any]) -> Any:
-    tree = ast.fix_missing_locations(_UnionOperator().visit(ast.parse(annotation, mode="eval")))
-    return eval(compile(tree, "<annotation>", "eval"), {**globalns, "__typing__": typing}, localns)  # noqa: S307
+    namespace = {**vars(builtins), **globalns, **localns}
+    return _resolve(ast.parse(annotation, mode="eval").body, namespace)
 
 
 def type_hints(cls: type) -> dict[str, Any]:
