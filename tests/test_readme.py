@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,12 +25,24 @@ def test_readme_names_the_two_commands_ci_runs():
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
 
 
+def _user_files() -> dict[str, int]:
+    """Every file under the working tree's checkpoints/ and outputs/, with its modification time."""
+    return {str(p): p.stat().st_mtime_ns for folder in ("checkpoints", "outputs") for p in (ROOT / folder).rglob("*")}
+
+
 @pytest.mark.slow
 def test_readme_demo_command_runs(tmp_path):
+    """The demo runs in a copy of the tree (sharing its .venv), so the user's checkpoints/ and outputs/ stay."""
     demo = quick_start_commands()[0]
-    out = subprocess.run(demo, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".venv", ".git", "checkpoints", "outputs", "results",
+                                                              "__pycache__", ".pytest_cache", ".hypothesis"))
+    (tree / ".venv").symlink_to(ROOT / ".venv")
+    before = _user_files()
+    out = subprocess.run(demo, shell=True, cwd=tree, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
-    result = ROOT / "outputs" / "synthetic"
+    assert _user_files() == before, "the demo test wrote into the working tree's checkpoints/ or outputs/"
+    result = tree / "outputs" / "synthetic"
     for name in ["anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png"]:
         assert (result / name).is_file(), f"demo did not write {name}"
     metrics = json.loads((result / "metrics.json").read_text())
