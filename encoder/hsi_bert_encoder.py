@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
-from encoder.masking import STRATEGIES, apply_mask, block_mask, guard_ring, mask_tokens, sample_mask
+from encoder.masking import STRATEGIES, block_mask, guard_ring, mask_tokens, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
 from utils.checkpoint import describe_load_error, load_checkpoint
 from utils.errors import CheckpointError

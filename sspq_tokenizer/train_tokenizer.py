@@ -37,7 +37,7 @@ from sspq_tokenizer.quantizer import codebook_usage  # noqa: E402
 from utils.checkpoint import check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
-from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.errors import CheckpointError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
