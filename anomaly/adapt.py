@@ -16,20 +16,15 @@ from typing import Callable
 import torch
 
 from data.datasets import HSIPatchExtractor
+from encoder.hsi_bert_encoder import tokenize_windows
 
 
-@torch.no_grad()
 def scene_windows(tokenizer, cube, transform: Callable | None, stride: int, batch_size: int,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(joint ids (N, T), cell spectra (N, T, B)) of the scene's patches inside the image, `stride` apart."""
-    extractor = HSIPatchExtractor(tokenizer.patch_size, stride)
-    coords = extractor.inside_coords(*cube.shape[:2])  # (N, 2)
-    ids, spectra = [], []
-    for patches, _ in extractor.iter_batches(cube, batch_size, transform, coords):
-        batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
-        ids.append(tokenizer.tokenize(batch))  # (n, T)
-        spectra.append(tokenizer.spectral_vqvae.cells(batch))  # (n, T, B)
-    return torch.cat(ids), torch.cat(spectra)
+    coords = HSIPatchExtractor(tokenizer.patch_size, stride).inside_coords(*cube.shape[:2])  # (N, 2)
+    ids, spectra = tokenize_windows(tokenizer, cube, coords, transform, batch_size, device)
+    return ids.to(device), spectra.to(device)
 
 
 def adapt_domain_row(encoder, joint_ids: torch.Tensor, spectra: torch.Tensor, domain_id: int, steps: int,

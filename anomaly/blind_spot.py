@@ -114,11 +114,11 @@ def score_windows(encoder, tokenizer, windows: BlindSpotWindows, cube, transform
                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield (first window index, {head: (n, S, S) pixel scores of those windows}) batch by batch."""
     cell, g = tokenizer.patch_size // tokenizer.grid_size, tokenizer.grid_size
+    mean, precision = (t.to(device) for t in whitener) if "ctx_rx" in heads else (None, None)
     for first in range(0, len(windows.corners), batch_size):
         index = np.arange(first, min(first + batch_size, len(windows.corners)))
         scores, _ = window_scores(encoder, tokenizer, windows, index, cube, transform, domain_id, device)
         if "ctx_rx" in heads:
-            mean, precision = (t.to(device) for t in whitener)
             centred = scores["residual"] - mean  # (n, T, B); not-masked positions are dropped below
             scores["ctx_rx"] = ((centred @ precision) * centred).sum(dim=-1)  # (n, T)
         out = {}

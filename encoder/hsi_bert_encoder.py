@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
+from data.datasets import HSIPatchExtractor
 from encoder.masking import STRATEGIES, block_mask, guard_ring, mask_tokens, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
 from utils.checkpoint import describe_load_error, load_checkpoint
@@ -299,6 +300,23 @@ class HSIEncoderBERT(nn.Module):
             raise CheckpointError(f"{path}: state_dict does not fit its encoder_args: "
                                   f"{describe_load_error(err)}; re-create the checkpoint") from None
         return encoder.eval(), ckpt
+
+
+@torch.no_grad()
+def tokenize_windows(tokenizer: nn.Module, cube, coords, transform=None, batch_size: int = 256,
+                     device: torch.device | str = "cpu", spectra_dtype: torch.dtype | None = torch.float32
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Joint ids (N, T) and cell spectra (N, T, B) in `spectra_dtype` (None: no spectra) of the tokenizer
+    patches at top-left `coords` (N, 2) of `cube` (H, W, B_raw), prepared by `transform` batch by batch;
+    both on the CPU (the tokenizer runs on `device`)."""
+    ids, spectra = [], []
+    extractor = HSIPatchExtractor(tokenizer.patch_size, tokenizer.patch_size)
+    for patches, _ in extractor.iter_batches(cube, batch_size, transform, coords):
+        batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
+        ids.append(tokenizer.tokenize(batch).cpu())  # (n, T)
+        if spectra_dtype is not None:
+            spectra.append(tokenizer.spectral_vqvae.cells(batch).to(spectra_dtype).cpu())  # (n, T, B)
+    return torch.cat(ids), (torch.cat(spectra) if spectra_dtype is not None else None)
 
 
 def frozen_tokenize(tokenizer: nn.Module, patches: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ from data.datasets import HSIPatchExtractor, balanced_sampler
 from data.io import load_scene
 from data.preprocess import mean_spectrum, prepare_cube
 from encoder.config import PretrainConfig
-from encoder.hsi_bert_encoder import HSIEncoderBERT
+from encoder.hsi_bert_encoder import HSIEncoderBERT, tokenize_windows
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, parent_record, save_checkpoint
 from utils.cli import run_cli, stage_parser
@@ -106,14 +106,8 @@ def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict
             coords = extractor.inside_coords(*cube.shape[:2])  # (N, 2)
         except DataError as err:
             raise DataError(f"pretrain_datasets '{entry.name}': {err}") from None
-        token_chunks, spectra_chunks = [], []
-        for patches, _ in extractor.iter_batches(cube, TOKENIZE_BATCH, coords=coords):
-            batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
-            token_chunks.append(tokenizer.tokenize(batch).cpu())  # (n, T)
-            if cfg.spectral_input:
-                spectra_chunks.append(tokenizer.spectral_vqvae.cells(batch).half().cpu())  # (n, T, B)
-        tokens = torch.cat(token_chunks)  # (N, T)
-        spectra = torch.cat(spectra_chunks) if cfg.spectral_input else None  # (N, T, B)
+        tokens, spectra = tokenize_windows(tokenizer, cube, coords, None, TOKENIZE_BATCH, device,
+                                           torch.float16 if cfg.spectral_input else None)  # (N, T), (N, T, B)
         train, val = (torch.from_numpy(m) for m in split_by_rows(coords, extractor.patch_size, cfg.val_fraction,
                                                                  entry.name))
         grids.append(DomainGrids(entry.name, entry.domain_id, tokens[train], tokens[val],
