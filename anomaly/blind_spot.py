@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from data.datasets import HSIPatchExtractor
+from encoder.hsi_bert_encoder import frozen_tokenize
 
 CONTEXT_HEADS = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx")
 RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and covariance
@@ -81,7 +82,7 @@ def window_scores(encoder, tokenizer, windows: BlindSpotWindows, index: np.ndarr
     corners = windows.corners[index]  # (n, 2)
     patches = next(HSIPatchExtractor(patch, patch).iter_batches(cube, len(corners), transform, corners))[0]
     patches = torch.from_numpy(patches).to(device)  # (n, B, S, S)
-    joint_ids = tokenizer.tokenize(patches)  # (n, T)
+    joint_ids = frozen_tokenize(tokenizer, patches)  # (n, T)
     spectra = tokenizer.spectral_vqvae.cells(patches) if encoder.spectral_input_dim > 0 else None  # (n, T, B)
     mask = windows.core_masks(index, patch, cell).to(device)  # (n, T)
     domains = torch.full((len(corners),), int(domain_id), dtype=torch.long, device=device)  # (n,)

@@ -14,60 +14,29 @@ Heads (DESIGN 2, 10; a head with weight 0 is not computed):
 - grx, lrx   global / dual-window local RX on the prepared cube (label-free, whole-scene heads)
 
 Fusion: every head's whole-scene (H, W) map is normalised over the scene (robust z-score
-(x - median) / (1.4826 MAD) by default, or min-max), then averaged with `head_weights`.
+(x - median) / (1.4826 MAD) by default, min-max or rank), then averaged with `head_weights`. This file holds
+the module; streaming a scene through it is anomaly/scoring.py, rebuilding it from checkpoints
+anomaly/loading.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import spectral
 import torch
 from torch import nn
 
-from anomaly.baselines import local_rx_components, principal_axes, scene_stats
-from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
 from anomaly.config import HEAD_NAMES
-from anomaly.fusion import fuse_scores, normalize_scores
+from anomaly.fusion import fuse_scores
 from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
                            compute_recon_error, tokens_to_pixels)
-from data.datasets import HSIPatchExtractor, ScoreAccumulator
-from utils.errors import ConfigError, DataError
+from anomaly.scoring import SceneScores, score_scene
+from utils.errors import ConfigError
 
 DEFAULT_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2
-PATCH_HEADS = ("recon", "one_class", "rarity")  # scored patch by patch, on the tokenizer grid
-SCENE_HEADS = ("grx", "lrx")  # scored on the whole prepared cube
 ADAPTER_KEY = "lora_"
 DOMAIN_TABLE_KEY = "universal_model.encoder.domain_embedding.weight"
-
-
-class _PreparedRows:
-    """Read-only view of a cube (H, W, B_raw) as its prepared version (H, W, num_bands): slicing rows
-    applies `transform` to those rows only, so a memory-mapped scene is never prepared whole."""
-
-    def __init__(self, cube: np.ndarray, transform: Callable | None, num_bands: int):
-        self.cube, self.transform = cube, transform
-        self.shape = (*cube.shape[:2], num_bands)
-        self.ndim = 3
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        chunk = np.asarray(self.cube[rows])
-        return chunk if self.transform is None else self.transform(chunk)  # (r, W, num_bands)
-
-
-@dataclass
-class SceneScores:
-    """Output of `score_scene`: all maps (H, W) float32 numpy arrays.
-
-    anomaly_map: the fused map; head_maps: each computed head's raw map; normalized: the same maps
-    after the per-scene normalisation that the fusion used.
-    """
-
-    anomaly_map: np.ndarray
-    head_maps: dict[str, np.ndarray]
-    normalized: dict[str, np.ndarray]
 
 
 class HSIAnomalyDetector(nn.Module):
@@ -172,8 +141,7 @@ class HSIAnomalyDetector(nn.Module):
 
     def tokenize(self, patches: torch.Tensor) -> torch.Tensor:
         """Patches (N, B, S, S) -> joint ids (N, T); the tokenizer is frozen and in eval mode."""
-        with torch.no_grad():
-            return self.universal_model.tokenizer.tokenize(patches)
+        return self.universal_model.tokenize(patches)
 
     def spectral_codes(self, joint_ids: torch.Tensor) -> torch.Tensor:
         return joint_ids % self.universal_model.tokenizer.K_s  # (N, T)
@@ -274,102 +242,18 @@ class HSIAnomalyDetector(nn.Module):
         self.train(was_training)
 
     # ------------------------------------------------------------------ whole scene
-    def _batches(self, cube: np.ndarray, batch_size: int, transform: Callable | None, stride: int | None = None):
-        device = self.code_log_freq.device
-        extractor = HSIPatchExtractor(self.patch_size, stride or self.stride)
-        for patches, coords in extractor.iter_batches(cube, batch_size, transform=transform):
-            yield torch.from_numpy(patches).to(device), coords
-
-    @torch.no_grad()
-    def scene_code_counts(self, cube: np.ndarray, batch_size: int = 64, transform: Callable | None = None,
-                          stride: int | None = None) -> torch.Tensor:
-        """How often each spectral code occurs over all tokens of all patches of the scene: (K_s,)."""
-        counts = torch.zeros(self.universal_model.tokenizer.K_s, dtype=torch.float64)
-        for patches, _ in self._batches(cube, batch_size, transform, stride):
-            codes = self.spectral_codes(self.tokenize(patches)).reshape(-1).cpu()  # (n*T,)
-            counts += torch.bincount(codes, minlength=counts.numel()).double()
-        return counts
-
-    def _scene_head_maps(self, cube: np.ndarray, transform: Callable | None, heads: list[str]) -> dict[str, np.ndarray]:
-        """grx / lrx maps (H, W) on the prepared cube, which is never held whole: row chunks are prepared
-        (`transform`) once for the scene statistics and once more for the RX scores and the projection
-        onto the leading principal components (H, W, d) that local RX works on."""
-        height, width = cube.shape[:2]
-        view = _PreparedRows(cube, transform, self.num_bands)
-        stats = scene_stats(view)
-        rows = max(1, (1 << 22) // max(1, width * self.num_bands))  # 32 MiB of float64 per chunk
-        d = min(int(self.local_rx_args.get("n_components", 30)), self.num_bands)
-        axes = principal_axes(stats, d) if "lrx" in heads else None  # (B, d)
-        maps = {"grx": np.empty((height, width), dtype=np.float32)} if "grx" in heads else {}
-        z = np.empty((height, width, d), dtype=np.float32) if axes is not None else None  # (H, W, d)
-        for r0 in range(0, height, rows):
-            chunk = np.asarray(view[r0:r0 + rows], dtype=np.float64)  # (r, W, B)
-            if "grx" in maps:
-                maps["grx"][r0:r0 + rows] = spectral.rx(chunk, background=stats)
-            if z is not None:
-                z[r0:r0 + rows] = (chunk - stats.mean) @ axes
-        if z is not None:
-            args = {k: v for k, v in self.local_rx_args.items() if k != "n_components"}
-            maps["lrx"] = local_rx_components(z, **args)
-        return maps
-
-    @torch.no_grad()
     def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
                     transform: Callable[[np.ndarray], np.ndarray] | None = None,
                     stride: int | None = None) -> SceneScores:
-        """Score every pixel of a scene of any H x W (DESIGN 2, 7).
-
-        cube: (H, W, num_bands) prepared, or the raw (H, W, B_raw) cube (ndarray or memmap) with
-        `transform` mapping (..., B_raw) -> (..., num_bands) (e.g. SpectralPreprocessor.transform).
-        Patches stream through the model `batch_size` at a time, `stride` pixels apart (default: the
-        tokenizer's stride; the patch size scores each pixel in one patch, at a quarter of the cost of
-        half of it), so memory is bounded by the batch plus one (H, W) accumulator per head; grx/lrx
-        (when weighted) read the prepared cube in row chunks and keep its (H, W, d) principal components.
-        Overlapping patches are averaged per pixel; each head's (H, W) map is then normalised over the
-        scene and the maps are fused with `head_weights`.
-        """
-        if getattr(cube, "ndim", None) != 3:
-            raise DataError(f"expected a cube (H, W, B), got shape {getattr(cube, 'shape', None)}")
-        if transform is None and cube.shape[2] != self.num_bands:
-            raise DataError(f"the cube has {cube.shape[2]} bands but the tokenizer expects {self.num_bands}; "
-                            f"prepare it (data.preprocess) or pass its transform")
-        was_training = self.training
-        self.train(False)
-        height, width = cube.shape[:2]
-        patch_heads = [h for h in self.active_heads if h in PATCH_HEADS]
-        maps: dict[str, np.ndarray] = {}
-        if patch_heads:
-            table = None
-            if "rarity" in patch_heads:
-                table = code_log_frequencies(self.scene_code_counts(cube, batch_size, transform, stride))
-            accumulators = {name: ScoreAccumulator(height, width) for name in patch_heads}
-            for patches, coords in self._batches(cube, batch_size, transform, stride):
-                domains = torch.full((patches.shape[0],), int(domain_id), dtype=torch.long, device=patches.device)
-                for name, score in self.head_scores(patches, domains, table, patch_heads).items():
-                    accumulators[name].add(coords, score)
-            maps.update({name: acc.result() for name, acc in accumulators.items()})
-        context_heads = [h for h in self.active_heads if h in CONTEXT_HEADS]
-        if context_heads:
-            maps.update(blind_spot_maps(self.universal_model.encoder, self.universal_model.tokenizer, cube,
-                                        transform, domain_id, context_heads, self.lm_block, self.score_offsets,
-                                        batch_size, self.code_log_freq.device))
-        scene_heads = [h for h in self.active_heads if h in SCENE_HEADS]
-        if scene_heads:
-            maps.update(self._scene_head_maps(cube, transform, scene_heads))
-        self.train(was_training)
-        tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
-        fused = fuse_scores(tensors, self.head_weights, self.normalize)
-        normalized = {name: normalize_scores(t, self.normalize).numpy() for name, t in tensors.items()}
-        return SceneScores(anomaly_map=fused.numpy().astype(np.float32),
-                           head_maps={name: np.asarray(m, dtype=np.float32) for name, m in maps.items()},
-                           normalized=normalized)
+        """Every head's (H, W) map of a scene and their fusion: `anomaly.scoring.score_scene`."""
+        return score_scene(self, cube, domain_id, batch_size, transform, stride)
 
     @classmethod
     def from_checkpoint(cls, path, map_location: str | torch.device = "cpu"
                         ) -> tuple["HSIAnomalyDetector", dict[str, Any]]:
         """Rebuild a trained detector from `anomaly_detector.pth` (its encoder and tokenizer from their own
         checkpoints, sha256-checked); returns (detector in eval mode, ckpt), as the other models do."""
-        from anomaly.inference import load_detector  # the stage script owns checkpoint I/O (STYLE)
+        from anomaly.loading import load_detector  # checkpoint I/O lives outside the model file (STYLE)
 
         detector, _, ckpt, _ = load_detector(path, torch.device(map_location))
         return detector, ckpt

@@ -4,10 +4,13 @@
         --detector_ckpt checkpoints/anomaly/anomaly_detector.pth --data_path path/to/scene.npz [--out_dir D] [--overwrite]
     python -m anomaly.inference ...                                    # the same
 
-Everything that defines the model (heads, weights, normalisation, LoRA, domain id) is rebuilt from the
-checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256. From the YAML / command
-line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size,
-inference_stride.
+The model is rebuilt from the checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256
+(or from the copies a self-contained detector carries: anomaly/export_detector.py). The run keys come from the
+YAML / command line (device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size). Where the run
+config's model settings differ from the trained ones, what can change without retraining is applied and
+logged (head weights of heads without trained weights, normalize_scores, local_rx, lm_block, score_offsets,
+inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
+with an error naming the key and the checkpoint (anomaly/loading.py).
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
 
@@ -28,24 +31,25 @@ import io
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # `python anomaly/inference.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
-from anomaly.train_anomaly import (CKPT_NAME, build_detector, fit_preprocessor, load_universal_model,  # noqa: E402
-                                   resolve_domain, same_scene)
+from anomaly.loading import fit_preprocessor, load_detector, resolve_domain, same_scene  # noqa: E402
+from anomaly.scoring import SceneScores  # noqa: E402
+from anomaly.train_anomaly import CKPT_NAME  # noqa: E402
 from anomaly.visualize import render_anomaly_figure  # noqa: E402
-from data.io import load_scene  # noqa: E402
+from data.io import Scene, load_scene  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
-from utils.checkpoint import check_parent, describe_load_error, load_checkpoint, locate_parent, sha256_file  # noqa: E402
+from utils.checkpoint import load_checkpoint, sha256_file  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
-from utils.config import from_dict  # noqa: E402
+from utils.config import apply_overrides, from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
@@ -66,35 +70,6 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
-
-
-def load_detector(detector_ckpt: str | Path, device: torch.device):
-    """Rebuild the trained detector: returns (detector in eval mode, trained AnomalyConfig, ckpt, info)."""
-    ckpt = load_checkpoint(detector_ckpt, "anomaly")
-    enc_path = locate_parent(ckpt, detector_ckpt, "encoder")
-    check_parent(ckpt, detector_ckpt, enc_path)
-    try:
-        trained = from_dict(AnomalyConfig, ckpt["config"]["anomaly"])
-        trained.validate()
-    except (ConfigError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{detector_ckpt}: its stored config is not a valid anomaly config: {err}") from None
-    model, info = load_universal_model(enc_path, device)
-    detector = build_detector(trained, model, info, ckpt["config"]["objective"] == "bce")
-    try:
-        detector.load_trained_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{detector_ckpt}: weights do not fit the detector its config describes: "
-                              f"{describe_load_error(err)}; retrain Stage 3") from None
-    return detector.to(device).eval(), trained, ckpt, info
-
-
-def scoring_stride(run: AnomalyConfig, detector) -> int:
-    """The patch step of scoring: `inference_stride`, 0 meaning the detector's patch size."""
-    stride = run.inference_stride or detector.patch_size
-    if stride > detector.patch_size:
-        raise ConfigError(f"inference_stride {stride} is larger than the patch size {detector.patch_size}: pixels "
-                          f"between patches would go unscored; use 0 (= the patch size) or less")
-    return stride
 
 
 def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | None) -> dict[str, Any]:
@@ -120,50 +95,93 @@ def output_folder(out_dir: str | None, scene_name: str, overwrite: bool) -> Path
     return folder
 
 
+def trained_run_config(detector_ckpt: str | Path, overrides: list[str] | None = None, **flags: str | None
+                       ) -> AnomalyConfig:
+    """The detector's trained config with `overrides`, then the flags (`data_path=...`) when given: the run
+    config of an inference without a config file."""
+    trained = load_checkpoint(detector_ckpt, "anomaly")["config"]["anomaly"]
+    extra = [f"{key}={value}" for key, value in flags.items() if value]
+    try:
+        run = apply_overrides(from_dict(AnomalyConfig, trained), list(overrides or []) + extra)
+        run.validate()
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{detector_ckpt}: its stored config is not a valid anomaly config: {err}") from None
+    return run
+
+
+@dataclass
+class ScoredScene:
+    """What scoring a scene gives: the scene, its maps (anomaly/scoring.py) and the metrics.json content."""
+
+    scene: Scene
+    scores: SceneScores
+    metrics: dict[str, Any]
+
+
+def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Scene | None = None,
+                        before_scoring: Callable[[], None] | None = None, overrides: list[str] | None = None,
+                        config_path: str | Path | None = None) -> ScoredScene:
+    """Score `run.data_path` (or the already loaded `scene`) with the trained detector, writing nothing;
+    `before_scoring` runs once the models, settings and preprocessing are checked (run_inference locks its
+    output folder there, so a refused setting leaves no folder behind).
+
+    `run` gives the run keys (device, batch size, ...). The detector scores as trained, changed by what the
+    `overrides` change and may change; where the config file `config_path` (that `run` was read from) differs,
+    a warning says so (anomaly/loading.py). Its domain is the `domain_id` setting resolved for this scene. Used by `run_inference`, the
+    benchmark and the speed case alike."""
+    start = time.time()
+    device = resolve_device(run.device)
+    scene = scene if scene is not None else load_scene(run.data_path, run.cube_key, run.gt_key)
+    detector, settings, ckpt, info = load_detector(detector_ckpt, device, overrides,
+                                                   run if config_path is not None else None, config_path)
+    mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
+    if mode == "supervised":
+        train_scene = load_scene(settings.supervised_data_path)
+        if same_scene(train_scene, settings.supervised_data_path, scene, run.data_path):
+            raise DataError(f"{detector_ckpt} was trained with the labels of {settings.supervised_data_path}, "
+                            f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
+    prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
+    domain = resolve_domain(settings.domain_id, scene, info, run.data_path, prep)
+    log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
+             f"{detector.head_weights}, {domain.describe()}, {mode}")
+    if before_scoring is not None:
+        before_scoring()
+    with autocast(device, run.amp):
+        scores = detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size, transform=prep.transform)
+    metrics = {
+        "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
+        "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
+        "domain": domain.as_dict(),
+        "head_weights": detector.head_weights, "normalize_scores": settings.normalize_scores,
+        "runtime_seconds": time.time() - start, "device": str(device), "inference_stride": detector.stride,
+        "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},
+                        "encoder": info["encoder"], "tokenizer": info["tokenizer"]},
+        "preprocessing": prep.info,
+        **_metrics(scores.head_maps, scores.anomaly_map, scene.gt),
+    }
+    return ScoredScene(scene, scores, metrics)
+
+
 def run_inference(config_path: str | None, detector_ckpt: str | Path | None = None, data_path: str | None = None,
                   out_dir: str | None = None, overwrite: bool = False,
                   overrides: list[str] | None = None) -> Path:
     """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder.
 
     `detector_ckpt` defaults to the config's `<output_dir>/anomaly_detector.pth`, where train_anomaly.py wrote it.
+    Without `config_path` the run config is the detector's trained config with `overrides`.
     """
-    run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
-    if detector_ckpt is None:
-        detector_ckpt = Path(run.output_dir) / CKPT_NAME
+    if config_path is None:  # no run config: score as trained, changed only by the overrides
+        detector_ckpt = detector_ckpt or Path(AnomalyConfig().output_dir) / CKPT_NAME
+        run = trained_run_config(detector_ckpt, overrides, data_path=data_path, out_dir=out_dir)
+    else:
+        run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
+        detector_ckpt = detector_ckpt or Path(run.output_dir) / CKPT_NAME
     set_seed(run.seed)
-    device = resolve_device(run.device)
-    start = time.time()
     scene = load_scene(run.data_path, run.cube_key, run.gt_key)
     folder = output_folder(run.out_dir, scene.name, overwrite)
-    detector, trained, ckpt, info = load_detector(detector_ckpt, device)
-    mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
-    if mode == "supervised":
-        train_scene = load_scene(trained.supervised_data_path)
-        if same_scene(train_scene, trained.supervised_data_path, scene, run.data_path):
-            raise DataError(f"{detector_ckpt} was trained with the labels of {trained.supervised_data_path}, "
-                            f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
-    prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
-    domain = resolve_domain(trained.domain_id, scene, info, run.data_path, prep)  # the trained setting, this scene
-    log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
-             f"{detector.head_weights}, {domain.describe()}, {mode}")
-    stride = scoring_stride(run, detector)
-    lock_output_dir(folder)
-    with autocast(device, run.amp):
-        result = detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size,
-                                      transform=prep.transform, stride=stride)
-    runtime = time.time() - start
-    metrics = {
-        "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
-        "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
-        "domain": domain.as_dict(),
-        "head_weights": detector.head_weights, "normalize_scores": trained.normalize_scores,
-        "runtime_seconds": runtime, "device": str(device), "inference_stride": stride,
-        "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},
-                        "encoder": info["encoder"], "tokenizer": info["tokenizer"]},
-        "preprocessing": prep.info,
-        **_metrics(result.head_maps, result.anomaly_map, scene.gt),
-    }
-    title = f"{scene.name}: fused {', '.join(detector.head_weights)}"
+    scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path)
+    metrics, result = scored.metrics, scored.scores
+    title = f"{scene.name}: fused {', '.join(result.head_maps)}"
     if "fused" in metrics:
         title += f" (AUC {metrics['fused']['auc']:.4f})"
     figure = render_anomaly_figure(scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
@@ -178,7 +196,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
         heads = ", ".join(f"{k} {v['auc']:.4f}" for k, v in metrics["heads"].items())
         log.info(f"ROC AUC fused {metrics['fused']['auc']:.4f} ({heads})")
     unlock_output_dir(folder)
-    log.info(f"wrote {folder}/ ({runtime:.1f} s)")
+    log.info(f"wrote {folder}/ ({metrics['runtime_seconds']:.1f} s)")
     return folder
 
 

@@ -31,15 +31,13 @@ import torch  # noqa: E402
 from anomaly.adapt import adapt_domain_row, scene_windows  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
-from anomaly.domain import DomainChoice, choose_domain  # noqa: E402
+from anomaly.loading import build_detector, fit_preprocessor, load_universal_model, resolve_domain, same_scene  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
-from data.preprocess import SpectralPreprocessor, iter_row_chunks, mean_spectrum  # noqa: E402
-from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel  # noqa: E402
-from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
-from utils.checkpoint import (check_parent, check_resume_config, load_checkpoint, locate_parent, parent_record,  # noqa: E402
-                              save_checkpoint)
+from data.preprocess import SpectralPreprocessor  # noqa: E402
+from encoder.hsi_bert_encoder import UniversalHSIModel  # noqa: E402
+from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
@@ -54,103 +52,6 @@ LAST_NAME = "last.pth"
 RESUMABLE_CHANGES = ("anomaly_epochs", "device")  # may differ between an interrupted run and its --resume
 ADAPT_BATCH = 32  # windows per adaptation step (the pre-training batch of configs/pretrain.yaml)
 log = get_logger("anomaly")
-
-
-# ---------------------------------------------------------------------- rebuilding the parents
-def load_universal_model(encoder_ckpt: str | Path, device: torch.device) -> tuple[UniversalHSIModel, dict[str, Any]]:
-    """Tokenizer -> encoder from their checkpoints (sha256-checked); returns (model, info).
-
-    info: "tokenizer_config" (preprocessing: num_bands, normalize, patch_size, stride), "num_domains",
-    "domains", "domain_spectra" (None in checkpoints older than `domain_id: auto`), "hidden_size",
-    "encoder" / "tokenizer" parent records.
-    """
-    enc_ckpt = load_checkpoint(encoder_ckpt, "encoder")
-    tok_path = locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
-    check_parent(enc_ckpt, encoder_ckpt, tok_path)
-    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tok_path)
-    encoder, _ = HSIEncoderBERT.from_checkpoint(encoder_ckpt)
-    if encoder.grid_size != tokenizer.grid_size:
-        raise CheckpointError(f"{encoder_ckpt}: encoder grid {encoder.grid_size} != tokenizer grid "
-                              f"{tokenizer.grid_size} of {tok_path}")
-    k_s = encoder.spectral_codebook_size
-    if encoder.joint_vocab_size != tokenizer.joint_vocab_size or k_s not in (None, tokenizer.K_s):
-        raise CheckpointError(f"{encoder_ckpt}: encoder vocabulary {encoder.joint_vocab_size} (K_s "
-                              f"{k_s}) does not match the joint vocabulary "
-                              f"{tokenizer.joint_vocab_size} (K_s {tokenizer.K_s}) of its tokenizer {tok_path}; "
-                              f"re-run Stage 2 with that tokenizer")
-    model = UniversalHSIModel(tokenizer, encoder).to(device).eval()
-    info = {
-        "tokenizer_config": tok_ckpt["config"],
-        "num_domains": int(encoder.num_domains),
-        "domains": dict(enc_ckpt.get("domains", {})),
-        "domain_spectra": enc_ckpt.get("domain_spectra"),
-        "hidden_size": int(encoder.hidden_size),
-        "encoder": parent_record(encoder_ckpt),
-        "tokenizer": parent_record(tok_path),
-    }
-    return model, info
-
-
-def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str, Any],
-                   supervised: bool) -> HSIAnomalyDetector:
-    if isinstance(cfg.domain_id, int) and cfg.domain_id >= info["num_domains"]:
-        raise ConfigError(f"domain_id: {cfg.domain_id}, but the encoder knows {info['num_domains']} domains "
-                          f"{info['domains'] or ''}; pick the id of the most similar pre-training sensor")
-    grid = model.tokenizer.grid_size
-    spectral = sorted({"ctx_spec", "ctx_rx"} & set(cfg.head_weights.active()))
-    if spectral and model.encoder.spectral_input_dim == 0:
-        raise ConfigError(f"head_weights: {', '.join(spectral)} predict spectra, but the encoder {info['encoder']['path']} "
-                          f"was pre-trained without spectral_input; set their weights to 0 or re-run Stage 2 with "
-                          f"spectral_input: true")
-    if set(cfg.head_weights.active()) & {"lm_nll", "lm_spectral", "ctx_spec", "ctx_rx"} and grid > 1 and cfg.lm_block >= grid:
-        raise ConfigError(f"lm_block: {cfg.lm_block} must be smaller than the token grid ({grid}x{grid}), "
-                          f"else one scoring mask hides every token")
-    return HSIAnomalyDetector(
-        model, info["hidden_size"], freeze_encoder=cfg.freeze_encoder, use_lora=cfg.use_lora,
-        head_weights=cfg.head_weights.as_dict(),
-        lora={"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
-              "target_modules": list(cfg.lora.target_modules)},
-        one_class={"rep_dim": cfg.one_class.rep_dim, "per_token": cfg.one_class.per_token,
-                   "center_eps": cfg.one_class.center_eps},
-        objective="bce" if supervised else "svdd", lm_block=cfg.lm_block, normalize=cfg.normalize_scores,
-        local_rx={"inner": cfg.local_rx.inner, "outer": cfg.local_rx.outer,
-                  "n_components": cfg.local_rx.n_components},
-        stride=int(info["tokenizer_config"]["stride"]), score_offsets=cfg.score_offsets,
-        adapted_domain=cfg.adapt_steps > 0,
-    )
-
-
-def fit_preprocessor(scene: Scene, tokenizer_config: dict[str, Any], source: str | None = None
-                     ) -> SpectralPreprocessor:
-    """Per-scene spectral preprocessing with the tokenizer's num_bands and normalisation (DESIGN 3);
-    `source` (the scene's path) names the file in errors."""
-    return SpectralPreprocessor.fit(scene.cube, int(tokenizer_config["num_bands"]),
-                                    tokenizer_config["normalize"], scene.wavelengths, source=source)
-
-
-def resolve_domain(setting: int | str, scene: Scene, info: dict[str, Any], source: str | None = None,
-                   prep: SpectralPreprocessor | None = None) -> DomainChoice:
-    """`domain_id` (an int, or 'auto') for `scene` (anomaly/domain.py), logged. By spectrum, the scene is
-    prepared as the tokenizer prepares it (`prep`, fitted on this scene, when the caller has one)."""
-    def spectrum():
-        return mean_spectrum(scene.cube, (prep or fit_preprocessor(scene, info["tokenizer_config"], source)).transform)
-
-    choice = choose_domain(setting, scene.name, spectrum, info["domains"], info.get("domain_spectra"),
-                           info["num_domains"], info["encoder"]["path"])
-    log.info(f"{scene.name}: {choice.describe()}")
-    return choice
-
-
-def same_scene(a: Scene, path_a: str, b: Scene, path_b: str) -> bool:
-    """True when two scenes are the same file or hold the same cube (DESIGN 5: never train on the scored scene)."""
-    if path_a == path_b:
-        return True
-    pa, pb = Path(path_a), Path(path_b)
-    if pa.is_file() and pb.is_file() and pa.resolve() == pb.resolve():
-        return True
-    if a.cube.shape != b.cube.shape:
-        return False
-    return all(np.array_equal(x, y) for (_, x), (_, y) in zip(iter_row_chunks(a.cube), iter_row_chunks(b.cube)))
 
 
 # ---------------------------------------------------------------------- training

@@ -27,7 +27,7 @@ import yaml
 
 from anomaly.config import load_anomaly_config
 from anomaly.fusion import fuse_scores
-from anomaly.inference import run_inference
+from anomaly.inference import score_with_detector
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import Scene
 from encoder.pretrain_mtp import BEST_NAME, LAST_NAME
@@ -128,12 +128,10 @@ class OursPipeline:
         start = time.perf_counter()
         detector = train_anomaly_detector(CONFIGS["anomaly"], overrides, str(pre.encoder_ckpt), str(path))
         train_seconds = time.perf_counter() - start
-        out = run_inference(CONFIGS["anomaly"], detector, str(path), str(folder / "out"), overwrite=True,
-                            overrides=overrides)
-        metrics = json.loads((out / "metrics.json").read_text())
-        with np.load(out / "head_maps.npz") as heads:
-            head_maps = {name: heads[name] for name in heads.files}
-        return OursResult(np.load(out / "anomaly_map.npy"), head_maps, train_seconds, float(metrics["runtime_seconds"]),
+        run = load_anomaly_config(CONFIGS["anomaly"], overrides, data_path=str(path))
+        scored = score_with_detector(run, detector, scene, overrides=overrides, config_path=CONFIGS["anomaly"])
+        head_maps = scored.scores.head_maps
+        return OursResult(scored.scores.anomaly_map, head_maps, train_seconds, float(scored.metrics["runtime_seconds"]),
                           learned_fusion(head_maps, overrides))
 
 

@@ -30,33 +30,26 @@ import torch  # noqa: E402
 
 from anomaly.baselines import global_rx  # noqa: E402
 from anomaly.config import load_anomaly_config  # noqa: E402
-from anomaly.inference import load_detector, scoring_stride  # noqa: E402
-from anomaly.train_anomaly import fit_preprocessor, resolve_domain  # noqa: E402
+from anomaly.inference import score_with_detector  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
-from utils.runtime import resolve_device  # noqa: E402
 
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "anomaly.yaml"  # the run config, as inference.py reads it
 # (label, function name in the profile): the parts of one inference, by where they live in the code
 PARTS = [("load checkpoints", "load_detector"), ("fit preprocessing", "fit_preprocessor"),
          ("context heads (blind-spot windows), all included", "blind_spot_maps"),
          ("- ctx_rx residual covariance (sampled windows)", "residual_whitener"),
          ("- window patches gathered and prepared", "iter_batches"), ("- tokenize", "tokenize"),
-         ("- encoder passes", "masked_scores"), ("patch heads, tokenizer included", "head_scores"),
-         ("grx + lrx heads, cube preparation included", "_scene_head_maps"), ("lrx windows", "local_rx_components")]
+         ("- encoder passes", "masked_scores"), ("patch heads, tokenizer included", "patch_head_maps"),
+         ("grx + lrx heads, cube preparation included", "rx_head_maps"), ("lrx windows", "local_rx_components")]
 
 
 def infer(detector_ckpt: str, scene_path: str, overrides: list[str]) -> None:
     """Our inference up to its outputs (what metrics.json's runtime_seconds times)."""
-    run = load_anomaly_config(None, overrides, data_path=scene_path)
-    device = resolve_device(run.device)
-    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
-    detector, trained, _, info = load_detector(detector_ckpt, device)
-    prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
-    domain = resolve_domain(trained.domain_id, scene, info, run.data_path, prep)
-    detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size, transform=prep.transform,
-                         stride=scoring_stride(run, detector))
+    run = load_anomaly_config(CONFIG, overrides, data_path=scene_path)
+    score_with_detector(run, detector_ckpt, overrides=overrides, config_path=CONFIG)
 
 
 def profile_parts(detector_ckpt: str, scene_path: str, overrides: list[str]) -> dict[str, float]:

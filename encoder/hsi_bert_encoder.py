@@ -313,20 +313,21 @@ def tokenize_windows(tokenizer: nn.Module, cube, coords, transform=None, batch_s
     extractor = HSIPatchExtractor(tokenizer.patch_size, tokenizer.patch_size)
     for patches, _ in extractor.iter_batches(cube, batch_size, transform, coords):
         batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
-        ids.append(tokenizer.tokenize(batch).cpu())  # (n, T)
+        ids.append(frozen_tokenize(tokenizer, batch).cpu())  # (n, T)
         if spectra_dtype is not None:
             spectra.append(tokenizer.spectral_vqvae.cells(batch).to(spectra_dtype).cpu())  # (n, T, B)
     return torch.cat(ids), (torch.cat(spectra) if spectra_dtype is not None else None)
 
 
 def frozen_tokenize(tokenizer: nn.Module, patches: torch.Tensor) -> torch.Tensor:
-    """(N, B, S, S) -> joint ids (N, T), with the tokenizer in eval mode and no gradients: the VQ codebook
-    must not move (its library updates codes inside forward in train mode). The train flag is restored."""
+    """(N, B, S, S) -> joint ids (N, T): the one tokenisation path of Stages 2 and 3 (`SSPQTokenizer.tokenize`,
+    no decoders), with the tokenizer in eval mode and no gradients: the VQ codebook must not move (its library
+    updates codes inside forward in train mode). The train flag is restored."""
     was_training = tokenizer.training
     tokenizer.eval()
     try:
         with torch.no_grad():
-            joint_ids = tokenizer(patches, return_recon=False)["joint_ids"]  # (N, T)
+            joint_ids = tokenizer.tokenize(patches)  # (N, T)
     finally:
         tokenizer.train(was_training)
     return joint_ids

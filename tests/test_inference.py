@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from anomaly.inference import OUTPUT_FILES, run_inference
-from anomaly.train_anomaly import fit_preprocessor, train_anomaly_detector
+from anomaly.loading import fit_preprocessor
+from anomaly.train_anomaly import train_anomaly_detector
 from data.io import load_scene
 from data.preprocess import mean_spectrum
 from encoder.hsi_bert_encoder import HSIEncoderBERT
@@ -32,6 +33,7 @@ def ckpts(tmp_path_factory):
     cfg = TokenizerConfig(num_bands=12, patch_size=6, stride=3, K_s=8, K_x=8, hidden_dim=8, num_layers=2,
                           pooled_length=4, encoder_channels=[8])
     tok = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())
+    tok.eval().tokenize(torch.rand(32, 12, 6, 6))  # initialise the codebooks (k-means on first use), as training does
     save_checkpoint(root / "tok.pth", "tokenizer", to_dict(cfg), tok.state_dict())
     enc = HSIEncoderBERT(64, 2, "none", False, 0.35, 36, grid_size=6, bert_config=TINY_BERT, spectral_codebook_size=8,
                          spectral_input_dim=12, guard_radius=tok.spatial_vqvae.guard_radius)
@@ -109,9 +111,10 @@ def test_inference_stride_changes_the_patch_heads_only(ckpts, tmp_path):
                             overrides=[f"inference_stride={stride}"])
         assert json.loads((out / "metrics.json").read_text())["inference_stride"] == stride
         maps[stride] = np.load(out / "head_maps.npz")
-    for head in ("grx", "lrx"):  # whole-scene heads do not depend on the patch step
+    for head in ("grx", "lrx", "lm_nll", "ctx_spec"):  # whole-scene and blind-spot heads do not use the patch step
         np.testing.assert_array_equal(maps[3][head], maps[6][head])
-    assert not np.allclose(maps[3]["lm_nll"], maps[6]["lm_nll"])  # 4 overlapping patches per pixel vs 1
+    for head in ("recon", "one_class"):  # 4 overlapping patches per pixel vs 1
+        assert not np.allclose(maps[3][head], maps[6][head])
     with pytest.raises(ConfigError, match="inference_stride 7 is larger than the patch size 6"):
         run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "s7"), overrides=["inference_stride=7"])
     assert not (tmp_path / "s7").exists()

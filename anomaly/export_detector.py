@@ -1,0 +1,77 @@
+"""Export a trained detector as one self-contained file that scores a scene on another machine.
+
+    python anomaly/export_detector.py --detector_ckpt checkpoints/anomaly/anomaly_detector.pth \
+        --out detector_portable.pth [--overwrite]
+    python anomaly/inference.py --detector_ckpt detector_portable.pth --data_path scene.npz   # anywhere
+
+`anomaly_detector.pth` names its encoder checkpoint, which names its tokenizer checkpoint; scoring needs all
+three files where they were recorded. The exported file carries the encoder's and the tokenizer's checkpoint
+files byte for byte inside it (`embedded_parents`), next to the sha256 each child recorded for them, so the
+chain is checked exactly as with the separate files (anomaly/loading.py). The export is about the size of the
+three checkpoints together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python anomaly/export_detector.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from anomaly.loading import EMBEDDED_KEY  # noqa: E402
+from utils.checkpoint import check_parent, load_checkpoint, locate_parent, save_checkpoint  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import CheckpointError, ConfigError  # noqa: E402
+from utils.logging import get_logger  # noqa: E402
+
+log = get_logger("anomaly")
+BASE_KEYS = ("format_version", "stage", "config", "state_dict")  # what save_checkpoint writes itself
+
+
+def _file_tensor(path: Path) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor (what torch.load(weights_only=True) reads back)."""
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+
+
+def export_detector(detector_ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write `out`: the detector checkpoint with its encoder and tokenizer checkpoints embedded; returns `out`."""
+    detector_ckpt, out = Path(detector_ckpt), Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if out.resolve() == detector_ckpt.resolve():
+        raise ConfigError(f"--out {out} is the detector checkpoint itself; write the export to another file")
+    ckpt = load_checkpoint(detector_ckpt, "anomaly")
+    if EMBEDDED_KEY in ckpt:
+        raise CheckpointError(f"{detector_ckpt} is already self-contained (it carries its encoder and tokenizer)")
+    enc_path = locate_parent(ckpt, detector_ckpt, "encoder")
+    check_parent(ckpt, detector_ckpt, enc_path)
+    enc_ckpt = load_checkpoint(enc_path, "encoder")
+    tok_path = locate_parent(enc_ckpt, enc_path, "tokenizer")
+    check_parent(enc_ckpt, enc_path, tok_path)
+    extra = {key: value for key, value in ckpt.items() if key not in BASE_KEYS}
+    extra[EMBEDDED_KEY] = {"encoder": _file_tensor(enc_path), "tokenizer": _file_tensor(tok_path)}
+    save_checkpoint(out, "anomaly", ckpt["config"], ckpt["state_dict"], **extra)
+    log.info(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {detector_ckpt} with {enc_path} and {tok_path} inside")
+    return out
+
+
+def main(args) -> None:
+    export_detector(args.detector_ckpt, args.out, args.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Export a trained detector with its encoder and tokenizer inside")
+    parser.add_argument("--detector_ckpt", default="checkpoints/anomaly/anomaly_detector.pth",
+                        help="Stage 3 checkpoint written by anomaly/train_anomaly.py (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="the self-contained file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())
