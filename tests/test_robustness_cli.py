@@ -200,10 +200,12 @@ CONFIG_CASES = [
     ConfigCase("top level a list", TRAIN, "- 1\n- 2\n", [], r"cfg\.yaml: the top level must be a mapping of keys"),
     ConfigCase("missing config", TRAIN, None, ["--config", "absent.yaml"], r"absent\.yaml: config file not found"),
     ConfigCase("override without =", INFER, None, ["--set", "lm_block"],
-               r"override 'lm_block' is not of the form key=value"),
+               r"--set lm_block: not of the form key=value"),
     ConfigCase("misspelt override", INFER, None, ["--set", "head_weight.recon=1"],
-               r"unknown config key 'head_weight' in override \(did you mean 'head_weights'\?\)"),
-    ConfigCase("out-of-range override", TRAIN, None, ["--set", "lm_block=0"], r"lm_block: must be >= 1, got 0"),
+               r"--set head_weight.recon=1: unknown config key 'head_weight' \(did you mean 'head_weights'\?\)"),
+    ConfigCase("misspelt override beside a file", INFER, "seed: 1\n", ["--set", "inference_strid=4"],
+               r"error: --set inference_strid=4: unknown config key 'inference_strid' \(did you mean 'inference_stride'\?\)"),
+    ConfigCase("out-of-range override", TRAIN, None, ["--set", "lm_block=0"], r"--set lm_block=0: lm_block: must be >= 1, got 0"),
 ]
 
 
