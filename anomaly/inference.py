@@ -6,8 +6,8 @@
 
 Everything that defines the model (heads, weights, normalisation, LoRA, domain id) is rebuilt from the
 checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256. From the YAML / command
-line only the run keys are read: device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size,
-inference_stride.
+line only the run keys are read: device, amp, data_path, cube_key, gt_key, gt_path, cube_layout, out_dir,
+inference_batch_size, inference_stride.
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
 
@@ -17,7 +17,8 @@ the folder is locked against a second run and refused before scoring when it is 
 - anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
-                    (the gt is read for these metrics only), runtime, mode, checkpoints and hashes
+                    (the gt is read for these metrics only), runtime, mode, checkpoints and hashes; every
+                    path relative to the current directory when it lies under it, else absolute
 - anomaly_map.png   false colour, gt, fused map, each head's map, ROC curve
 A `.npy` scene stays memory-mapped: patches are read and preprocessed batch by batch.
 """
@@ -49,6 +50,7 @@ from utils.config import from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
+from utils.paths import shown_path  # noqa: E402
 from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
@@ -133,7 +135,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
     set_seed(run.seed)
     device = resolve_device(run.device)
     start = time.time()
-    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
+    scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
     folder = output_folder(run.out_dir, scene.name, overwrite)
     detector, trained, ckpt, info = load_detector(detector_ckpt, device)
     mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
@@ -153,13 +155,15 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
                                       transform=prep.transform, stride=stride)
     runtime = time.time() - start
     metrics = {
-        "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
+        "scene": scene.name, "data_path": shown_path(run.data_path), "shape": list(scene.cube.shape), "mode": mode,
+        "gt_path": shown_path(run.gt_path) if run.gt_path else None, "cube_layout": run.cube_layout,
         "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
         "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": trained.normalize_scores,
         "runtime_seconds": runtime, "device": str(device), "inference_stride": stride,
-        "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},
-                        "encoder": info["encoder"], "tokenizer": info["tokenizer"]},
+        "checkpoints": {name: {**record, "path": shown_path(record["path"])} for name, record in (
+            ("detector", {"path": detector_ckpt, "sha256": sha256_file(detector_ckpt)}),
+            ("encoder", info["encoder"]), ("tokenizer", info["tokenizer"]))},
         "preprocessing": prep.info,
         **_metrics(result.head_maps, result.anomaly_map, scene.gt),
     }

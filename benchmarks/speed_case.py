@@ -51,7 +51,7 @@ def infer(detector_ckpt: str, scene_path: str, overrides: list[str]) -> None:
     """Our inference up to its outputs (what metrics.json's runtime_seconds times)."""
     run = load_anomaly_config(None, overrides, data_path=scene_path)
     device = resolve_device(run.device)
-    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
+    scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
     detector, trained, _, info = load_detector(detector_ckpt, device)
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     domain = resolve_domain(trained.domain_id, scene, info, run.data_path, prep)
