@@ -34,7 +34,7 @@ def main(args) -> None:
     if cfg.supervised:
         raise ConfigError("main_anomaly.py trains and scores one scene, so it runs unsupervised only; for "
                           "supervised: true run anomaly/train_anomaly.py and anomaly/inference.py separately")
-    scene_name = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key).name
+    scene_name = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key, cfg.gt_path, cfg.cube_layout).name
     # checked before training replaces <output_dir>/anomaly_detector.pth
     output_folder(args.out_dir or cfg.out_dir, scene_name, args.overwrite)
     ckpt = train_anomaly_detector(args.config, overrides, resume=args.resume)

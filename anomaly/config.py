@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from data.io import LAYOUTS
 from utils.config import check, load_config
 
 HEAD_NAMES = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "recon", "one_class", "rarity", "grx", "lrx")
@@ -80,6 +81,8 @@ class AnomalyConfig:
     data_path: str = "synthetic"
     cube_key: str | None = None
     gt_key: str | None = None
+    gt_path: str | None = None  # a separate gt mask file (.npy/.npz/.mat/.hdr/.png/.tif); gt_key names its array
+    cube_layout: str = "auto"  # auto | hwb | bhw (data.io: auto reads it from wavelengths / gt, else guesses hwb)
     domain_id: int | str = "auto"  # "auto" (anomaly/domain.py) or an explicit pre-training domain id
     encoder_ckpt: str = "checkpoints/encoder/universal_hsi_encoder.pth"
     output_dir: str = "checkpoints/anomaly"
@@ -124,6 +127,7 @@ class AnomalyConfig:
         check(self.normalize_scores in NORMALIZERS,
               f"normalize_scores: must be one of {', '.join(NORMALIZERS)}, got '{self.normalize_scores}'")
         check(bool(self.data_path.strip()), "data_path: must name a scene file or 'synthetic'")
+        check(self.cube_layout in LAYOUTS, f"cube_layout: must be one of {', '.join(LAYOUTS)}, got '{self.cube_layout}'")
         weights = self.head_weights.as_dict()
         for name, weight in weights.items():
             check(weight >= 0, f"head_weights.{name}: must be >= 0 (0 switches the head off), got {weight}")

@@ -6,7 +6,8 @@
 
 The model is rebuilt from the checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256
 (or from the copies a self-contained detector carries: anomaly/export_detector.py). The run keys come from the
-YAML / command line (device, amp, data_path, cube_key, gt_key, out_dir, inference_batch_size). Where the run
+YAML / command line (device, amp, data_path, cube_key, gt_key, gt_path, cube_layout, out_dir,
+inference_batch_size). Where the run
 config's model settings differ from the trained ones, what can change without retraining is applied and
 logged (head weights of heads without trained weights, normalize_scores, local_rx, lm_block, score_offsets,
 inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
@@ -20,7 +21,8 @@ the folder is locked against a second run and refused before scoring when it is 
 - anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
-                    (the gt is read for these metrics only), runtime, mode, checkpoints and hashes
+                    (the gt is read for these metrics only), runtime, mode, checkpoints and hashes; every
+                    path relative to the current directory when it lies under it, else absolute
 - anomaly_map.png   false colour, gt, fused map, each head's map, ROC curve
 A `.npy` scene stays memory-mapped: patches are read and preprocessed batch by batch.
 """
@@ -53,6 +55,7 @@ from utils.config import apply_overrides, from_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
+from utils.paths import shown_path  # noqa: E402
 from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
@@ -131,7 +134,8 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
     benchmark and the speed case alike."""
     start = time.time()
     device = resolve_device(run.device)
-    scene = scene if scene is not None else load_scene(run.data_path, run.cube_key, run.gt_key)
+    scene = scene if scene is not None else load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path,
+                                                       run.cube_layout)
     detector, settings, ckpt, info = load_detector(detector_ckpt, device, overrides,
                                                    run if config_path is not None else None, config_path)
     mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
@@ -149,13 +153,15 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
     with autocast(device, run.amp):
         scores = detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size, transform=prep.transform)
     metrics = {
-        "scene": scene.name, "data_path": run.data_path, "shape": list(scene.cube.shape), "mode": mode,
+        "scene": scene.name, "data_path": shown_path(run.data_path), "shape": list(scene.cube.shape), "mode": mode,
+        "gt_path": shown_path(run.gt_path) if run.gt_path else None, "cube_layout": run.cube_layout,
         "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
         "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": settings.normalize_scores,
         "runtime_seconds": time.time() - start, "device": str(device), "inference_stride": detector.stride,
-        "checkpoints": {"detector": {"path": str(detector_ckpt), "sha256": sha256_file(detector_ckpt)},
-                        "encoder": info["encoder"], "tokenizer": info["tokenizer"]},
+        "checkpoints": {name: {**record, "path": shown_path(record["path"])} for name, record in (
+            ("detector", {"path": detector_ckpt, "sha256": sha256_file(detector_ckpt)}),
+            ("encoder", info["encoder"]), ("tokenizer", info["tokenizer"]))},
         "preprocessing": prep.info,
         **_metrics(scores.head_maps, scores.anomaly_map, scene.gt),
     }
@@ -177,7 +183,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
         run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
         detector_ckpt = detector_ckpt or Path(run.output_dir) / CKPT_NAME
     set_seed(run.seed)
-    scene = load_scene(run.data_path, run.cube_key, run.gt_key)
+    scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
     folder = output_folder(run.out_dir, scene.name, overwrite)
     scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path)
     metrics, result = scored.metrics, scored.scores

@@ -130,7 +130,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     if last is not None:
         check_parent(last, last_path, cfg.encoder_ckpt)
     tok_cfg = info["tokenizer_config"]
-    target = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key)
+    target = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key, cfg.gt_path, cfg.cube_layout)
     supervised = cfg.supervised
     if supervised:
         train_scene = load_scene(cfg.supervised_data_path)

@@ -3,11 +3,14 @@
     save_anomaly_figure("out/scene.png", cube, gt, fused, {"recon": r, "lm_nll": l}, "abu-urban-1")
 
 Panels: a false-colour composite of three bands (percentile-stretched), the gt mask (when given), the
-fused map (when given), one panel per entry of `head_maps` (colours clipped to the 1st..99.5th percentile
-of each map), and, when a gt with both anomaly and background pixels is given, ROC curves with a
-logarithmic false-alarm axis and each map's AUC in the legend. Matplotlib runs on the Agg backend (no
-display needed); `render_anomaly_figure` returns the PNG's bytes, `save_anomaly_figure` writes them atomically
-(utils.atomic.write_files).
+fused map (when given) and one panel per entry of `head_maps`, each map with a colour bar (colours clipped
+to the 1st..99.5th percentile of the map, the bar's arrows mark the clipping, the panel's label the full
+range) and a readable title (`HEAD_TITLES`: `lm_nll` -> "masked-LM NLL"; other names are shown as given,
+e.g. the benchmark's method labels). When a gt with both anomaly and background pixels is given, a last
+row holds the ROC curves (logarithmic false-alarm axis) with each map's AUC in a legend beside them, never
+over them. Inference and the benchmark's side-by-side maps share this one figure. Matplotlib runs on the
+Agg backend (no display needed); `build_anomaly_figure` returns the matplotlib figure, `render_anomaly_figure`
+the PNG's bytes, `save_anomaly_figure` writes them atomically (utils.atomic.write_files).
 """
 
 from __future__ import annotations
@@ -30,6 +33,24 @@ _RGB_NM = (650.0, 550.0, 460.0)
 _RGB_FRACTION = (0.55, 0.3, 0.1)
 _MAX_COLUMNS = 4
 _VMAX_PCT = 99.5  # score maps are heavy-tailed: colours span the 1st..99.5th percentile, or one pixel hides the rest
+_PANEL_INCHES = 3.2
+HEAD_TITLES = {
+    "fused": "fused",
+    "lm_nll": "masked-LM NLL",
+    "lm_spectral": "spectral-code NLL",
+    "ctx_spec": "context spectrum error",
+    "ctx_rx": "context residual RX",
+    "recon": "reconstruction error",
+    "one_class": "one-class (Deep SVDD)",
+    "rarity": "code rarity",
+    "grx": "global RX",
+    "lrx": "local RX",
+}
+
+
+def panel_title(name: str) -> str:
+    """The human title of a head (or 'fused'); any other name (e.g. a benchmark method's label) as given."""
+    return HEAD_TITLES.get(name, name)
 
 
 def false_colour_bands(num_bands: int, wavelengths: np.ndarray | None = None) -> list[int]:
@@ -69,7 +90,20 @@ def save_anomaly_figure(path: str | Path, cube: np.ndarray, gt: np.ndarray | Non
 def render_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
                           head_maps: dict[str, np.ndarray], title: str,
                           wavelengths: np.ndarray | None = None) -> bytes:
-    """The figure as PNG bytes.
+    """The figure as PNG bytes; the arguments are `build_anomaly_figure`'s."""
+    fig = build_anomaly_figure(cube, gt, fused, head_maps, title, wavelengths)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def build_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
+                         head_maps: dict[str, np.ndarray], title: str,
+                         wavelengths: np.ndarray | None = None) -> plt.Figure:
+    """The figure (the caller closes it).
 
     cube (H, W, B); gt (H, W) 0/1 or None; fused (H, W) or None; head_maps {name: (H, W)}.
     """
@@ -81,49 +115,75 @@ def render_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.nda
         maps[name] = _check_map(name, values, shape)
     if gt is not None:
         gt = _check_map("gt", gt, shape)
-    panels = [("false colour", false_colour(cube, wavelengths), None)]
-    if gt is not None:
-        panels.append(("gt", gt, "gray"))
-    panels += [(name, values, "inferno") for name, values in maps.items()]
     with_roc = gt is not None and bool(maps) and 0 < int(np.count_nonzero(gt)) < gt.size  # else AUC is undefined
-    count = len(panels) + int(with_roc)
+    count = 1 + int(gt is not None) + len(maps)
     cols = min(_MAX_COLUMNS, count)
     rows = -(-count // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-    flat = axes.ravel()
-    for ax, (name, image, cmap) in zip(flat, panels):
-        limits = {} if cmap != "inferno" else {"vmin": np.percentile(image, 1), "vmax": np.percentile(image, _VMAX_PCT)}
-        ax.imshow(image, cmap=cmap, interpolation="nearest", **limits)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig = plt.figure(figsize=(_PANEL_INCHES * cols, _PANEL_INCHES * (rows + int(with_roc))), layout="constrained")
+    grid = fig.add_gridspec(rows + int(with_roc), cols)
+    panels = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(count)]
+    _show_image(panels[0], "false colour", false_colour(cube, wavelengths))
+    if gt is not None:
+        _show_gt(fig, panels[1], gt)
+    for ax, (name, values) in zip(panels[1 + int(gt is not None):], maps.items()):
+        _show_map(fig, ax, panel_title(name), values)
     if with_roc:
-        _plot_roc(flat[len(panels)], maps, gt)
-    for ax in flat[count:]:
-        ax.axis("off")
+        _plot_roc(fig.add_subplot(grid[rows, : max(1, cols // 2)]), maps, gt)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    return fig
+
+
+def _bare(ax: plt.Axes, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _bar_axes(ax: plt.Axes) -> plt.Axes:
+    """Axes for a colour bar hugging the right edge of `ax` (follows the image's drawn box, whatever its aspect)."""
+    return ax.inset_axes([1.04, 0.0, 0.05, 1.0])
+
+
+def _show_image(ax: plt.Axes, title: str, rgb: np.ndarray) -> None:
+    ax.imshow(rgb, interpolation="nearest")
+    _bare(ax, title)
+
+
+def _show_gt(fig: plt.Figure, ax: plt.Axes, gt: np.ndarray) -> None:
+    image = ax.imshow(gt, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _bare(ax, f"gt ({int(np.count_nonzero(gt))} anomaly pixels)")
+    bar = fig.colorbar(image, cax=_bar_axes(ax), ticks=[0, 1])
+    bar.ax.set_yticklabels(["background", "anomaly"], fontsize=7)
+
+
+def _show_map(fig: plt.Figure, ax: plt.Axes, title: str, values: np.ndarray) -> None:
+    """A score map (H, W) with its colour bar; colours clipped to the 1st..99.5th percentile."""
+    low, high = np.percentile(values, 1), np.percentile(values, _VMAX_PCT)
+    image = ax.imshow(values, cmap="inferno", vmin=low, vmax=high, interpolation="nearest")
+    _bare(ax, title)
+    lowest, highest = float(np.min(values)), float(np.max(values))
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (lowest < low, highest > high)]
+    bar = fig.colorbar(image, cax=_bar_axes(ax), extend=extend)
+    bar.ax.tick_params(labelsize=7)
+    ax.set_xlabel(f"range {lowest:.3g} .. {highest:.3g}", fontsize=7)
 
 
 def _plot_roc(ax: plt.Axes, maps: dict[str, np.ndarray], gt: np.ndarray) -> None:
-    """ROC curves, Pd against log Pf; Pf = 0 is drawn at 1 / (number of background pixels)."""
+    """ROC curves, Pd against log Pf; Pf = 0 is drawn at 1 / (number of background pixels). The legend
+    (each map's AUC) sits to the right of the axes, outside the curves."""
     floor = 1.0 / max(1, int(np.count_nonzero(gt == 0)))
     for name, values in maps.items():
         pf, pd = roc_points(values, gt)
         auc = detection_metrics(values, gt)["auc"]
-        ax.plot(np.maximum(pf, floor), pd, label=f"{name} {auc:.4f}", linewidth=1.2)
+        ax.plot(np.maximum(pf, floor), pd, label=f"{panel_title(name)}  {auc:.4f}", linewidth=1.2)
     ax.set_xscale("log")
     ax.set_xlim(floor, 1.0)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("false-alarm rate Pf (log)", fontsize=8)
     ax.set_ylabel("detection rate Pd", fontsize=8)
-    ax.set_title("ROC (legend: AUC)", fontsize=9)
+    ax.set_title("ROC curves", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0, title="ROC AUC",
+              title_fontsize=7)

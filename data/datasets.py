@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from data.io import LAYOUTS
 from utils.errors import ConfigError, DataError
 
 
@@ -168,7 +169,9 @@ class SceneEntry:
     data_path: str  # scene file for data.io.load_scene (.npz/.npy/.mat/.hdr or 'synthetic[:SEED]')
     domain_id: int  # index into the encoder's domain embedding, one per scene
     cube_key: str | None = None  # array name of the cube when the file's is not 'cube'
-    gt_key: str | None = None  # array name of the gt when it is not found by name
+    gt_key: str | None = None  # array name of the gt when it is not found by name (or inside gt_path)
+    gt_path: str | None = None  # a separate gt mask file: only evidence of the cube's layout here (labels unread)
+    cube_layout: str = "auto"  # auto | hwb | bhw (data.io.load_scene)
 
 
 def default_scenes() -> list[SceneEntry]:
@@ -192,6 +195,9 @@ def check_scene_entries(entries: Sequence[SceneEntry]) -> None:
             raise ConfigError(f"{where}: duplicate name '{entry.name}'")
         if entry.domain_id < 0:
             raise ConfigError(f"{where} ({entry.name}): domain_id must be >= 0, got {entry.domain_id}")
+        if entry.cube_layout not in LAYOUTS:
+            raise ConfigError(f"{where} ({entry.name}): cube_layout must be one of {', '.join(LAYOUTS)}, got "
+                              f"'{entry.cube_layout}'")
         if entry.domain_id in domains:
             raise ConfigError(f"{where} ({entry.name}): domain_id {entry.domain_id} is already used by "
                               f"'{domains[entry.domain_id]}'")

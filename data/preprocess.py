@@ -12,6 +12,7 @@ Steps, in this order, all fitted on the raw scene:
    finite values. The median is taken over a regular subsample of at most 32,768 pixels (exact for
    smaller scenes; a band with no finite value in that sample uses its mid-range). The number of
    values repaired is `info["repaired_values"]`; `transform` repairs new non-finite values the same way.
+   `fit` logs a WARNING with the counts of repaired values and dropped non-finite bands.
 3. Resample to `num_bands` bands by linear interpolation, over wavelength when the wavelengths are
    known, else over the original band index (dropped bands leave a gap, not a shift). The target grid
    spans the first to the last kept band evenly; both ends are kept bands.
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from utils.errors import CheckpointError, ConfigError, DataError
+from utils.logging import get_logger
 
 METHODS = ("minmax", "zscore")
 CHUNK_BYTES = 64 * 2**20
@@ -139,6 +141,17 @@ def normalize_cube(cube: np.ndarray, method: str = "minmax") -> np.ndarray:
     return _apply_norm(flat, method, stats.params(method)).reshape(cube.shape).astype(np.float32)
 
 
+def _warn_repairs(info: dict[str, Any], source: str) -> None:
+    """One WARNING line when non-finite values were repaired or bands dropped for them (info: `fit`'s)."""
+    repaired, dropped = info["repaired_values"], info["dropped_nonfinite"]
+    if not repaired and not dropped:
+        return
+    parts = [f"repaired {repaired} non-finite (NaN/inf) value(s) with their band's median"] if repaired else []
+    if dropped:
+        parts.append(f"dropped {len(dropped)} mostly non-finite band(s) {dropped}")
+    get_logger().warning(f"{source}: {'; '.join(parts)}")
+
+
 class SpectralPreprocessor:
     """Fitted drop / repair / resample / normalise pipeline (module doc); build with `fit` or `from_state`."""
 
@@ -159,14 +172,17 @@ class SpectralPreprocessor:
             wavelengths: np.ndarray | None = None, source: str | None = None) -> "SpectralPreprocessor":
         """Fit on a (H, W, B_raw) cube (ndarray or memmap), reading it in row chunks.
 
-        `source` (the scene's file) prefixes every DataError, so the user learns which scene is unusable.
+        `source` (the scene's file) prefixes every DataError and the repair warning, so the user learns which
+        scene is unusable or was repaired.
         """
         try:
-            return cls._fit(cube, num_bands, method, wavelengths)
+            prep = cls._fit(cube, num_bands, method, wavelengths)
         except DataError as err:
             if source is None:
                 raise
             raise DataError(f"{source}: {err}") from None
+        _warn_repairs(prep.info, source or "the scene")
+        return prep
 
     @classmethod
     def _fit(cls, cube: np.ndarray, num_bands: int, method: str,

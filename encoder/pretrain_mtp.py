@@ -99,7 +99,7 @@ def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict
     extractor = HSIPatchExtractor(tok_cfg["patch_size"], tok_cfg["stride"])
     grids = []
     for entry in cfg.pretrain_datasets:
-        scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
+        scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key, entry.gt_path, entry.cube_layout)
         cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths,
                             source=entry.data_path)  # (H, W, B)
         try:

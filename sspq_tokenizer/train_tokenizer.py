@@ -53,7 +53,7 @@ def load_patches(cfg: TokenizerConfig, log: Any) -> torch.Tensor:
     extractor = HSIPatchExtractor(cfg.patch_size, cfg.stride)
     chunks = []
     for i, entry in enumerate(cfg.pretrain_datasets):
-        scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
+        scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key, entry.gt_path, entry.cube_layout)
         prep = SpectralPreprocessor.fit(scene.cube, cfg.num_bands, cfg.normalize, scene.wavelengths,
                                         source=entry.data_path)
         coords = extractor.coords(*scene.cube.shape[:2])  # (n, 2)

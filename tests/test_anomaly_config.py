@@ -26,6 +26,7 @@ def test_shipped_configs_load(path):
     (["supervised=true"], "supervised_data_path"),
     (["local_rx.outer=3"], "local_rx.outer"),
     (["inference_stride=-1"], "inference_stride"),
+    (["cube_layout=chw"], "cube_layout: must be one of auto, hwb, bhw, got 'chw'"),
     (["lora.target_modules=[]"], "lora.target_modules"),
     (["head_weight.recon=1"], "head_weights"),  # typo: the message suggests the right key
 ])

@@ -75,6 +75,25 @@ def test_validate_runs_after_overrides(tmp_path):
         load_config(Outer, write(tmp_path, "lr: 1e-3\n"), ["lr=-1"])
 
 
+BLAME_CASES = [  # (YAML text, overrides, the error's exact start)
+    ("lr: 1e-3\n", ["lr_=4"], "--set lr_=4: unknown config key 'lr_' (did you mean 'lr'?)"),
+    ("lr: 1e-3\n", ["inner.beta=x"], "--set inner.beta=x: inner.beta: expected a number"),
+    ("lr: 1e-3\n", ["flag=true", "lr"], "--set lr: not of the form key=value"),
+    ("lr: 1e-3\n", ["name=y", "lr=-1"], "--set lr=-1: lr must be > 0"),
+    ("lr: -1\n", ["name=y"], "{file}: lr must be > 0"),
+    ("lrr: 1\n", ["lr=2"], "{file}: unknown config key 'lrr'"),
+    ("lr: x\n", [], "{file}: lr: expected a number"),
+]
+
+
+@pytest.mark.parametrize("text, overrides, start", BLAME_CASES)
+def test_errors_name_the_override_or_the_file(tmp_path, text, overrides, start):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(Outer, path, overrides)
+    assert str(err.value).startswith(start.format(file=path)), str(err.value)
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(Outer, tmp_path / "none.yaml")

@@ -126,6 +126,7 @@ def test_scene_entries_checks():
         "dup domain": ([SceneEntry("a", "x.npz", 0), SceneEntry("b", "y.npz", 0)], "already used by 'a'"),
         "negative": ([SceneEntry("a", "x.npz", -1)], ">= 0"),
         "no path": ([SceneEntry("a", "", 0)], "data_path is empty"),
+        "layout": ([SceneEntry("a", "x.npy", 0, cube_layout="hbw")], r"\(a\): cube_layout must be one of auto, hwb"),
     }
     for entries, message in bad.values():
         with pytest.raises(ConfigError, match=message):

@@ -1,4 +1,4 @@
-"""data.io.load_scene: every format on tiny files, the layout rule, and every documented error."""
+"""data.io.load_scene: every format on tiny files, the layout rule, gt files, and every documented error."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from PIL import Image
 from spectral.io import envi
 
 from data.io import Scene, load_scene
 from utils.errors import DataError
+from fakes import LogRecords
 
 H, W, B = 5, 7, 6
 
@@ -113,17 +115,136 @@ def test_envi_header_without_data(tmp_path, cube):
         load_scene(hdr)
 
 
-def test_layout_rule_transposes_only_on_evidence(tmp_path, cube, gt):
+@pytest.fixture
+def log_records():
+    with LogRecords.attached() as records:
+        yield records
+
+
+def test_layout_rule_transposes_only_on_evidence(tmp_path, cube, gt, log_records):
     bhw = np.ascontiguousarray(cube.transpose(2, 0, 1))  # (B, H, W)
     np.savez(tmp_path / "wl.npz", cube=bhw, wavelengths=np.arange(B) + 400.0)
     assert np.array_equal(load_scene(tmp_path / "wl.npz").cube, cube)
     np.savez(tmp_path / "gt.npz", cube=bhw, gt=gt)
     assert np.array_equal(load_scene(tmp_path / "gt.npz").cube, cube)
+    assert log_records.warnings() == []  # evidence: no guess
     np.savez(tmp_path / "none.npz", cube=bhw)
-    assert load_scene(tmp_path / "none.npz").cube.shape == (B, H, W)  # no evidence: no guess
+    assert load_scene(tmp_path / "none.npz").cube.shape == (B, H, W)  # no evidence: (H, W, B), a guess
+    assert log_records.warnings() == [
+        f"none.npz: guessing the layout of the cube {(B, H, W)}: (H, W, B) = {B} x {H} pixels of {W} bands (no "
+        f"wavelengths or gt to tell); set cube_layout: bhw if it is (B, H, W), or cube_layout: hwb to confirm"]
     np.savez(tmp_path / "bad.npz", cube=cube, wavelengths=np.arange(B + 3.0))
     with pytest.raises(DataError, match="wavelengths match no axis"):
         load_scene(tmp_path / "bad.npz")
+
+
+def test_explicit_layout_is_applied_without_a_warning(tmp_path, cube, log_records):
+    np.save(tmp_path / "bhw.npy", np.ascontiguousarray(cube.transpose(2, 0, 1)))  # (B, H, W), no evidence
+    scene = load_scene(tmp_path / "bhw.npy", cube_layout="bhw")
+    assert isinstance(scene.cube, np.memmap) and np.array_equal(np.asarray(scene.cube), cube)  # a view on disk
+    np.save(tmp_path / "hwb.npy", cube)
+    assert np.array_equal(load_scene(tmp_path / "hwb.npy", cube_layout="hwb").cube, cube)
+    assert log_records.warnings() == []
+
+
+def _layout_file(tmp_path, cube, gt, kind):
+    bhw = np.ascontiguousarray(cube.transpose(2, 0, 1))
+    files = {
+        "hwb with gt": lambda p: np.savez(p / "s.npz", cube=cube, gt=gt) or p / "s.npz",
+        "bhw with wavelengths": lambda p: np.savez(p / "s.npz", cube=bhw, wavelengths=np.arange(B) + 400.0)
+        or p / "s.npz",
+        "envi": lambda p: envi.save_image(str(p / "s.hdr"), cube, dtype=np.float32) or p / "s.hdr",
+        "wavelengths against gt": lambda p: np.savez(p / "s.npz", cube=bhw, gt=gt, wavelengths=np.arange(W) + 1.0)
+        or p / "s.npz",
+    }
+    return files[kind](tmp_path)
+
+
+LAYOUT_ERRORS = [  # (file, cube_layout, message)
+    ("hwb with gt", "bhw", r"cube_layout bhw reads the cube \(5, 7, 6\) as \(B, H, W\) = 7 x 6 pixels of 5 "
+                           r"bands, which contradicts the gt's shape \(5, 7\); use cube_layout hwb or auto"),
+    ("bhw with wavelengths", "hwb", r"cube_layout hwb .* contradicts 6 wavelengths; use cube_layout bhw"),
+    ("envi", "bhw", r"contradicts the ENVI header"),
+    ("wavelengths against gt", "auto", r"the evidence on the layout of the cube \(6, 5, 7\) disagrees \(7 "
+                                       r"wavelengths: hwb; the gt's shape \(5, 7\): bhw\)"),
+    ("hwb with gt", "chw", r"cube_layout must be one of auto, hwb, bhw, got 'chw'"),
+]
+
+
+@pytest.mark.parametrize("kind, layout, message", LAYOUT_ERRORS)
+def test_layout_contradicting_the_evidence_is_an_error(tmp_path, cube, gt, kind, layout, message):
+    path = _layout_file(tmp_path, cube, gt, kind)
+    with pytest.raises(DataError, match=message) as err:
+        load_scene(path, cube_layout=layout)
+    assert str(err.value).startswith(str(path))
+
+
+def _save_envi_mask(path, mask):
+    envi.save_image(str(path), mask[..., None].astype(np.uint8), dtype=np.uint8)
+    return path
+
+
+GT_FILES = {  # name -> writer(path, mask (H, W) uint8 0/1) -> path
+    "mask.npy": lambda p, m: np.save(p, m) or p,
+    "mask.npz": lambda p, m: np.savez(p, truth=m) or p,  # the only 2-D array
+    "mask.mat": lambda p, m: scipy.io.savemat(p, {"map": m.astype(np.float64)}) or p,
+    "mask73.mat": lambda p, m: write_mat73(p, {"groundtruth": m}) or p,
+    "mask.hdr": _save_envi_mask,
+    "mask.png": lambda p, m: Image.fromarray(m * 255).save(p) or p,  # 8-bit black and white
+    "mask-rgb.png": lambda p, m: Image.fromarray(np.repeat(m[..., None] * 255, 3, axis=2)).save(p) or p,
+    "mask.tif": lambda p, m: Image.fromarray(m).save(p) or p,  # 0/1
+    "mask-bool.png": lambda p, m: Image.fromarray(m.astype(bool)).save(p) or p,  # mode "1"
+}
+
+
+@pytest.mark.parametrize("name", sorted(GT_FILES))
+def test_gt_path_in_every_format(tmp_path, cube, gt, name):
+    np.save(tmp_path / "scene.npy", cube)
+    gt_file = GT_FILES[name](tmp_path / name, gt)
+    scene = load_scene(tmp_path / "scene.npy", gt_path=gt_file)
+    assert scene.gt.dtype == np.uint8 and np.array_equal(scene.gt, gt)
+
+
+def test_gt_path_replaces_the_files_gt_and_is_layout_evidence(tmp_path, cube, gt, log_records):
+    other = np.zeros_like(gt)
+    other[0, 0] = 1
+    np.savez(tmp_path / "s.npz", cube=cube, gt=gt)
+    np.save(tmp_path / "other.npy", other)
+    assert np.array_equal(load_scene(tmp_path / "s.npz", gt_path=tmp_path / "other.npy").gt, other)
+    np.save(tmp_path / "bhw.npy", np.ascontiguousarray(cube.transpose(2, 0, 1)))
+    scene = load_scene(tmp_path / "bhw.npy", gt_path=tmp_path / "other.npy")
+    assert np.array_equal(np.asarray(scene.cube), cube) and log_records.warnings() == []
+    np.savez(tmp_path / "masks.npz", a=gt, b=other)
+    assert np.array_equal(load_scene(tmp_path / "s.npz", gt_key="b", gt_path=tmp_path / "masks.npz").gt, other)
+
+
+def _with_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+GT_FILE_ERRORS = {  # name -> (writer(path, mask), message)
+    "absent.png": (lambda p, m: p, r"absent\.png: gt file not found \(gt_path\)"),
+    "colour.png": (lambda p, m: Image.fromarray(np.stack([m * 255, m * 0, m * 0], axis=2)).save(p) or p,
+                   r"colour\.png: a colour image"),
+    "values.png": (lambda p, m: Image.fromarray(m * 2).save(p) or p,
+                   r"values\.png: gt must hold only 0 \(background\) and 1 \(anomaly\); found values 0, 2"),
+    "short.npy": (lambda p, m: np.save(p, m[:-1]) or p, r"short\.npy: gt shape \(4, 7\) does not match"),
+    "cube.npy": (lambda p, m: np.save(p, np.stack([m, m], axis=2)) or p, r"cube\.npy: the gt must be a 2-D"),
+    "two.hdr": (lambda p, m: envi.save_image(str(p), np.stack([m, m], axis=2), dtype=np.uint8) or p,
+                r"two\.hdr: an ENVI gt must have one band, this one has 2"),
+    "masks.npz": (lambda p, m: np.savez(p, a=m, b=m) or p, r"masks\.npz: several 2-D arrays could be the gt"),
+    "mask.txt": (lambda p, m: _with_bytes(p, b"0 1"), r"mask\.txt: unknown gt format '\.txt'"),
+    "garbage.png": (lambda p, m: _with_bytes(p, b"nonsense"), r"garbage\.png: not a readable image"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GT_FILE_ERRORS))
+def test_gt_path_errors_name_the_gt_file(tmp_path, cube, gt, name):
+    np.save(tmp_path / "scene.npy", cube)
+    write, message = GT_FILE_ERRORS[name]
+    with pytest.raises(DataError, match=message):
+        load_scene(tmp_path / "scene.npy", gt_path=write(tmp_path / name, gt))
 
 
 def test_synthetic_pseudo_path():

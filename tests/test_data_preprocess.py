@@ -8,7 +8,7 @@ import pytest
 import data.preprocess as pre
 from data.preprocess import SpectralPreprocessor, normalize_cube, prepare_cube, resample_bands
 from utils.errors import CheckpointError, ConfigError, DataError
-from fakes import RowRecorder
+from fakes import LogRecords, RowRecorder
 
 
 def smooth_cube(height=9, width=8, bands=12, seed=0) -> np.ndarray:
@@ -25,7 +25,10 @@ def test_drops_nonfinite_and_constant_bands_and_repairs_pixels():
     cube[..., 5] = 7.0  # constant
     cube[:6, :, 8] = np.inf  # 48 of 72 pixels non-finite: mostly bad
     cube[1, 1, 0] = cube[4, 3, 6] = np.nan  # isolated
-    prep = SpectralPreprocessor.fit(cube, num_bands=12)
+    with LogRecords.attached() as log:
+        prep = SpectralPreprocessor.fit(cube, num_bands=12, source="s.npz")
+    assert log.warnings() == ["s.npz: repaired 2 non-finite (NaN/inf) value(s) with their band's median; dropped 2 "
+                              "mostly non-finite band(s) [2, 8]"]
     assert prep.info["dropped_nonfinite"] == [2, 8]
     assert prep.info["dropped_constant"] == [5]
     assert prep.info["kept_bands"] == 9
@@ -36,6 +39,12 @@ def test_drops_nonfinite_and_constant_bands_and_repairs_pixels():
     # the repair value is the band median of the finite values
     kept = list(prep.keep)
     assert prep.fill[kept.index(0)] == pytest.approx(np.nanmedian(cube[..., 0]), rel=1e-6)
+
+
+def test_a_finite_cube_logs_no_repair():
+    with LogRecords.attached() as log:
+        SpectralPreprocessor.fit(smooth_cube(), num_bands=12)
+    assert log.warnings() == []
 
 
 def test_too_few_bands_left():

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from anomaly.inference import OUTPUT_FILES, run_inference
 from anomaly.loading import fit_preprocessor
-from anomaly.train_anomaly import train_anomaly_detector
+from anomaly.train_anomaly import CKPT_NAME, train_anomaly_detector
 from data.io import load_scene
 from data.preprocess import mean_spectrum
 from encoder.hsi_bert_encoder import HSIEncoderBERT
@@ -27,8 +28,12 @@ TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    """Untrained tokenizer (12 bands, 6x6 patches) and encoder checkpoints, chained by sha256."""
-    root = tmp_path_factory.mktemp("ckpts")
+    return make_stage3_ckpts(tmp_path_factory.mktemp("ckpts"))
+
+
+def make_stage3_ckpts(root: Path) -> Path:
+    """Untrained tokenizer (12 bands, 6x6 patches; codebooks initialised) and encoder checkpoints in `root`,
+    chained by sha256."""
     torch.manual_seed(0)
     cfg = TokenizerConfig(num_bands=12, patch_size=6, stride=3, K_s=8, K_x=8, hidden_dim=8, num_layers=2,
                           pooled_length=4, encoder_channels=[8])
@@ -217,3 +222,22 @@ def test_auto_domain_with_an_old_encoder_checkpoint(ckpts, tmp_path):
     assert load_checkpoint(ckpt, "anomaly")["config"]["domain"] == {
         "domain_id": 1, "scene": "b", "reason": "scene name", "similarity": None}
 
+
+
+def test_bhw_scene_with_a_gt_file_and_paths_relative_to_the_current_directory(ckpts, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with np.load(scene_file(tmp_path / "scene.npz")) as arrays:
+        cube, gt = arrays["cube"], arrays["gt"]  # (17, 19, 30), (17, 19)
+    np.save("bhw.npy", np.ascontiguousarray(cube.transpose(2, 0, 1)))  # (30, 17, 19), no evidence of its layout
+    Image.fromarray(gt * 255).save("mask.png")
+    layout = ["cube_layout=bhw", "gt_path=mask.png"]
+    ckpt = train_anomaly_detector(None, sets(Path(".")) + layout, encoder_ckpt=str(ckpts / "enc.pth"),
+                                  data_path="bhw.npy")
+    out = run_inference(None, ckpt, data_path=str(tmp_path / "bhw.npy"), out_dir="out", overrides=layout)
+    assert np.load(out / "anomaly_map.npy").shape == (17, 19)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["shape"] == [17, 19, 30] and "fused" in metrics  # the PNG's gt was read for the metrics
+    assert (metrics["data_path"], metrics["gt_path"], metrics["cube_layout"]) == ("bhw.npy", "mask.png", "bhw")
+    paths = {name: record["path"] for name, record in metrics["checkpoints"].items()}
+    assert paths == {"detector": str(Path("det") / CKPT_NAME), "encoder": str(ckpts / "enc.pth"),
+                     "tokenizer": str(ckpts / "tok.pth")}  # under the current directory: relative; else absolute

@@ -15,5 +15,5 @@ def test_bad_mask_ratio_is_one_line_and_exit_2(entry):
     run = subprocess.run([sys.executable, *entry, "--config", "configs/pretrain.yaml", "--set", "mask_ratio=1.5"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.strip().startswith("error: configs/pretrain.yaml: mask_ratio must lie strictly between 0 and 1")
+    assert run.stderr.strip().startswith("error: --set mask_ratio=1.5: mask_ratio must lie strictly between 0 and 1")
     assert "Traceback" not in run.stderr

@@ -107,7 +107,8 @@ WL = np.linspace(400, 900, 16)
 DATA_CASES = [
     DataCase("NaN pixels", _with(_nan_pixels()), 0, r"scoring scene \(20, 20, 16\)", (20, 20),
              lambda m: m["preprocessing"]["repaired_values"] > 0),
-    DataCase("Inf pixels", _with(_set(CUBE, (3, 4), np.inf)), 0, r"scoring scene", (20, 20),
+    DataCase("Inf pixels", _with(_set(CUBE, (3, 4), np.inf)), 0,
+             r"scene\.npz: repaired 16 non-finite \(NaN/inf\) value\(s\) with their band's median", (20, 20),
              lambda m: m["preprocessing"]["repaired_values"] == 16),
     DataCase("whole NaN band", _with(_set(CUBE, (..., 3), np.nan)), 0, r"scoring scene", (20, 20),
              lambda m: m["preprocessing"]["dropped_nonfinite"] == [3]),
@@ -117,11 +118,13 @@ DATA_CASES = [
     DataCase("uint16 cube", _with((CUBE * 1000).astype(np.uint16)), 0, r"scoring scene", (20, 20), None),
     DataCase("int16 cube", _with((CUBE * 1000 - 500).astype(np.int16)), 0, r"scoring scene", (20, 20), None),
     DataCase("(B, H, W) with wavelengths", _with(CUBE[:, :18].transpose(2, 0, 1), gt=GT[:, :18], wavelengths=WL), 0,
-             r"16 wavelengths match axis 0: reading the cube as \(B, H, W\)", (20, 18), None),
+             r"reading the cube \(16, 20, 18\) as \(B, H, W\) = 20 x 18 pixels of 16 bands, from 16 wavelengths", (20, 18),
+             None),
     DataCase("(B, H, W) with gt", _with(CUBE[:, :18].transpose(2, 0, 1), gt=GT[:, :18]), 0,
-             r"gt \(20, 18\) matches axes 1-2: reading the cube as \(B, H, W\)", (20, 18), None),
+             r"reading the cube \(16, 20, 18\) as \(B, H, W\) .*, from the gt's shape \(20, 18\)", (20, 18), None),
     DataCase("(B, H, W) without evidence", _with(CUBE[:, :18].transpose(2, 0, 1), gt=None), 0,
-             r"no wavelengths or gt to confirm the layout: reading shape \(16, 20, 18\) as \(H, W, B\)", (16, 20)),
+             r"guessing the layout of the cube \(16, 20, 18\): \(H, W, B\) = 16 x 20 pixels of 18 bands \(no "
+             r"wavelengths or gt to tell\); set cube_layout: bhw", (16, 20)),
     DataCase("scene smaller than the patch", _with(CUBE[:3, :3], gt=None), 0, r"scoring scene \(3, 3, 16\)", (3, 3)),
     DataCase("1 x N strip", _with(CUBE[:1], gt=None), 0, r"scoring scene \(1, 20, 16\)", (1, 20)),
     DataCase("N x 1 strip", _with(CUBE[:, :1], gt=None), 0, r"scoring scene \(20, 1, 16\)", (20, 1)),
@@ -200,10 +203,12 @@ CONFIG_CASES = [
     ConfigCase("top level a list", TRAIN, "- 1\n- 2\n", [], r"cfg\.yaml: the top level must be a mapping of keys"),
     ConfigCase("missing config", TRAIN, None, ["--config", "absent.yaml"], r"absent\.yaml: config file not found"),
     ConfigCase("override without =", INFER, None, ["--set", "lm_block"],
-               r"override 'lm_block' is not of the form key=value"),
+               r"--set lm_block: not of the form key=value"),
     ConfigCase("misspelt override", INFER, None, ["--set", "head_weight.recon=1"],
-               r"unknown config key 'head_weight' in override \(did you mean 'head_weights'\?\)"),
-    ConfigCase("out-of-range override", TRAIN, None, ["--set", "lm_block=0"], r"lm_block: must be >= 1, got 0"),
+               r"--set head_weight.recon=1: unknown config key 'head_weight' \(did you mean 'head_weights'\?\)"),
+    ConfigCase("misspelt override beside a file", INFER, "seed: 1\n", ["--set", "inference_strid=4"],
+               r"error: --set inference_strid=4: unknown config key 'inference_strid' \(did you mean 'inference_stride'\?\)"),
+    ConfigCase("out-of-range override", TRAIN, None, ["--set", "lm_block=0"], r"--set lm_block=0: lm_block: must be >= 1, got 0"),
 ]
 
 

@@ -17,13 +17,18 @@ from anomaly.inference import run_inference
 from anomaly.loading import fit_preprocessor
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import load_scene
-from tests.test_inference import ckpts, scene_file, sets  # noqa: F401  (ckpts is a fixture)
+from tests.test_inference import make_stage3_ckpts, scene_file, sets
 from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError, ConfigError
 
 
 @pytest.fixture(scope="module")
-def trained(ckpts, tmp_path_factory):  # noqa: F811
+def ckpts(tmp_path_factory):
+    return make_stage3_ckpts(tmp_path_factory.mktemp("ckpts"))
+
+
+@pytest.fixture(scope="module")
+def trained(ckpts, tmp_path_factory):
     """(detector checkpoint, scene path) with every cheap head on, patch heads at stride 3."""
     root = tmp_path_factory.mktemp("trained")
     scene = scene_file(root / "scene.npz")
@@ -100,7 +105,7 @@ def test_changeable_run_settings_are_applied(trained, tmp_path):
     assert not np.allclose(np.load(base / "anomaly_map.npy"), np.load(changed / "anomaly_map.npy"))
 
 
-def test_one_class_can_be_switched_off_but_not_on(trained, ckpts, tmp_path):  # noqa: F811
+def test_one_class_can_be_switched_off_but_not_on(trained, ckpts, tmp_path):
     ckpt, scene_path = trained
     out = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "off"),
                         overrides=["head_weights.one_class=0"])

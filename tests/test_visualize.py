@@ -1,10 +1,14 @@
-"""anomaly.visualize: the PNG is written atomically, panels follow the inputs, bad shapes are errors."""
+"""anomaly.visualize: the PNG is written atomically, panels follow the inputs (colour bars, readable titles, the ROC
+legend beside the curves), bad shapes are errors."""
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from anomaly.visualize import false_colour, false_colour_bands, save_anomaly_figure
+from anomaly.config import HEAD_NAMES
+from anomaly.visualize import (HEAD_TITLES, build_anomaly_figure, false_colour, false_colour_bands, panel_title,
+                               save_anomaly_figure)
 from utils.errors import DataError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,3 +58,43 @@ def test_false_colour_band_choice_and_range():
     assert false_colour_bands(10) == [5, 3, 1]
     rgb = false_colour(_inputs()[0])
     assert rgb.shape == (16, 20, 3) and rgb.min() >= 0 and rgb.max() <= 1
+
+
+def _drawn(cube, gt, fused, heads):
+    fig = build_anomaly_figure(cube, gt, fused, heads, "scene")
+    fig.canvas.draw()
+    return fig
+
+
+def test_every_map_has_a_colour_bar_and_a_readable_title():
+    cube, gt, fused, heads = _inputs()
+    heads["constant"] = np.ones(gt.shape)  # vmin == vmax must still draw
+    fig = _drawn(cube, gt, fused, heads)
+    try:
+        images = {ax.get_title(): ax.images[0] for ax in fig.axes if ax.images}
+        assert set(images) == {"false colour", "gt (4 anomaly pixels)", "fused", "reconstruction error",
+                               "masked-LM NLL", "constant"}
+        assert all(image.colorbar is not None for title, image in images.items() if title != "false colour")
+        assert images["false colour"].colorbar is None
+        fused_axes = next(ax for ax in fig.axes if ax.get_title() == "fused")
+        assert fused_axes.get_xlabel() == f"range {fused.min():.3g} .. {fused.max():.3g}"
+    finally:
+        plt.close(fig)
+
+
+def test_roc_legend_lies_outside_the_curves():
+    cube, gt, fused, heads = _inputs()
+    fig = _drawn(cube, gt, fused, heads)
+    try:
+        roc = next(ax for ax in fig.axes if ax.get_title() == "ROC curves")
+        legend = roc.get_legend().get_window_extent()
+        assert not legend.overlaps(roc.get_window_extent())
+        labels = [text.get_text() for text in roc.get_legend().get_texts()]
+        assert [label.split("  ")[0] for label in labels] == ["fused", "reconstruction error", "masked-LM NLL"]
+    finally:
+        plt.close(fig)
+
+
+def test_titles_map_every_head_and_pass_other_names_through():
+    assert {panel_title(name) for name in HEAD_NAMES} == set(HEAD_TITLES.values()) - {"fused"}
+    assert panel_title("lrx") == "local RX" and panel_title("Isolation Forest") == "Isolation Forest"

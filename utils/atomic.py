@@ -8,6 +8,8 @@ A failed or interrupted write never touches the file it replaces and leaves no t
 at all. Free space is checked before anything is written; an OSError while writing becomes one
 `OutputError` naming the file, the space it needed and the space left (ENOSPC, EDQUOT, EFBIG) or the
 system's reason. SIGINT during the writes is held until they are done (`utils.interrupt.held`).
+Files get the mode a plain `open(path, "w")` would give, 0666 less the umask (0644 under the usual 022),
+not the 0600 of `tempfile`, so the group can read a run's outputs when the umask allows it.
 """
 
 from __future__ import annotations
@@ -62,10 +64,20 @@ def _check_space(sizes: Mapping[Path, int]) -> None:
             raise _no_space(path, size, total, "not enough free space")
 
 
+def _file_mode() -> int:
+    """0o666 less the process umask (read by setting it and putting it back: there is no getter)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _stage(path: Path, write: Callable[[str], None], size: int, total: int) -> str:
     """Write a temporary file beside `path` and fsync it; returns its name (removed on any failure)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _file_mode())  # mkstemp creates 0600
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as handle:

@@ -5,6 +5,8 @@ Each stage defines its config as a (possibly nested) dataclass with a `validate(
 and `--set key=value` overrides into such an object:
 
 - unknown keys are an error naming the key and the nearest valid one;
+- an error names where it comes from: the YAML file (`configs/a.yaml: ...`) or the command-line
+  override (`--set inference_strid=4: unknown config key 'inference_strid' (did you mean ...)`);
 - values are cast by the field's type (PyYAML reads `1e-3` as a string; it becomes a float);
 - nested fields are addressed with dots: `--set spectral.codebook_size=64`;
 - `yaml.safe_load` only: nothing in a config executes code;
@@ -18,6 +20,7 @@ import ast
 import builtins
 import dataclasses
 import difflib
+import re
 import sys
 import typing
 from pathlib import Path
@@ -176,63 +179,95 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: T, overrides: list[str]) -> T:
-    """Apply `key=value` strings (dotted keys for nested fields); returns a new object."""
-    data = to_dict(cfg)
+    """Apply `key=value` strings (dotted keys for nested fields) one by one; returns a new object.
+
+    An error names the override it comes from: `--set inference_strid=4: unknown config key ...`.
+    """
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node, node_cls = data, type(cfg)
-        for depth, part in enumerate(parts):
-            if node_cls is dict:  # a dict-typed field: `head_weights.recon=0.5` sets one entry
-                names = list(node)
-            else:
-                names = [f.name for f in dataclasses.fields(node_cls)]
-                if part not in names:
-                    path = ".".join(parts[: depth + 1])
-                    raise ConfigError(f"unknown config key '{path}' in override{_nearest(part, names)}")
-            if depth == len(parts) - 1:
-                node[part] = yaml.safe_load(raw) if raw.strip() else raw
-                break
-            if node_cls is dict:
-                raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
-            sub_tp = type_hints(node_cls)[part]
-            if dataclasses.is_dataclass(sub_tp):
-                node, node_cls = node[part], sub_tp
-            elif typing.get_origin(sub_tp) is dict and isinstance(node[part], dict):
-                node, node_cls = node[part], dict
-            else:
-                raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
+        try:
+            cfg = _apply_override(cfg, item)
+        except ConfigError as err:
+            raise ConfigError(f"--set {item}: {err}") from None
+    return cfg
+
+
+def _apply_override(cfg: T, item: str) -> T:
+    if "=" not in item:
+        raise ConfigError("not of the form key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    data = to_dict(cfg)
+    node, node_cls = data, type(cfg)
+    for depth, part in enumerate(parts):
+        if node_cls is dict:  # a dict-typed field: `head_weights.recon=0.5` sets one entry
+            names = list(node)
+        else:
+            names = [f.name for f in dataclasses.fields(node_cls)]
+            if part not in names:
+                path = ".".join(parts[: depth + 1])
+                raise ConfigError(f"unknown config key '{path}'{_nearest(part, names)}")
+        if depth == len(parts) - 1:
+            node[part] = yaml.safe_load(raw) if raw.strip() else raw
+            break
+        if node_cls is dict:
+            raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
+        sub_tp = type_hints(node_cls)[part]
+        if dataclasses.is_dataclass(sub_tp):
+            node, node_cls = node[part], sub_tp
+        elif typing.get_origin(sub_tp) is dict and isinstance(node[part], dict):
+            node, node_cls = node[part], dict
+        else:
+            raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' has no nested keys")
     return from_dict(type(cfg), data)
 
 
+def _blame(message: str, path: Path | None, overrides: list[str]) -> str:
+    """Prefix of a validation error: the overrides whose key the message names, else the config file."""
+    named = [item for item in overrides
+             if re.search(rf"(?<![\w.]){re.escape(item.split('=', 1)[0].strip())}(?![\w])", message)]
+    if named:
+        return " ".join(f"--set {item}" for item in named) + ": "
+    return f"{path}: " if path is not None else ""
+
+
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
-    """Read YAML `path` (or start from defaults when None), apply overrides, validate."""
+    """Read YAML `path` (or start from defaults when None), apply overrides, validate.
+
+    Errors in the file name the file; errors in an override name the override (`--set key=value: ...`);
+    a failed validation names the overrides whose key it mentions, else the file.
+    """
+    overrides = list(overrides or [])
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
-        data = loaded
+        data = _read_yaml(path)
     try:
         cfg = from_dict(cls, data)
-        cfg = apply_overrides(cfg, overrides or [])
-        validate = getattr(cfg, "validate", None)
-        if validate is not None:
-            validate()
     except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{err}") from None
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
+    cfg = apply_overrides(cfg, overrides)
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError as err:
+            raise ConfigError(f"{_blame(str(err), path, overrides)}{err}") from None
     return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of YAML file `path` ({} for an empty file)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+    return loaded
 
 
 def check(condition: bool, message: str) -> None:
