@@ -36,7 +36,7 @@ def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/
     scenes = yaml.safe_dump(to_dict(cfg)["pretrain_datasets"], default_flow_style=True, width=1 << 20).strip()
     tokenizer_ckpt = train_sspq_tokenizer(tokenizer_config, list(tokenizer_overrides or [])
                                           + [f"pretrain_datasets={scenes}"])
-    get_logger("main_pretrain").info(f"Stage 1 done: {tokenizer_ckpt}; Stage 2 starts")
+    get_logger("pretrain").info(f"Stage 1 done: {tokenizer_ckpt}; Stage 2 starts")
     return pretrain_universal_hsi(config, overrides, tokenizer_ckpt=tokenizer_ckpt)
 
 

@@ -38,7 +38,6 @@ if __package__ in (None, ""):  # `python encoder/pretrain_mtp.py`: make the repo
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from data.datasets import HSIPatchExtractor, balanced_sampler
@@ -53,7 +52,7 @@ from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.interrupt import interruptible
-from utils.logging import get_logger
+from utils.logging import get_logger, progress
 from utils.run_lock import lock_output_dir, unlock_output_dir
 from utils.runtime import autocast, make_scaler, set_seed
 from utils.step_guard import StepGuard
@@ -293,8 +292,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         batches = epoch_batches(grids, steps, cfg.pretrain_batch_size, epoch, cfg.seed, dist)
         ddp_model.train()
         loss_sum, tic = 0.0, time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.pretrain_epochs}", disable=not dist.is_main,
-                   dynamic_ncols=True, leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
+        bar = progress(batches, f"epoch {epoch + 1}/{cfg.pretrain_epochs}", show=dist.is_main)
         for index in bar:
             tokens, domain_ids = all_tokens[index].to(device), all_domains[index].to(device)  # (b, T), (b,)
             spectra = None if all_spectra is None else all_spectra[index].to(device).float()  # (b, T, B)
