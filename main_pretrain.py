@@ -1,12 +1,14 @@
 """Stages 1 + 2 from one command: train the SSPQ tokenizer, then pre-train the encoder on its tokens.
 
     python main_pretrain.py --config configs/pretrain.yaml
+    python main_pretrain.py --scenes ../shared/data/had                # your scenes: a folder, globs or files
     python main_pretrain.py --config configs/pretrain.yaml --tokenizer_config configs/tokenizer.yaml \
         --set pretrain_epochs=5 --tokenizer_set num_epochs=3
 
 The tokenizer trains on the PRETRAIN config's `pretrain_datasets` (they replace the tokenizer config's
 list, so both stages see the same scenes) and writes `{tokenizer output_dir}/best.pth`; Stage 2 then
-runs with `tokenizer_ckpt` set to that file. `--set` overrides the pretrain config, `--tokenizer_set`
+runs with `tokenizer_ckpt` set to that file. `--scenes DIR|GLOB|FILE [...]` replaces that list (one
+domain per scene, named by file stem: data/scenes.py). `--set` overrides the pretrain config, `--tokenizer_set`
 the tokenizer config. This runs in one process; for multi-GPU Stage 2 run the two stages separately
 (`torchrun ... encoder/pretrain_mtp.py`).
 """
@@ -21,10 +23,11 @@ if __package__ in (None, ""):  # `python main_pretrain.py` from elsewhere: make 
 
 import yaml  # noqa: E402
 
+from data.scenes import scene_overrides  # noqa: E402
 from encoder.config import PretrainConfig  # noqa: E402
 from encoder.pretrain_mtp import pretrain_universal_hsi  # noqa: E402
 from sspq_tokenizer.train_tokenizer import train_sspq_tokenizer  # noqa: E402
-from utils.cli import run_cli, stage_parser  # noqa: E402
+from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 
@@ -41,7 +44,8 @@ def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/
 
 
 def main(args) -> None:
-    run_pretraining(args.config, args.tokenizer_config, args.overrides, args.tokenizer_overrides)
+    run_pretraining(args.config, args.tokenizer_config, scene_overrides(args.scenes, args.overrides),
+                    args.tokenizer_overrides)
 
 
 def build_parser():
@@ -50,6 +54,7 @@ def build_parser():
     parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
     parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
+    add_scenes_argument(parser)
     return parser
 
 

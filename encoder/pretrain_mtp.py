@@ -4,6 +4,7 @@
     python -m encoder.pretrain_mtp --config configs/pretrain.yaml --set pretrain_epochs=2
     torchrun --nproc_per_node=2 encoder/pretrain_mtp.py --config configs/pretrain_gpu.yaml      # DDP
     python encoder/pretrain_mtp.py --config configs/pretrain.yaml --resume                      # from last.pth
+    python encoder/pretrain_mtp.py --scenes ../shared/data/had --tokenizer_ckpt ...   # these scenes, one domain each
 
 1. The tokenizer checkpoint is loaded and frozen (eval, no gradients); preprocessing (num_bands,
    normalize, patch_size, stride) comes from ITS config. Every scene is tokenised once, in patches that
@@ -43,11 +44,12 @@ from transformers import get_linear_schedule_with_warmup
 from data.datasets import HSIPatchExtractor, balanced_sampler
 from data.io import load_scene
 from data.preprocess import mean_spectrum, prepare_cube
+from data.scenes import scene_overrides
 from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT, tokenize_windows
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, parent_record, save_checkpoint
-from utils.cli import run_cli, stage_parser
+from utils.cli import add_scenes_argument, run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
 from utils.errors import CheckpointError, ConfigError, DataError
@@ -342,7 +344,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
 
 
 def main(args) -> None:
-    pretrain_universal_hsi(args.config, args.overrides, args.tokenizer_ckpt, args.resume)
+    pretrain_universal_hsi(args.config, scene_overrides(args.scenes, args.overrides), args.tokenizer_ckpt, args.resume)
 
 
 def build_parser():
@@ -351,6 +353,7 @@ def build_parser():
     parser.add_argument("--tokenizer_ckpt", default=None,
                         help="Stage 1 checkpoint (default: the config's tokenizer_ckpt)")
     parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
+    add_scenes_argument(parser)
     return parser
 
 

@@ -3,6 +3,7 @@
     python sspq_tokenizer/train_tokenizer.py --config configs/tokenizer.yaml
     python -m sspq_tokenizer.train_tokenizer --config configs/tokenizer.yaml --set num_epochs=2
     python sspq_tokenizer/train_tokenizer.py --config configs/tokenizer.yaml --resume   # from {output_dir}/last.pth
+    python sspq_tokenizer/train_tokenizer.py --scenes ../shared/data/had   # these scenes, not pretrain_datasets
 
 Every scene of `pretrain_datasets` is loaded, fitted with its own SpectralPreprocessor (num_bands,
 normalize) and cut into patches (patch_size, stride; at most max_patches_per_scene, drawn with the
@@ -34,7 +35,8 @@ from sspq_tokenizer.config import TokenizerConfig  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from sspq_tokenizer.quantizer import codebook_usage  # noqa: E402
 from utils.checkpoint import check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.cli import run_cli, stage_parser  # noqa: E402
+from data.scenes import scene_overrides  # noqa: E402
+from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
@@ -204,12 +206,13 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
 
 
 def main(args: Any) -> None:
-    train_sspq_tokenizer(args.config, args.overrides, resume=args.resume)
+    train_sspq_tokenizer(args.config, scene_overrides(args.scenes, args.overrides, domains=False), resume=args.resume)
 
 
 def build_parser() -> Any:
     parser = stage_parser("Train the SSPQ tokenizer (Stage 1)", "configs/tokenizer.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
+    add_scenes_argument(parser)
     return parser
 
 
