@@ -30,6 +30,7 @@ from sspq_tokenizer.train_tokenizer import train_sspq_tokenizer  # noqa: E402
 from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.summary import RunSummary  # noqa: E402
 
 
 def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/tokenizer.yaml",
@@ -37,10 +38,17 @@ def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/
     """Stage 1 on the pretrain config's scenes, then Stage 2 with that tokenizer; returns the encoder path."""
     cfg = load_config(PretrainConfig, config, overrides)  # validated before an hour of Stage 1 starts
     scenes = yaml.safe_dump(to_dict(cfg)["pretrain_datasets"], default_flow_style=True, width=1 << 20).strip()
-    tokenizer_ckpt = train_sspq_tokenizer(tokenizer_config, list(tokenizer_overrides or [])
-                                          + [f"pretrain_datasets={scenes}"])
-    get_logger("pretrain").info(f"Stage 1 done: {tokenizer_ckpt}; Stage 2 starts")
-    return pretrain_universal_hsi(config, overrides, tokenizer_ckpt=tokenizer_ckpt)
+    summary = RunSummary()
+    tokenizer_ckpt = summary.run("Stage 1 tokenizer", train_sspq_tokenizer, tokenizer_config,
+                                 list(tokenizer_overrides or []) + [f"pretrain_datasets={scenes}"])
+    get_logger("pretrain").info(f"Stage 2 starts on the tokens of {tokenizer_ckpt}")
+    encoder_ckpt = summary.run("Stage 2 pre-training", pretrain_universal_hsi, config, overrides,
+                               tokenizer_ckpt=tokenizer_ckpt)
+    names = [entry.name for entry in cfg.pretrain_datasets]
+    summary.note(f"{len(names)} pre-training scene(s) ({names[0]}{' ... ' + names[-1] if len(names) > 1 else ''}), "
+                 f"{cfg.num_domains} domain(s)")
+    summary.log()
+    return encoder_ckpt
 
 
 def main(args) -> None:
