@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
+from anomaly.domain import warn_if_unseen  # noqa: E402
 from anomaly.train_anomaly import (CKPT_NAME, build_detector, fit_preprocessor, load_universal_model,  # noqa: E402
                                    resolve_domain, same_scene)
 from anomaly.visualize import render_anomaly_figure  # noqa: E402
@@ -144,6 +145,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
                             f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     domain = resolve_domain(trained.domain_id, scene, info, run.data_path, prep)  # the trained setting, this scene
+    warn_if_unseen(log, scene.name, info["domains"], ckpt["config"].get("train_scene"))
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, {domain.describe()}, {mode}")
     stride = scoring_stride(run, detector)
