@@ -49,3 +49,5 @@ def test_readme_demo_command_runs(tmp_path):
     score = np.load(result / "anomaly_map.npy")
     assert score.ndim == 2 and np.isfinite(score).all()
     assert metrics["fused"]["auc"] > 0.9
+    last = out.stderr.strip().splitlines()[-6:]  # the demo ends with Stage 3's summary
+    assert all(" summary " in line for line in last) and "ROC AUC fused" in last[2], last
