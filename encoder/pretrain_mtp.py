@@ -27,6 +27,7 @@ so a run resumed from `last.pth` (written at epoch ends) continues exactly as an
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -94,12 +95,13 @@ def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name
 
 
 def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict[str, Any],
-                    device: torch.device) -> list[DomainGrids]:
+                    device: torch.device, log: logging.Logger | None = None) -> list[DomainGrids]:
     """Tokenise every scene of cfg.pretrain_datasets once, with the tokenizer checkpoint's preprocessing,
-    in patches inside the image; keeps the cells' spectra too when cfg.spectral_input."""
+    in patches inside the image; keeps the cells' spectra too when cfg.spectral_input. With `log`, shows
+    its progress (a bar on a terminal, else a line per 10% of the scenes)."""
     extractor = HSIPatchExtractor(tok_cfg["patch_size"], tok_cfg["stride"])
     grids = []
-    for entry in cfg.pretrain_datasets:
+    for entry in progress(cfg.pretrain_datasets, "tokenising scenes", log=log, show=log is not None):
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key)
         cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths,
                             source=entry.data_path)  # (H, W, B)
@@ -212,7 +214,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         raise RuntimeError("the tokenizer must be frozen in Stage 2")
     tok_cfg = tok_ckpt["config"]
     start = time.perf_counter()
-    grids = tokenize_scenes(cfg, tokenizer, tok_cfg, device)  # cached once; the grid size sizes the encoder
+    # cached once; the grid size sizes the encoder
+    grids = tokenize_scenes(cfg, tokenizer, tok_cfg, device, log if dist.is_main else None)
     num_tokens = grids[0].train.shape[1]
     info(f"tokenised {len(grids)} scenes in {time.perf_counter() - start:.1f}s: "
          + ", ".join(f"{g.name}={len(g.train)}+{len(g.val)}" for g in grids) + f" grids of {num_tokens} tokens")

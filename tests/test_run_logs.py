@@ -36,6 +36,9 @@ def test_pretraining_on_a_folder_logs_clean_lines_and_a_summary(tmp_path):
     assert "\r" not in result.stderr
     assert all(LINE.match(line) for line in result.stderr.splitlines()), result.stderr
     assert len([line for line in _stage_lines(result.stderr, "tokenizer") if line.startswith("epoch ")]) == 3
+    tokenising = [line for line in _stage_lines(result.stderr, "pretrain") if line.startswith("tokenising scenes: ")]
+    assert [re.sub(r", \d+\.\d s$", "", line) for line in tokenising] == [
+        "tokenising scenes: 50% (1/2)", "tokenising scenes: 100% (2/2)"], result.stderr
     summary = _stage_lines(result.stderr, "summary")
     assert re.fullmatch(rf"Stage 1 tokenizer: \d+\.\d s -> {tmp_path / 'tok' / 'best.pth'}", summary[0]), summary
     assert re.fullmatch(rf"Stage 2 pre-training: \d+\.\d s -> {tmp_path / 'enc' / 'universal_hsi_encoder.pth'}",
