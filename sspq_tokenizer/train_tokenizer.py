@@ -9,8 +9,9 @@ Every scene of `pretrain_datasets` is loaded, fitted with its own SpectralPrepro
 normalize) and cut into patches (patch_size, stride; at most max_patches_per_scene, drawn with the
 seed); a seeded permutation splits all patches into train / validation. Each epoch logs one line: train
 loss, validation reconstruction error from the codes and from the un-quantised latents, and per codebook
-the perplexity of the codes in use (the checkpoint's metrics add each branch's error and the share of codes used). `{output_dir}/best.pth` keeps the epoch with the lowest
-validation reconstruction error (from codes); `{output_dir}/last.pth` is written every epoch for --resume.
+the perplexity of the codes in use (the checkpoint's metrics add each branch's error and the share of
+codes used). `{output_dir}/best.pth` keeps the epoch with the lowest validation reconstruction error (from
+codes); `{output_dir}/last.pth` is written every epoch for --resume.
 """
 
 from __future__ import annotations
@@ -136,10 +137,9 @@ def epoch_line(epoch: int, cfg: TokenizerConfig, metrics: dict[str, float], impr
     """One epoch's log line (under 140 characters, 160 with the log prefix); the checkpoint's `metrics` hold
     the rest (the spectral and spatial branches' errors, the share of codes in use)."""
     return (f"epoch {epoch + 1}/{cfg.num_epochs} {metrics['epoch_seconds']:.0f}s: loss {metrics['train_loss']:.4f}, "
-            f"val recon {metrics['val_recon']:.5f} (continuous {metrics['val_recon_continuous']:.5f}), code perplexity "
-            f"spectral {metrics['spectral_perplexity']:.0f} of {cfg.K_s}, spatial {metrics['spatial_perplexity']:.0f} of "
-            f"{cfg.K_x}"
-            + (" best" if improved else ""))
+            f"val recon {metrics['val_recon']:.5f} (continuous {metrics['val_recon_continuous']:.5f}), "
+            f"code perplexity spectral {metrics['spectral_perplexity']:.0f} of {cfg.K_s}, "
+            f"spatial {metrics['spatial_perplexity']:.0f} of {cfg.K_x}" + (" best" if improved else ""))
 
 
 @interruptible("tokenizer")

@@ -108,7 +108,7 @@ def test_both_command_forms_run(tmp_path, scene_file, command):
                           "--set", f"output_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert (out / "best.pth").is_file() and (out / "last.pth").is_file()
-    assert "spectral perplexity" in run.stderr
+    assert "code perplexity spectral" in run.stderr
 
 
 def test_cli_turns_user_errors_into_one_line(tmp_path, scene_file, capsys):
@@ -135,8 +135,8 @@ def test_trains_on_real_scenes(tmp_path):
 def test_an_epoch_line_stays_readable():
     """Under 140 characters (160 with the `HH:MM:SS tokenizer ` prefix) at the GPU sizes and slow epochs."""
     cfg = load_config(TokenizerConfig, "configs/tokenizer_gpu.yaml", ["num_epochs=100"])
-    metrics = {"epoch_seconds": 12345.6, "train_loss": 12.345678, "val_recon": 1.2345678, "val_recon_continuous": 0.1234,
-               "spectral_perplexity": 255.9, "spatial_perplexity": 123.4}
+    metrics = {"epoch_seconds": 12345.6, "train_loss": 12.345678, "val_recon": 1.2345678,
+               "val_recon_continuous": 0.1234, "spectral_perplexity": 255.9, "spatial_perplexity": 123.4}
     line = epoch_line(99, cfg, metrics, improved=True)
     assert line.startswith("epoch 100/100 12346s: loss 12.3457, val recon 1.23457") and line.endswith(" best")
     assert "spectral 256 of 256, spatial 123 of 256" in line and len(line) < 140, (len(line), line)
