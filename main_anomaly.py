@@ -8,23 +8,40 @@
 Runs anomaly/train_anomaly.py (writes <output_dir>/anomaly_detector.pth) and anomaly/inference.py
 (writes anomaly_map.npy, head_maps.npz, metrics.json, anomaly_map.png into --out_dir, default
 outputs/<scene name>; --overwrite replaces an earlier run's files). A scene of any band count works:
-it is resampled to the tokenizer's num_bands (DESIGN 3).
+it is resampled to the tokenizer's num_bands (DESIGN 3). The run ends with a summary: seconds per stage,
+the files written, the domain the scene was scored under, and the ROC AUC per head when it has a gt mask.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # `python main_anomaly.py` from elsewhere: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anomaly.config import load_anomaly_config  # noqa: E402
+from anomaly.domain import DomainChoice  # noqa: E402
 from anomaly.inference import output_folder, run_inference  # noqa: E402
 from anomaly.train_anomaly import train_anomaly_detector  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
+from utils.summary import RunSummary  # noqa: E402
+
+
+def scoring_notes(folder: Path, metrics: dict[str, Any]) -> list[str]:
+    """An inference run's metrics.json as summary lines: ROC AUC per head (or why there is none), the
+    domain the scene was scored under, the figure and the metrics file."""
+    if "fused" in metrics:
+        heads = ", ".join(f"{name} {m['auc']:.4f}" for name, m in metrics["heads"].items())
+        auc = f"ROC AUC fused {metrics['fused']['auc']:.4f} ({heads})"
+    else:
+        auc = f"no ROC AUC: {metrics['note']}"
+    return [auc, f"scored under {DomainChoice(**metrics['domain']).describe()}",
+            f"figure {folder / 'anomaly_map.png'}, metrics {folder / 'metrics.json'}"]
 
 
 def main(args) -> None:
@@ -37,8 +54,13 @@ def main(args) -> None:
     scene_name = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key, cfg.gt_path, cfg.cube_layout).name
     # checked before training replaces <output_dir>/anomaly_detector.pth
     output_folder(args.out_dir or cfg.out_dir, scene_name, args.overwrite)
-    ckpt = train_anomaly_detector(args.config, overrides, resume=args.resume)
-    run_inference(args.config, ckpt, out_dir=args.out_dir, overwrite=args.overwrite, overrides=overrides)
+    summary = RunSummary()
+    ckpt = summary.run("Stage 3 training", train_anomaly_detector, args.config, overrides, resume=args.resume)
+    folder = summary.run("inference", run_inference, args.config, ckpt, out_dir=args.out_dir,
+                         overwrite=args.overwrite, overrides=overrides)
+    for line in scoring_notes(folder, json.loads((folder / "metrics.json").read_text())):
+        summary.note(line)
+    summary.log()
 
 
 def build_parser():

@@ -1,12 +1,14 @@
 """Stages 1 + 2 from one command: train the SSPQ tokenizer, then pre-train the encoder on its tokens.
 
     python main_pretrain.py --config configs/pretrain.yaml
+    python main_pretrain.py --scenes ../shared/data/had                # your scenes: a folder, globs or files
     python main_pretrain.py --config configs/pretrain.yaml --tokenizer_config configs/tokenizer.yaml \
         --set pretrain_epochs=5 --tokenizer_set num_epochs=3
 
 The tokenizer trains on the PRETRAIN config's `pretrain_datasets` (they replace the tokenizer config's
 list, so both stages see the same scenes) and writes `{tokenizer output_dir}/best.pth`; Stage 2 then
-runs with `tokenizer_ckpt` set to that file. `--set` overrides the pretrain config, `--tokenizer_set`
+runs with `tokenizer_ckpt` set to that file. `--scenes DIR|GLOB|FILE [...]` replaces that list (one
+domain per scene, named by file stem: data/scenes.py). `--set` overrides the pretrain config, `--tokenizer_set`
 the tokenizer config. This runs in one process; for multi-GPU Stage 2 run the two stages separately
 (`torchrun ... encoder/pretrain_mtp.py`).
 """
@@ -21,12 +23,14 @@ if __package__ in (None, ""):  # `python main_pretrain.py` from elsewhere: make 
 
 import yaml  # noqa: E402
 
+from data.scenes import scene_overrides  # noqa: E402
 from encoder.config import PretrainConfig  # noqa: E402
 from encoder.pretrain_mtp import pretrain_universal_hsi  # noqa: E402
 from sspq_tokenizer.train_tokenizer import train_sspq_tokenizer  # noqa: E402
-from utils.cli import run_cli, stage_parser  # noqa: E402
+from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.summary import RunSummary  # noqa: E402
 
 
 def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/tokenizer.yaml",
@@ -34,14 +38,22 @@ def run_pretraining(config: str | Path, tokenizer_config: str | Path = "configs/
     """Stage 1 on the pretrain config's scenes, then Stage 2 with that tokenizer; returns the encoder path."""
     cfg = load_config(PretrainConfig, config, overrides)  # validated before an hour of Stage 1 starts
     scenes = yaml.safe_dump(to_dict(cfg)["pretrain_datasets"], default_flow_style=True, width=1 << 20).strip()
-    tokenizer_ckpt = train_sspq_tokenizer(tokenizer_config, list(tokenizer_overrides or [])
-                                          + [f"pretrain_datasets={scenes}"])
-    get_logger("main_pretrain").info(f"Stage 1 done: {tokenizer_ckpt}; Stage 2 starts")
-    return pretrain_universal_hsi(config, overrides, tokenizer_ckpt=tokenizer_ckpt)
+    summary = RunSummary()
+    tokenizer_ckpt = summary.run("Stage 1 tokenizer", train_sspq_tokenizer, tokenizer_config,
+                                 list(tokenizer_overrides or []) + [f"pretrain_datasets={scenes}"])
+    get_logger("pretrain").info(f"Stage 2 starts on the tokens of {tokenizer_ckpt}")
+    encoder_ckpt = summary.run("Stage 2 pre-training", pretrain_universal_hsi, config, overrides,
+                               tokenizer_ckpt=tokenizer_ckpt)
+    names = [entry.name for entry in cfg.pretrain_datasets]
+    summary.note(f"{len(names)} pre-training scene(s) ({names[0]}{' ... ' + names[-1] if len(names) > 1 else ''}), "
+                 f"{cfg.num_domains} domain(s)")
+    summary.log()
+    return encoder_ckpt
 
 
 def main(args) -> None:
-    run_pretraining(args.config, args.tokenizer_config, args.overrides, args.tokenizer_overrides)
+    run_pretraining(args.config, args.tokenizer_config, scene_overrides(args.scenes, args.overrides),
+                    args.tokenizer_overrides)
 
 
 def build_parser():
@@ -50,6 +62,7 @@ def build_parser():
     parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
     parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
+    add_scenes_argument(parser)
     return parser
 
 

@@ -13,12 +13,16 @@
   A label-free choice: no gt is read.
 - An encoder checkpoint written before `domain_spectra` existed: auto by name only, else a ConfigError
   that asks for an explicit `domain_id`.
+
+`warn_if_unseen` is inference's one-line warning for a scene that neither pre-training nor the
+detector's Stage 3 training saw (matched by name, as `auto` matches).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -102,3 +106,17 @@ def choose_domain(setting: int | str, scene_name: str, spectrum: Callable[[], np
                           f"(re-run Stage 2 to record them); set an explicit domain_id, one of {domains}")
     name, cosine = nearest_domain(spectrum(), domain_spectra, domains)
     return DomainChoice(int(domains[name]), name, NEAREST, cosine)
+
+
+
+def warn_if_unseen(log: logging.Logger, scene_name: str, pretrain_names: Iterable[str],
+                   train_scene: str | None) -> None:
+    """Warn in one line when `scene_name` is none of the encoder's pre-training scenes (its domain table's
+    names) and not the detector's training scene `train_scene`."""
+    pretrain_names = sorted(pretrain_names)
+    if scene_name in pretrain_names or scene_name == train_scene:
+        return
+    shown = ", ".join(pretrain_names[:3]) + (", ..." if len(pretrain_names) > 3 else "")
+    log.warning(f"scene '{scene_name}' is new to these models: neither a pre-training scene ({len(pretrain_names)}: "
+                f"{shown}) nor the detector's training scene ({train_scene}); to train Stage 3 on it, run "
+                f"python main_anomaly.py --data_path <this scene>")

@@ -43,6 +43,7 @@ if __package__ in (None, ""):  # `python anomaly/inference.py`: make the reposit
 import numpy as np  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
+from anomaly.domain import warn_if_unseen  # noqa: E402
 from anomaly.loading import fit_preprocessor, load_detector, resolve_domain, same_scene  # noqa: E402
 from anomaly.scoring import SceneScores  # noqa: E402
 from anomaly.train_anomaly import CKPT_NAME  # noqa: E402
@@ -146,6 +147,7 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
                             f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
     prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
     domain = resolve_domain(settings.domain_id, scene, info, run.data_path, prep)
+    warn_if_unseen(log, scene.name, info["domains"], ckpt["config"].get("train_scene"))
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
              f"{detector.head_weights}, {domain.describe()}, {mode}")
     if before_scoring is not None:

@@ -4,6 +4,7 @@
     python -m encoder.pretrain_mtp --config configs/pretrain.yaml --set pretrain_epochs=2
     torchrun --nproc_per_node=2 encoder/pretrain_mtp.py --config configs/pretrain_gpu.yaml      # DDP
     python encoder/pretrain_mtp.py --config configs/pretrain.yaml --resume                      # from last.pth
+    python encoder/pretrain_mtp.py --scenes ../shared/data/had --tokenizer_ckpt ...   # these scenes, one domain each
 
 1. The tokenizer checkpoint is loaded and frozen (eval, no gradients); preprocessing (num_bands,
    normalize, patch_size, stride) comes from ITS config. Every scene is tokenised once, in patches that
@@ -26,6 +27,7 @@ so a run resumed from `last.pth` (written at epoch ends) continues exactly as an
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -38,22 +40,22 @@ if __package__ in (None, ""):  # `python encoder/pretrain_mtp.py`: make the repo
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from data.datasets import HSIPatchExtractor, balanced_sampler
 from data.io import load_scene
 from data.preprocess import mean_spectrum, prepare_cube
+from data.scenes import scene_overrides
 from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT, tokenize_windows
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, parent_record, save_checkpoint
-from utils.cli import run_cli, stage_parser
+from utils.cli import add_scenes_argument, run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.interrupt import interruptible
-from utils.logging import get_logger
+from utils.logging import get_logger, progress
 from utils.run_lock import lock_output_dir, unlock_output_dir
 from utils.runtime import autocast, make_scaler, set_seed
 from utils.step_guard import StepGuard
@@ -93,12 +95,13 @@ def split_by_rows(coords: np.ndarray, patch_size: int, val_fraction: float, name
 
 
 def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict[str, Any],
-                    device: torch.device) -> list[DomainGrids]:
+                    device: torch.device, log: logging.Logger | None = None) -> list[DomainGrids]:
     """Tokenise every scene of cfg.pretrain_datasets once, with the tokenizer checkpoint's preprocessing,
-    in patches inside the image; keeps the cells' spectra too when cfg.spectral_input."""
+    in patches inside the image; keeps the cells' spectra too when cfg.spectral_input. With `log`, shows
+    its progress (a bar on a terminal, else a line per 10% of the scenes)."""
     extractor = HSIPatchExtractor(tok_cfg["patch_size"], tok_cfg["stride"])
     grids = []
-    for entry in cfg.pretrain_datasets:
+    for entry in progress(cfg.pretrain_datasets, "tokenising scenes", log=log, show=log is not None):
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key, entry.gt_path, entry.cube_layout)
         cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths,
                             source=entry.data_path)  # (H, W, B)
@@ -211,7 +214,8 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         raise RuntimeError("the tokenizer must be frozen in Stage 2")
     tok_cfg = tok_ckpt["config"]
     start = time.perf_counter()
-    grids = tokenize_scenes(cfg, tokenizer, tok_cfg, device)  # cached once; the grid size sizes the encoder
+    # cached once; the grid size sizes the encoder
+    grids = tokenize_scenes(cfg, tokenizer, tok_cfg, device, log if dist.is_main else None)
     num_tokens = grids[0].train.shape[1]
     info(f"tokenised {len(grids)} scenes in {time.perf_counter() - start:.1f}s: "
          + ", ".join(f"{g.name}={len(g.train)}+{len(g.val)}" for g in grids) + f" grids of {num_tokens} tokens")
@@ -293,8 +297,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
         batches = epoch_batches(grids, steps, cfg.pretrain_batch_size, epoch, cfg.seed, dist)
         ddp_model.train()
         loss_sum, tic = 0.0, time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.pretrain_epochs}", disable=not dist.is_main,
-                   dynamic_ncols=True, leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
+        bar = progress(batches, f"epoch {epoch + 1}/{cfg.pretrain_epochs}", show=dist.is_main)
         for index in bar:
             tokens, domain_ids = all_tokens[index].to(device), all_domains[index].to(device)  # (b, T), (b,)
             spectra = None if all_spectra is None else all_spectra[index].to(device).float()  # (b, T, B)
@@ -344,7 +347,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
 
 
 def main(args) -> None:
-    pretrain_universal_hsi(args.config, args.overrides, args.tokenizer_ckpt, args.resume)
+    pretrain_universal_hsi(args.config, scene_overrides(args.scenes, args.overrides), args.tokenizer_ckpt, args.resume)
 
 
 def build_parser():
@@ -353,6 +356,7 @@ def build_parser():
     parser.add_argument("--tokenizer_ckpt", default=None,
                         help="Stage 1 checkpoint (default: the config's tokenizer_ckpt)")
     parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
+    add_scenes_argument(parser)
     return parser
 
 

@@ -3,13 +3,15 @@
     python sspq_tokenizer/train_tokenizer.py --config configs/tokenizer.yaml
     python -m sspq_tokenizer.train_tokenizer --config configs/tokenizer.yaml --set num_epochs=2
     python sspq_tokenizer/train_tokenizer.py --config configs/tokenizer.yaml --resume   # from {output_dir}/last.pth
+    python sspq_tokenizer/train_tokenizer.py --scenes ../shared/data/had   # these scenes, not pretrain_datasets
 
 Every scene of `pretrain_datasets` is loaded, fitted with its own SpectralPreprocessor (num_bands,
 normalize) and cut into patches (patch_size, stride; at most max_patches_per_scene, drawn with the
-seed); a seeded permutation splits all patches into train / validation. Each epoch logs train loss,
-validation reconstruction error from the codes and from the un-quantised latents, and per codebook the
-perplexity and share of codes in use. `{output_dir}/best.pth` keeps the epoch with the lowest
-validation reconstruction error (from codes); `{output_dir}/last.pth` is written every epoch for --resume.
+seed); a seeded permutation splits all patches into train / validation. Each epoch logs one line: train
+loss, validation reconstruction error from the codes and from the un-quantised latents, and per codebook
+the perplexity of the codes in use (the checkpoint's metrics add each branch's error and the share of
+codes used). `{output_dir}/best.pth` keeps the epoch with the lowest validation reconstruction error (from
+codes); `{output_dir}/last.pth` is written every epoch for --resume.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ if __package__ in (None, ""):  # `python sspq_tokenizer/train_tokenizer.py`: mak
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from data.datasets import HSIPatchExtractor, check_scene_entries  # noqa: E402
 from data.io import load_scene  # noqa: E402
@@ -35,11 +36,12 @@ from sspq_tokenizer.config import TokenizerConfig  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from sspq_tokenizer.quantizer import codebook_usage  # noqa: E402
 from utils.checkpoint import check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.cli import run_cli, stage_parser  # noqa: E402
+from data.scenes import scene_overrides  # noqa: E402
+from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
-from utils.logging import get_logger  # noqa: E402
+from utils.logging import get_logger, progress  # noqa: E402
 from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, rng_state, set_rng_state, set_seed  # noqa: E402
 from utils.step_guard import StepGuard  # noqa: E402
@@ -90,7 +92,7 @@ def train_epoch(model: SSPQTokenizer, patches: torch.Tensor, order: torch.Tensor
     model.train()
     totals: dict[str, float] = {}
     seen = 0
-    for start in tqdm(range(0, len(order), cfg.batch_size), desc=desc, leave=False, disable=None):
+    for start in progress(range(0, len(order), cfg.batch_size), desc):
         batch = patches[order[start:start + cfg.batch_size]]  # (n, B, S, S)
         if augment is not None:
             batch = torch.stack([augment(x) for x in batch])
@@ -131,11 +133,20 @@ def evaluate(model: SSPQTokenizer, patches: torch.Tensor, cfg: TokenizerConfig,
     return metrics
 
 
+def epoch_line(epoch: int, cfg: TokenizerConfig, metrics: dict[str, float], improved: bool) -> str:
+    """One epoch's log line (under 140 characters, 160 with the log prefix); the checkpoint's `metrics` hold
+    the rest (the spectral and spatial branches' errors, the share of codes in use)."""
+    return (f"epoch {epoch + 1}/{cfg.num_epochs} {metrics['epoch_seconds']:.0f}s: loss {metrics['train_loss']:.4f}, "
+            f"val recon {metrics['val_recon']:.5f} (continuous {metrics['val_recon_continuous']:.5f}), "
+            f"code perplexity spectral {metrics['spectral_perplexity']:.0f} of {cfg.K_s}, "
+            f"spatial {metrics['spatial_perplexity']:.0f} of {cfg.K_x}" + (" best" if improved else ""))
+
+
 @interruptible("tokenizer")
 def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | None = None,
                          resume: bool = False) -> Path:
     """Train Stage 1 from a YAML config (+ `key=value` overrides); returns the path of best.pth."""
-    log = get_logger("sspq.tokenizer")
+    log = get_logger("tokenizer")
     cfg = load_config(TokenizerConfig, config_path, overrides)
     check_scene_entries(cfg.pretrain_datasets)
     if cfg.cpu_threads:
@@ -183,13 +194,7 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
         if improved:
             best_val, best_epoch = metrics["val_recon"], epoch
         metrics.update(best_val_recon=best_val, best_epoch=best_epoch)
-        log.info(f"epoch {epoch + 1}/{cfg.num_epochs} ({metrics['epoch_seconds']:.1f}s): "
-                 f"train loss {metrics['train_loss']:.5f} | val recon {metrics['val_recon']:.6f} "
-                 f"(continuous {metrics['val_recon_continuous']:.6f}, spectral {metrics['val_recon_spectral']:.6f}, "
-                 f"spatial {metrics['val_recon_spatial']:.6f}) | spectral perplexity "
-                 f"{metrics['spectral_perplexity']:.1f}, {metrics['spectral_usage']:.0%} of {cfg.K_s} codes used | "
-                 f"spatial perplexity {metrics['spatial_perplexity']:.1f}, {metrics['spatial_usage']:.0%} of "
-                 f"{cfg.K_x} codes used{' | best' if improved else ''}")
+        log.info(epoch_line(epoch, cfg, metrics, improved))
         state = {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": None,
                  "scaler": scaler.state_dict(), "epoch": epoch, "rng": rng_state(), "metrics": metrics}
         if improved:
@@ -201,12 +206,13 @@ def train_sspq_tokenizer(config_path: str | Path | None, overrides: list[str] | 
 
 
 def main(args: Any) -> None:
-    train_sspq_tokenizer(args.config, args.overrides, resume=args.resume)
+    train_sspq_tokenizer(args.config, scene_overrides(args.scenes, args.overrides, domains=False), resume=args.resume)
 
 
 def build_parser() -> Any:
     parser = stage_parser("Train the SSPQ tokenizer (Stage 1)", "configs/tokenizer.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
+    add_scenes_argument(parser)
     return parser
 
 

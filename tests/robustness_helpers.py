@@ -41,7 +41,6 @@ PRETRAIN_SET = ["device=cpu", "cpu_threads=1", "max_seq_len=16", "pretrain_batch
                 "num_warmup_steps=1", "bert_config={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, "
                 "intermediate_size: 32, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.0}"]
 PRETRAIN_EPOCHS = 12
-STAGE_LOGGERS = ("sspq.tokenizer", "pretrain", "anomaly")
 ANOMALY_SET = ["device=cpu", "anomaly_epochs=2", "anomaly_batch_size=32", "inference_batch_size=32", "lm_block=2",
                "head_weights.one_class=1",  # a trained head: the training faults need a training loop
                "local_rx.inner=1", "local_rx.outer=5", "local_rx.n_components=4"]
@@ -108,28 +107,20 @@ def run_in_process(script: str, argv: list[str]) -> Result:
     import contextlib
     import importlib
     import io
-    import logging
 
     from utils.cli import run_cli
-    from utils.logging import get_logger
 
     module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
     stderr = io.StringIO()
-    handlers = [h for name in STAGE_LOGGERS for h in get_logger(name).handlers if isinstance(h, logging.StreamHandler)]
-    streams = [h.stream for h in handlers]
-    for handler in handlers:
-        handler.setStream(stderr)
     old_argv, sys.argv = sys.argv, [script, *[str(a) for a in argv]]
     try:
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stderr(stderr):  # the stage loggers write to the current sys.stderr
             run_cli(module.main, module.build_parser(), sys.argv[1:])
         code = 0
     except SystemExit as done:
         code = int(done.code or 0)
     finally:
         sys.argv = old_argv
-        for handler, stream in zip(handlers, streams):
-            handler.setStream(stream)
     return Result(code, "", stderr.getvalue())
 
 

@@ -45,7 +45,7 @@ def test_two_process_gloo_run_writes_one_checkpoint(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["last.pth", "universal_hsi_encoder.pth"]  # no stray temp files
     log = run.stderr
-    assert log.count("[pretrain] wrote ") == 1 and log.count("[pretrain] encoder: hidden") == 1  # rank 0 only
+    assert log.count(" pretrain wrote ") == 1 and log.count(" pretrain encoder: hidden") == 1  # rank 0 only
     assert "world size 2" in log
     ckpt = load_checkpoint(out / "universal_hsi_encoder.pth", "encoder")
     assert ckpt["metrics"]["world_size"] == 2 and ckpt["step"] == 4

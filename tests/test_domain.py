@@ -1,9 +1,12 @@
-"""`domain_id` resolution (anomaly/domain.py): explicit id, by scene name, nearest mean spectrum, old checkpoints."""
+"""`domain_id` resolution (anomaly/domain.py): explicit id, by scene name, nearest mean spectrum, old checkpoints;
+the warning for a scene that no stage saw."""
+
+import logging
 
 import numpy as np
 import pytest
 
-from anomaly.domain import BY_NAME, EXPLICIT, NEAREST, choose_domain
+from anomaly.domain import BY_NAME, EXPLICIT, NEAREST, choose_domain, warn_if_unseen
 from data.preprocess import mean_spectrum
 from utils.errors import ConfigError
 
@@ -56,3 +59,19 @@ def test_mean_spectrum_streams_rows_and_applies_the_transform():
     cube = np.random.default_rng(0).random((300, 7, 4)).astype(np.float32)
     assert np.allclose(mean_spectrum(cube), cube.reshape(-1, 4).mean(axis=0))
     assert np.allclose(mean_spectrum(cube, lambda rows: 2 * rows[..., :2]), 2 * cube.reshape(-1, 4)[:, :2].mean(axis=0))
+
+
+@pytest.mark.parametrize("scene, train_scene, warned", [
+    ("hydice", "synthetic", False),  # a pre-training scene
+    ("unseen", "unseen", False),  # the detector trained on it (main_anomaly.py's route)
+    ("unseen", "synthetic", True),  # the README's four stage commands, scored on another scene
+])
+def test_inference_warns_in_one_line_about_a_scene_no_stage_saw(scene, train_scene, warned, caplog):
+    caplog.set_level("WARNING", logger="test.domain")
+    warn_if_unseen(logging.getLogger("test.domain"), scene, DOMAINS, train_scene)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == int(warned)
+    if warned:
+        assert "\n" not in messages[0] and "'unseen' is new to these models" in messages[0]
+        assert "abu-urban-1, hydice, salinas" in messages[0] and "(synthetic)" in messages[0]
+        assert "python main_anomaly.py --data_path" in messages[0]

@@ -49,3 +49,19 @@ def test_readme_demo_command_runs(tmp_path):
     score = np.load(result / "anomaly_map.npy")
     assert score.ndim == 2 and np.isfinite(score).all()
     assert metrics["fused"]["auc"] > 0.9
+    last = out.stderr.strip().splitlines()[-6:]  # the demo ends with Stage 3's summary
+    assert all(" summary " in line for line in last) and "ROC AUC fused" in last[2], last
+
+
+def test_your_own_scenes_section_is_the_two_commands_and_they_parse():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own scenes and sensors", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    assert block.splitlines() == ["python main_pretrain.py --scenes ../shared/data/had",
+                                  "python main_anomaly.py --data_path ../shared/data/had/abu-urban-1.npz"]
+    import main_anomaly
+    import main_pretrain
+
+    assert main_pretrain.build_parser().parse_args(["--scenes", "../shared/data/had"]).scenes == ["../shared/data/had"]
+    args = main_anomaly.build_parser().parse_args(["--data_path", "../shared/data/had/abu-urban-1.npz"])
+    assert args.data_path == "../shared/data/had/abu-urban-1.npz"

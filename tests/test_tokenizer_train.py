@@ -12,7 +12,7 @@ import yaml
 from data.synthetic import make_synthetic_scene
 from sspq_tokenizer.config import TokenizerConfig
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
-from sspq_tokenizer.train_tokenizer import (build_parser, evaluate, load_patches, main, split_indices,
+from sspq_tokenizer.train_tokenizer import (build_parser, epoch_line, evaluate, load_patches, main, split_indices,
                                             train_sspq_tokenizer)
 from utils.checkpoint import load_checkpoint
 from utils.cli import run_cli
@@ -108,7 +108,7 @@ def test_both_command_forms_run(tmp_path, scene_file, command):
                           "--set", f"output_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert (out / "best.pth").is_file() and (out / "last.pth").is_file()
-    assert "spectral perplexity" in run.stderr
+    assert "code perplexity spectral" in run.stderr
 
 
 def test_cli_turns_user_errors_into_one_line(tmp_path, scene_file, capsys):
@@ -130,3 +130,13 @@ def test_trains_on_real_scenes(tmp_path):
     best = train_sspq_tokenizer(cfg_path)
     metrics = load_checkpoint(best, "tokenizer")["metrics"]
     assert np.isfinite(metrics["val_recon"]) and metrics["val_recon"] < untrained_val_error(cfg_path)
+
+
+def test_an_epoch_line_stays_readable():
+    """Under 140 characters (160 with the `HH:MM:SS tokenizer ` prefix) at the GPU sizes and slow epochs."""
+    cfg = load_config(TokenizerConfig, "configs/tokenizer_gpu.yaml", ["num_epochs=100"])
+    metrics = {"epoch_seconds": 12345.6, "train_loss": 12.345678, "val_recon": 1.2345678,
+               "val_recon_continuous": 0.1234, "spectral_perplexity": 255.9, "spatial_perplexity": 123.4}
+    line = epoch_line(99, cfg, metrics, improved=True)
+    assert line.startswith("epoch 100/100 12346s: loss 12.3457, val recon 1.23457") and line.endswith(" best")
+    assert "spectral 256 of 256, spatial 123 of 256" in line and len(line) < 140, (len(line), line)

@@ -34,6 +34,13 @@ def stage_parser(description: str, default_config: str) -> argparse.ArgumentPars
     return parser
 
 
+def add_scenes_argument(parser: argparse.ArgumentParser) -> None:
+    """`--scenes DIR|GLOB|FILE [...]`: the pre-training scenes, replacing the config's list (data/scenes.py)."""
+    parser.add_argument("--scenes", nargs="+", default=None, metavar="DIR|GLOB|FILE",
+                        help="pre-train on these scenes instead of the config's pretrain_datasets: folders, glob "
+                             "patterns or .npz/.npy/.mat/.hdr files; one domain per scene, named by file stem")
+
+
 def _close_progress_bars() -> None:
     """Close the progress bars the failure cut short, so the error line does not share a line with one."""
     for bar in list(tqdm._instances):

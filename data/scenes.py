@@ -1,0 +1,80 @@
+"""Pre-training scenes from the command line: `--scenes DIR|GLOB|FILE [...]` -> `pretrain_datasets`.
+
+    overrides = scene_overrides(["../shared/data/had", "more/*.mat", "extra.hdr"], args.overrides)
+    cfg = load_config(PretrainConfig, args.config, overrides)
+
+Each argument is a folder (its scene files, not its subfolders), a glob pattern (the scene files it
+matches) or one scene file. Scene files are those `data.io.load_scene` reads: .npz, .npy, .mat and ENVI
+headers (.hdr; the data file beside a header is read through it). Folders and globs skip other files; a
+file named on its own must be a scene file. Within a folder or glob, files come in name order.
+
+Scene i (in the order given) becomes `{name: <file stem>, data_path: <path>, domain_id: i}`: one domain
+per scene, as configs/pretrain_had.yaml and the benchmarks do, and `num_domains` is set to the number of
+scenes (Stage 2 only; the tokenizer has no domains). These come before the user's `--set` overrides, so
+`--set num_domains=20` still reserves spare domains; `--set pretrain_datasets=...` beside `--scenes` is an error.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import yaml
+
+from utils.errors import ConfigError
+
+SCENE_SUFFIXES = (".npz", ".npy", ".mat", ".hdr")  # the formats data.io.load_scene reads
+GLOB_CHARS = "*?["
+
+
+def _scene_files(spec: str) -> list[Path]:
+    """The scene files one `--scenes` argument names (module doc); ConfigError when it names none."""
+    path = Path(spec)
+    supported = ", ".join(SCENE_SUFFIXES)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES)
+        if not found:
+            raise ConfigError(f"--scenes {spec}: the folder holds no scene file ({supported})")
+        return found
+    if any(char in spec for char in GLOB_CHARS):
+        matches = sorted(Path(p) for p in glob.glob(spec))
+        found = [p for p in matches if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES]
+        if not found:
+            raise ConfigError(f"--scenes {spec}: the pattern matches {len(matches)} path(s) but no scene file "
+                              f"({supported})")
+        return found
+    if not path.is_file():
+        raise ConfigError(f"--scenes {spec}: no such file, folder or glob match")
+    if path.suffix.lower() not in SCENE_SUFFIXES:
+        raise ConfigError(f"--scenes {spec}: '{path.suffix}' is not a scene format (supported: {supported})")
+    return [path]
+
+
+def scene_entries(specs: list[str]) -> list[dict]:
+    """`pretrain_datasets` entries for the files `specs` name: name = stem, domain_id = index."""
+    if not specs:
+        raise ConfigError("--scenes: name at least one folder, glob or scene file")
+    seen: dict[str, Path] = {}
+    for spec in specs:
+        for path in _scene_files(spec):
+            if path.stem in seen and seen[path.stem].resolve() == path.resolve():
+                raise ConfigError(f"--scenes: {path} is named twice (as a file, in a folder or by a glob); "
+                                  f"name each scene once")
+            if path.stem in seen:
+                raise ConfigError(f"--scenes: {seen[path.stem]} and {path} would both be the scene '{path.stem}' "
+                                  f"(names are file stems and must be unique); rename or leave out one")
+            seen[path.stem] = path
+    return [{"name": name, "data_path": str(path), "domain_id": i} for i, (name, path) in enumerate(seen.items())]
+
+
+def scene_overrides(specs: list[str] | None, overrides: list[str], domains: bool = True) -> list[str]:
+    """`overrides` with the `--scenes` list in front (pretrain_datasets, and num_domains when `domains`);
+    `overrides` unchanged when no `--scenes` was given."""
+    if specs is None:
+        return list(overrides)
+    clash = [o for o in overrides if o.split("=", 1)[0].strip() == "pretrain_datasets"]
+    if clash:
+        raise ConfigError("--scenes and --set pretrain_datasets=... both list the pre-training scenes; give one")
+    entries = scene_entries(specs)
+    flow = yaml.safe_dump(entries, default_flow_style=True, width=1 << 20).strip()
+    return [f"pretrain_datasets={flow}", *([f"num_domains={len(entries)}"] if domains else []), *overrides]
