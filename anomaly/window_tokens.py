@@ -51,20 +51,46 @@ class WindowTokenizer:
         if tokenizer.training:
             raise RuntimeError("WindowTokenizer needs the tokenizer in eval mode (frozen codebooks)")
         self.tokenizer, self.cube, self.transform, self.device = tokenizer, cube, transform, device
-        self._cached: tuple | None = None  # (bounds (r0, r1, c0, c1), pixels, pooled, codes)
+        self._cached: tuple | None = None  # (bounds (r0, r1, c0, c1), pixels, pooled, codes) of a scene that fits
+        self._codes: torch.Tensor | None = None  # (H', W') spectral codes of a larger scene's rows encoded so far
+        self._done: np.ndarray | None = None  # (H',) bool: which of those rows are filled
+
+    def _encode(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Spectral codes (R', C') of the cell means (R', C', B), 16k cells at a time."""
+        bands = self.tokenizer.num_bands
+        return torch.cat([self.tokenizer.spectral_codes(chunk[:, None, :])[:, 0]
+                          for chunk in pooled.reshape(-1, bands).split(1 << 14)]).reshape(pooled.shape[:2])
+
+    def _row_codes(self, r0: int, pooled: torch.Tensor) -> torch.Tensor:
+        """Spectral codes (R', W') of full-width cell rows r0.. (`pooled` (R', W', B)), each scene row encoded once
+        over all calls: a stripe of a large scene reuses the rows an earlier stripe or call encoded."""
+        if self._codes is None:
+            rows = self.cube.shape[0] - self.tokenizer.spectral_cell + 1
+            self._codes = torch.empty(rows, pooled.shape[1], dtype=torch.long, device=pooled.device)
+            self._done = np.zeros(len(self._codes), dtype=bool)
+        rows = np.arange(r0, r0 + pooled.shape[0])
+        todo = rows[~self._done[rows]]
+        if len(todo):
+            self._codes[torch.from_numpy(todo).to(pooled.device)] = self._encode(pooled[torch.from_numpy(todo - r0)])
+            self._done[todo] = True
+        return self._codes[r0:r0 + pooled.shape[0]]
 
     def _stripe(self, r0: int, r1: int, c0: int, c1: int) -> tuple:
-        """(pixels (R, C, B), cell means (R', C', B), spectral codes (R', C')) of rows r0..r1-1, cols c0..c1-1
-        (mirrored outside the image), with (r0, c0) at their origin: the cached whole scene when it covers them."""
+        """(r0, c0, pixels (R, C, B), cell means (R', C', B), spectral codes (R', C')) of at least rows r0..r1-1,
+        cols c0..c1-1 (mirrored outside the image), with (r0, c0) at their origin: the whole scene, computed
+        once and kept, when it fits the budget; else full-width rows, whose codes are kept (`_row_codes`)."""
         height, width = self.cube.shape[:2]
         if self._cached is not None:
             (q0, q1, p0, p1), *arrays = self._cached
             if q0 <= r0 and r1 <= q1 and p0 <= c0 and c1 <= p1:
                 return (q0, p0, *arrays)
-        whole = 4 * self.tokenizer.num_bands * (max(height, r1) - min(0, r0)) * (max(width, c1) - min(0, c0))
-        if whole <= STRIPE_BUDGET:  # the whole scene (and these mirrored margins): computed once, kept
+        fits = 4 * self.tokenizer.num_bands * (max(height, r1) - min(0, r0)) * (max(width, c1) - min(0, c0)) <= STRIPE_BUDGET
+        inside = r0 >= 0 and r1 <= height and c0 >= 0 and c1 <= width
+        if fits:  # the whole scene (and these mirrored margins)
             r0, r1, c0, c1 = min(0, r0), max(height, r1), min(0, c0), max(width, c1)
-        tok, cell, bands = self.tokenizer, self.tokenizer.spectral_cell, self.tokenizer.num_bands
+        elif inside:
+            c0, c1 = 0, width
+        cell = self.tokenizer.spectral_cell
         rows, cols = reflect_index(np.arange(r0, r1), height), reflect_index(np.arange(c0, c1), width)
         needed = np.unique(rows)
         raw = np.asarray(self.cube[needed])[np.searchsorted(needed, rows)][:, cols]  # (R, C, B_raw): rows read once
@@ -72,12 +98,11 @@ class WindowTokenizer:
         pixels = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32)).to(self.device)  # (R, C, B)
         if cell > 1:  # cell means at every cell origin
             planes = pixels.permute(2, 0, 1).contiguous()[None]  # (1, B, R, C), as cells() pools it
-            pooled = F.avg_pool2d(planes, cell, stride=1)[0].permute(1, 2, 0).contiguous()
+            pooled = F.avg_pool2d(planes, cell, stride=1)[0].permute(1, 2, 0).contiguous()  # (R', C', B)
         else:
             pooled = pixels  # (R', C', B)
-        codes = torch.cat([tok.spectral_codes(chunk[:, None, :])[:, 0]
-                           for chunk in pooled.reshape(-1, bands).split(1 << 14)]).reshape(pooled.shape[:2])
-        if whole <= STRIPE_BUDGET:
+        codes = self._row_codes(r0, pooled) if inside and not fits else self._encode(pooled)
+        if fits:
             self._cached = ((r0, r1, c0, c1), pixels, pooled, codes)
         return r0, c0, pixels, pooled, codes
 

@@ -57,6 +57,23 @@ def test_a_scene_within_the_budget_is_prepared_once_for_every_call():
     assert calls == [(20, 20, 14)] and torch.equal(torch.cat(first)[1:], torch.cat(again))
 
 
+def test_a_larger_scene_encodes_each_row_once_over_calls(monkeypatch):
+    tok = tokenizer(1, "grid")
+    cube = np.random.default_rng(3).random((40, 20, 14)).astype(np.float32)
+    monkeypatch.setattr(window_tokens, "STRIPE_BUDGET", 4 * 20 * 10 * 12)  # 4 corner rows per stripe
+    encoded = []
+    real = tok.spectral_codes
+    monkeypatch.setattr(tok, "spectral_codes", lambda cells: encoded.append(len(cells)) or real(cells))
+    tokens = WindowTokenizer(tok, cube, transform, "cpu")
+    corners = np.array([[r, c] for r in range(0, 33, 3) for c in (0, 5, 12)])  # (33, 2), inside the image
+    first = torch.cat([ids for _, ids, _ in tokens.windows(corners, 5)])
+    assert sum(encoded) == 38 * 20  # every pixel of rows 0..37 (the windows reach row 37) once, though stripes overlap
+    again = torch.cat([ids for _, ids, _ in tokens.windows(corners[::2], 5)])
+    assert sum(encoded) == 38 * 20 and torch.equal(again, first[::2])
+    cut = torch.from_numpy(next(HSIPatchExtractor(8, 8).iter_batches(cube, len(corners), transform, corners))[0])
+    assert torch.equal(first, tok.tokenize(cut))
+
+
 def test_unsorted_corners_and_a_training_tokenizer_are_refused():
     tok = tokenizer(1, "grid")
     cube = np.zeros((10, 10, 14), np.float32)
