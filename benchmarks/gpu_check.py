@@ -60,6 +60,8 @@ GPU_CONFIGS = {"tokenizer": "configs/tokenizer_gpu.yaml", "pretrain": "configs/p
 GPU_SIZES = {"tokenizer": ["num_epochs=5", "max_patches_per_scene=1000"],
              "pretrain": ["pretrain_epochs=3", "steps_per_epoch=100", "num_warmup_steps=30"],
              "anomaly": ["anomaly_epochs=1"]}
+# --gpu_sizes --tiny: what the GPU Stage 3 config needs besides QUICK to fit QUICK's 4 x 4 patches
+TINY_GPU_SIZES = {"tokenizer": [], "pretrain": [], "anomaly": ["inference_stride=0", "lm_block=2"]}
 DRY_RUN_SCALE_SIZE = 64
 
 
@@ -129,6 +131,9 @@ def _scale_case(args: argparse.Namespace, detector: Path, device: torch.device, 
         child.communicate()
         return {"error": f"timed out after {args.scale_timeout} s (--scale_timeout)",
                 "seconds": time.perf_counter() - start}
+    except BaseException:  # Ctrl-C or gpu_check.sh's timeout: the child's session would outlive this process
+        os.killpg(child.pid, signal.SIGKILL)
+        raise
     if child.returncode != 0:
         last = [line for line in stderr.strip().splitlines() if line.strip()] or ["(no output)"]
         return {"error": f"exit status {child.returncode}: {last[-1]}", "seconds": time.perf_counter() - start}
@@ -188,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def sets(stage: str, own: list[str], user: list[str]) -> list[str]:
         return [*common, *own, *(GPU_SIZES[stage] if args.gpu_sizes else []), *(QUICK[stage] if args.tiny else []),
-                *user]
+                *(TINY_GPU_SIZES[stage] if args.tiny and args.gpu_sizes else []), *user]
 
     tok_set = scene_overrides(args.scenes, sets("tokenizer", [f"output_dir={work / 'tokenizer'}"],
                                                 args.tokenizer_overrides), domains=False)
