@@ -30,10 +30,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/scale_case.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cli_args import scale_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import numpy as np  # noqa: E402
 
 from utils.atomic import write_files  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 
 CHUNK_ROWS = 64
@@ -130,15 +135,5 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="peak memory of global RX (and our inference) on a memmapped cube")
-    parser.add_argument("--size", type=int, default=1024, help="height and width of the synthetic cube")
-    parser.add_argument("--bands", type=int, default=128, help="band count of the synthetic cube")
-    parser.add_argument("--out", default=None, help="also write the result as JSON here")
-    parser.add_argument("--detector_ckpt", default=None, help="also run Stage 3 inference with this checkpoint")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(run, build_parser(), sys.argv[1:])
+    run_main(run, ARGS)
