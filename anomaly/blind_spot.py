@@ -15,8 +15,11 @@ Heads (each a per-pixel map, higher = more anomalous):
 - lm_spectral  -log sum_m p(k + K_s m | context): the spectral code's marginal
 - ctx_spec     mean squared error of the context-predicted spectrum (encoders that read spectra)
 - ctx_rx       Mahalanobis distance of that residual (pixel minus prediction) under the scene's residual
-               mean and covariance, fitted first on the cores of up to `RESIDUAL_SAMPLE` windows of phase 0
-               (memory stays bounded by the batch: no (H, W, B) residual cube is kept)
+               mean and covariance, fitted first on the cores of up to `RESIDUAL_SAMPLE` windows of phase 0,
+               whose other heads are kept (each window is scored once; no (H, W, B) residual cube is kept)
+
+The windows' tokens come from anomaly/window_tokens.py: each pixel is prepared and spectrally encoded once
+per stripe of rows, not once per window that holds it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from data.datasets import HSIPatchExtractor
-from encoder.hsi_bert_encoder import frozen_tokenize
+from anomaly.window_tokens import WindowTokenizer
 
 CONTEXT_HEADS = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx")
 RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and covariance
@@ -74,86 +76,96 @@ class BlindSpotWindows:
         return torch.from_numpy((rows[:, :, None] & cols[:, None, :]).reshape(len(local), g * g))
 
 
-def window_scores(encoder, tokenizer, windows: BlindSpotWindows, index: np.ndarray, cube,
-                  transform: Callable | None, domain_id: int, device: torch.device
-                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """(encoder.masked_scores of the windows `index` (n,), their core masks (n, T))."""
-    patch, cell = tokenizer.patch_size, tokenizer.patch_size // tokenizer.grid_size
-    corners = windows.corners[index]  # (n, 2)
-    patches = next(HSIPatchExtractor(patch, patch).iter_batches(cube, len(corners), transform, corners))[0]
-    patches = torch.from_numpy(patches).to(device)  # (n, B, S, S)
-    joint_ids = frozen_tokenize(tokenizer, patches)  # (n, T)
-    spectra = tokenizer.spectral_vqvae.cells(patches) if encoder.spectral_input_dim > 0 else None  # (n, T, B)
-    mask = windows.core_masks(index, patch, cell).to(device)  # (n, T)
-    domains = torch.full((len(corners),), int(domain_id), dtype=torch.long, device=device)  # (n,)
-    return encoder.masked_scores(joint_ids, domains, mask, spectra), mask
+def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, index: np.ndarray, domain_id: int,
+                  heads: list[str], batch_size: int, device: torch.device
+                  ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]]:
+    """Yield (window indices (n,), {head: (n, T)} for the heads other than ctx_rx, plus "residual" (M, B) at the
+    masked positions when ctx_rx is wanted, core masks (n, T)) for the windows `index` (sorted), batch by batch."""
+    patch, cell = tokens.tokenizer.patch_size, tokens.tokenizer.patch_size // tokens.tokenizer.grid_size
+    token_heads = bool({"lm_nll", "lm_spectral"} & set(heads))
+    wanted = [name for name in heads if name != "ctx_rx"]
+    for local, ids, spectra in tokens.windows(windows.corners[index], batch_size):
+        batch = index[local]  # (n,)
+        mask = windows.core_masks(batch, patch, cell).to(device)  # (n, T)
+        domains = torch.full((len(batch),), int(domain_id), dtype=torch.long, device=device)  # (n,)
+        scores = encoder.masked_scores(ids, domains, mask, spectra if encoder.spectral_input_dim > 0 else None,
+                                       token_heads=token_heads)
+        out = {name: scores[name] for name in wanted}
+        if "ctx_rx" in heads:
+            out["residual"] = scores["residual"][mask]  # (M, B)
+        yield batch, out, mask
 
 
-def residual_whitener(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, block_px: int,
-                      batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (B,), inverse covariance (B, B)) of the core residuals of up to RESIDUAL_SAMPLE windows of phase 0,
-    spread evenly over the scene."""
-    windows = BlindSpotWindows(*cube.shape[:2], tokenizer.patch_size, block_px, 0)
-    count = len(windows.corners)
-    picked = np.unique(np.linspace(0, count - 1, min(count, RESIDUAL_SAMPLE)).round().astype(np.int64))
-    chunks = []
-    for first in range(0, len(picked), batch_size):
-        index = picked[first:first + batch_size]
-        scores, mask = window_scores(encoder, tokenizer, windows, index, cube, transform, domain_id, device)
-        chunks.append(scores["residual"][mask].double())  # (m, B)
-    residuals = torch.cat(chunks)  # (M, B)
+def residual_distance(residual: torch.Tensor, mask: torch.Tensor, whitener: tuple[torch.Tensor, torch.Tensor]
+                      ) -> torch.Tensor:
+    """ctx_rx (n, T): the Mahalanobis distance of the residuals (M, B) at `mask` (n, T), 0 elsewhere."""
+    mean, precision = whitener
+    centred = residual - mean  # (M, B)
+    out = residual.new_zeros(mask.shape)  # (n, T)
+    out[mask] = ((centred @ precision) * centred).sum(dim=-1)
+    return out
+
+
+def fit_whitener(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (B,), inverse covariance (B, B)) of residuals (M, B), with a relative ridge."""
+    residuals = residuals.double()
     mean = residuals.mean(dim=0)
-    cov = torch.cov((residuals - mean).T) if len(residuals) > 1 else torch.eye(residuals.shape[1], dtype=torch.float64)
+    cov = torch.cov((residuals - mean).T) if len(residuals) > 1 else torch.eye(residuals.shape[1], dtype=torch.float64,
+                                                                               device=residuals.device)
     ridge = RIDGE * float(torch.diagonal(cov).mean().clamp_min(1e-12))
     precision = torch.linalg.pinv(cov + ridge * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
     return mean.float(), precision.float()
 
 
-def score_windows(encoder, tokenizer, windows: BlindSpotWindows, cube, transform: Callable | None,
-                  domain_id: int, heads: list[str], batch_size: int, device: torch.device,
-                  whitener: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield (first window index, {head: (n, S, S) pixel scores of those windows}) batch by batch."""
-    cell, g = tokenizer.patch_size // tokenizer.grid_size, tokenizer.grid_size
-    mean, precision = (t.to(device) for t in whitener) if "ctx_rx" in heads else (None, None)
-    for first in range(0, len(windows.corners), batch_size):
-        index = np.arange(first, min(first + batch_size, len(windows.corners)))
-        scores, _ = window_scores(encoder, tokenizer, windows, index, cube, transform, domain_id, device)
-        if "ctx_rx" in heads:
-            centred = scores["residual"] - mean  # (n, T, B); not-masked positions are dropped below
-            scores["ctx_rx"] = ((centred @ precision) * centred).sum(dim=-1)  # (n, T)
-        out = {}
-        for name in heads:
-            grid = scores[name].reshape(len(index), 1, g, g)  # (n, 1, g, g)
-            out[name] = grid.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[:, 0].cpu().numpy()  # (n, S, S)
-        yield first, out
+def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.ndarray,
+           scores: dict[str, torch.Tensor], cell: int, grid: int) -> None:
+    """Raise each map's core pixels of the windows `batch` (n,) to the windows' scores (n, T) where higher."""
+    for name, values in scores.items():
+        pixels = values.reshape(len(batch), 1, grid, grid)  # (n, 1, g, g)
+        pixels = pixels.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[:, 0].cpu().numpy()  # (n, S, S)
+        for i, w in enumerate(batch):
+            r0, r1, c0, c1 = windows.boxes[w]
+            wr, wc = windows.corners[w]
+            region = pixels[i, r0 - wr:r1 - wr, c0 - wc:c1 - wc]
+            np.maximum(maps[name][r0:r1, c0:c1], region, out=maps[name][r0:r1, c0:c1])
 
 
 @torch.no_grad()
 def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, heads: list[str],
                     block: int, offsets: int, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
-    """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases."""
+    """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases.
+
+    ctx_rx's residual mean and covariance come from the cores of up to RESIDUAL_SAMPLE windows of phase 0,
+    spread evenly over the scene; those windows are scored once, their other heads kept for the map."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
         raise ValueError(f"not context heads: {unknown} (they are {CONTEXT_HEADS})")
     if {"ctx_spec", "ctx_rx"} & set(heads) and encoder.spectral_input_dim == 0:
         raise ValueError("ctx_spec and ctx_rx need an encoder pre-trained with spectral_input: true")
     height, width = cube.shape[:2]
-    cell = tokenizer.patch_size // tokenizer.grid_size
+    cell, grid = tokenizer.patch_size // tokenizer.grid_size, tokenizer.grid_size
     block_px = block * cell
     maps = {name: np.full((height, width), -np.inf, dtype=np.float32) for name in heads}
+
+    tokens = WindowTokenizer(tokenizer, cube, transform, device)
+
+    def batches(windows, index):
+        return score_batches(encoder, tokens, windows, index, domain_id, heads, batch_size, device)
+
     whitener = None
-    if "ctx_rx" in heads:
-        whitener = residual_whitener(encoder, tokenizer, cube, transform, domain_id, block_px, batch_size, device)
     for k in range(offsets):
-        phase = (k * block_px) // offsets
-        windows = BlindSpotWindows(height, width, tokenizer.patch_size, block_px, phase)
-        for first, scores in score_windows(encoder, tokenizer, windows, cube, transform, domain_id, heads,
-                                           batch_size, device, whitener):
-            for i in range(len(next(iter(scores.values())))):
-                r0, r1, c0, c1 = windows.boxes[first + i]
-                wr, wc = windows.corners[first + i]
-                for name in heads:
-                    region = scores[name][i, r0 - wr:r1 - wr, c0 - wc:c1 - wc]
-                    np.maximum(maps[name][r0:r1, c0:c1], region, out=maps[name][r0:r1, c0:c1])
+        windows = BlindSpotWindows(height, width, tokenizer.patch_size, block_px, (k * block_px) // offsets)
+        rest = np.arange(len(windows.corners))
+        if whitener is None and "ctx_rx" in heads:
+            picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))
+            sample = list(batches(windows, picked))
+            whitener = fit_whitener(torch.cat([scores["residual"] for _, scores, _ in sample]))
+            for batch, scores, mask in sample:
+                scores["ctx_rx"] = residual_distance(scores.pop("residual"), mask, whitener)
+                _paint(maps, windows, batch, scores, cell, grid)
+            rest = np.setdiff1d(rest, picked)
+        for batch, scores, mask in batches(windows, rest):
+            if "ctx_rx" in heads:
+                scores["ctx_rx"] = residual_distance(scores.pop("residual"), mask, whitener)
+            _paint(maps, windows, batch, scores, cell, grid)
     return maps

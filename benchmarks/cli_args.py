@@ -54,4 +54,6 @@ def scale_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bands", type=int, default=128, help="band count of the synthetic cube")
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
     parser.add_argument("--detector_ckpt", default=None, help="also run Stage 3 inference with this checkpoint")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="anomaly-config override for that inference (e.g. device=cuda); repeatable")
     return parser

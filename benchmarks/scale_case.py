@@ -11,9 +11,11 @@ Reports wall seconds, pixels/second and the child's peak resident memory: VmHWM 
 pages that the kernel keeps resident, so the file-backed and anonymous parts at the end are reported
 too, and the RSS after the imports (torch included) before global RX starts.
 
-With `--detector_ckpt PATH` (a Stage 3 checkpoint, e.g. checkpoints/anomaly/anomaly_detector.pth) a second
+With `--detector_ckpt PATH` (a Stage 3 checkpoint, e.g. checkpoints/anomaly/SCENE/anomaly_detector.pth) a second
 child runs our inference (`anomaly.inference.run_inference`) on the same memmapped cube and reports the
-same figures. Patch heads stream in batches; the grx / lrx heads read the prepared cube in row chunks and
+same figures (and, on CUDA, its peak GPU memory: `torch.cuda.max_memory_allocated`). `--set KEY=VALUE` passes
+anomaly-config overrides to that inference (after the default `device=cpu`: `--set device=cuda` scores on the
+GPU). Patch heads stream in batches; the grx / lrx heads read the prepared cube in row chunks and
 hold its leading principal components (H x W x 30 float32, 120 MiB at 1024 x 1024) for local RX.
 """
 
@@ -93,11 +95,14 @@ def status():
 
 before = status()["VmHWM"]
 start = time.perf_counter()
-run_inference(None, {ckpt!r}, {path!r}, out_dir={out!r}, overrides=["device=cpu"])
+run_inference(None, {ckpt!r}, {path!r}, out_dir={out!r}, overrides=["device=cpu", *{overrides!r}])
 seconds = time.perf_counter() - start
 end = status()
+import torch
+gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
 print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": before, "peak_rss_mb": end["VmHWM"],
-                  "rss_file_mb_at_end": end["RssFile"], "rss_anon_mb_at_end": end["RssAnon"]}}))
+                  "rss_file_mb_at_end": end["RssFile"], "rss_anon_mb_at_end": end["RssAnon"],
+                  "peak_gpu_mb": gpu_mb}}))
 """
 
 
@@ -121,14 +126,15 @@ def run(args: argparse.Namespace) -> dict:
         ours = None
         if args.detector_ckpt:
             ours = _child(_CHILD_OURS.format(root=root, path=str(path), ckpt=str(Path(args.detector_ckpt).resolve()),
-                                             out=str(Path(tmp) / "out")))
+                                             out=str(Path(tmp) / "out"), overrides=list(args.overrides)))
     pixels = args.size * args.size
     result = {"shape": [args.size, args.size, args.bands], "dtype": "float32",
               "cube_mb": pixels * args.bands * 4 / 2**20, "write_seconds": write_seconds,
               "global_rx": {**measured, "pixels_per_second": pixels / measured["seconds"],
                             "chunk_rows": CHUNK_ROWS}}
     if ours is not None:
-        result["ours"] = {**ours, "detector_ckpt": args.detector_ckpt, "pixels_per_second": pixels / ours["seconds"]}
+        result["ours"] = {**ours, "detector_ckpt": args.detector_ckpt, "overrides": list(args.overrides),
+                          "pixels_per_second": pixels / ours["seconds"]}
     print(json.dumps(result, indent=1))
     if args.out:
         write_files({Path(args.out): json.dumps(result, indent=1)})

@@ -40,9 +40,9 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "anomaly.yaml"  # 
 # (label, function name in the profile): the parts of one inference, by where they live in the code
 PARTS = [("load checkpoints", "load_detector"), ("fit preprocessing", "fit_preprocessor"),
          ("context heads (blind-spot windows), all included", "blind_spot_maps"),
-         ("- ctx_rx residual covariance (sampled windows)", "residual_whitener"),
-         ("- window patches gathered and prepared", "iter_batches"), ("- tokenize", "tokenize"),
-         ("- encoder passes", "masked_scores"), ("patch heads, tokenizer included", "patch_head_maps"),
+         ("- window tokens (stripes prepared, spectral codes, spatial codes)", "windows"),
+         ("- spectral codes", "spectral_codes"), ("- encoder passes", "masked_scores"),
+         ("- core pixels painted into the maps", "_paint"), ("patch heads, tokenizer included", "patch_head_maps"),
          ("grx + lrx heads, cube preparation included", "rx_head_maps"), ("lrx windows", "local_rx_components")]
 
 

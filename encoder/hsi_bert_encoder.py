@@ -253,18 +253,20 @@ class HSIEncoderBERT(nn.Module):
         return error / target.var(dim=0, unbiased=False).mean().clamp_min(1e-8)
 
     def masked_scores(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor,
-                      spectra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      spectra: torch.Tensor | None = None, *, token_heads: bool = True) -> dict[str, torch.Tensor]:
         """Blind-spot scores of the masked positions, each (N, T) float32 (0 where not masked):
         "lm_nll" -log p(joint id | context); "lm_spectral" -log sum_m p(k + K_s m | context), the spectral
         code's marginal (needs spectral_codebook_size); "ctx_spec" the mean squared error of the
         context-predicted spectrum and "residual" (N, T, B) the pixel's spectrum minus that prediction
-        (encoders that read spectra)."""
+        (encoders that read spectra). `token_heads=False` skips the MLM head (the two token scores)."""
         input_ids, visible = self.blind_inputs(tokens, mask, spectra)
         hidden = self.body(input_ids, domain_ids, visible)  # (N, T, H)
-        log_p = F.log_softmax(self.predict(hidden, mask).float(), dim=-1)  # (M, V)
         target = tokens[mask]  # (M,)
-        per_position = {"lm_nll": -log_p.gather(1, target[:, None])[:, 0]}  # (M,)
-        if self.spectral_codebook_size:
+        per_position = {}
+        if token_heads:
+            log_p = F.log_softmax(self.predict(hidden, mask).float(), dim=-1)  # (M, V)
+            per_position["lm_nll"] = -log_p.gather(1, target[:, None])[:, 0]  # (M,)
+        if token_heads and self.spectral_codebook_size:
             k_s = self.spectral_codebook_size
             marginal = log_p.reshape(len(target), -1, k_s).logsumexp(dim=1)  # (M, K_s): V = K_x * K_s, id = k + K_s m
             per_position["lm_spectral"] = -marginal.gather(1, (target % k_s)[:, None])[:, 0]

@@ -121,12 +121,26 @@ class SSPQTokenizer(nn.Module):
         the ids changed in a test), and Stages 2 and 3 must see the ids the same way.
         """
         self._check_patches(patches)
-        spec, spat = self.spectral_vqvae, self.spatial_vqvae
+        return self.joint_ids(self.spectral_codes(self.spectral_vqvae.cells(patches.float())), patches)
+
+    @property
+    def spectral_cell(self) -> int:
+        """Side in pixels of the square a spectral code summarises: the token cell, or the patch in patch mode."""
+        return self.patch_size if self.spectral_vqvae.token_mode == "patch" else self.spectral_vqvae.cell_size
+
+    def spectral_codes(self, cells: torch.Tensor) -> torch.Tensor:
+        """Cell mean spectra (N, T_s, B) -> spectral codes (N, T_s), fp32 (see `tokenize`). A code depends on its
+        cell's pixels only, so a scene's codes can be computed once per cell and shared by overlapping patches."""
+        spec = self.spectral_vqvae
+        with torch.autocast(cells.device.type, enabled=False):
+            return spec.quantizer(spec.encode(cells.float())).indices  # (N, T_s)
+
+    def joint_ids(self, spectral: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """Spectral codes (N, T_s) of `patches` (N, B, S, S) joined with the patches' spatial codes: (N, T)."""
+        spat = self.spatial_vqvae
         with torch.autocast(patches.device.type, enabled=False):
-            patches = patches.float()
-            k = spec.quantizer(spec.encode(spec.cells(patches))).indices  # (N, T_s)
-            m = spat.quantizer(spat.encode(patches)).indices  # (N, T)
-        return self._spectral_ids_on_grid(k) + self.K_s * m  # (N, T)
+            m = spat.quantizer(spat.encode(patches.float())).indices  # (N, T)
+        return self._spectral_ids_on_grid(spectral) + self.K_s * m  # (N, T)
 
     def split_joint_ids(self, joint_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """joint ids (...) -> (k spectral, m spatial), each (...); raises on ids outside [0, K_s*K_x)."""

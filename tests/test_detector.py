@@ -156,10 +156,15 @@ def test_transform_path_matches_a_prepared_cube():
         det.generate_anomaly_map(raw, 0)
 
 
-def test_anomalous_pixel_scores_high():
-    det = detector({"recon": 1.0, "grx": 1.0, "rarity": 1.0})
+def test_fused_map_is_the_weighted_mean_of_the_normalised_head_maps():
+    """The fusion's mechanics (not a quality claim: the untrained heads here need not detect anything)."""
+    det = detector({"recon": 1.0, "grx": 2.0, "rarity": 0.5})
     rng = np.random.default_rng(3)
     cube = (0.5 + 0.01 * rng.standard_normal((15, 15, BANDS))).astype(np.float32)
     cube[7, 7] = np.linspace(0, 1, BANDS)
-    anomaly_map = det.generate_anomaly_map(cube, 0)
-    assert np.unravel_index(anomaly_map.argmax(), anomaly_map.shape) == (7, 7)
+    scene = det.score_scene(cube, 0)
+    assert np.unravel_index(scene.head_maps["grx"].argmax(), (15, 15)) == (7, 7)
+    weights = {"recon": 1.0, "grx": 2.0, "rarity": 0.5}
+    expected = sum(w * scene.normalized[name] for name, w in weights.items()) / sum(weights.values())
+    np.testing.assert_allclose(scene.anomaly_map, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(det.generate_anomaly_map(cube, 0), scene.anomaly_map)

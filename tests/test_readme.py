@@ -49,6 +49,8 @@ def test_readme_demo_command_runs(tmp_path):
     score = np.load(result / "anomaly_map.npy")
     assert score.ndim == 2 and np.isfinite(score).all()
     assert metrics["fused"]["auc"] > 0.9
+    learned = {name: m["auc"] for name, m in metrics["heads"].items() if name not in ("grx", "lrx")}
+    assert learned and min(learned.values()) > 0.9, learned  # the learned heads detect on their own, not via RX
     last = out.stderr.strip().splitlines()[-6:]  # the demo ends with Stage 3's summary
     assert all(" summary " in line for line in last) and "ROC AUC fused" in last[2], last
 
