@@ -21,13 +21,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python main_pretrain.py` from elsewhere: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from encoder.cli_args import pipeline_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import yaml  # noqa: E402
 
 from data.scenes import scene_overrides  # noqa: E402
 from encoder.config import PretrainConfig  # noqa: E402
 from encoder.pretrain_mtp import pretrain_universal_hsi  # noqa: E402
 from sspq_tokenizer.train_tokenizer import train_sspq_tokenizer  # noqa: E402
-from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.summary import RunSummary  # noqa: E402
@@ -56,15 +61,5 @@ def main(args) -> None:
                     args.tokenizer_overrides)
 
 
-def build_parser():
-    parser = stage_parser("Stages 1 + 2: SSPQ tokenizer, then cross-domain encoder pre-training",
-                          default_config="configs/pretrain.yaml")
-    parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
-    parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
-    add_scenes_argument(parser)
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

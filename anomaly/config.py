@@ -85,8 +85,8 @@ class AnomalyConfig:
     cube_layout: str = "auto"  # auto | hwb | bhw (data.io: auto reads it from wavelengths / gt, else guesses hwb)
     domain_id: int | str = "auto"  # "auto" (anomaly/domain.py) or an explicit pre-training domain id
     encoder_ckpt: str = "checkpoints/encoder/universal_hsi_encoder.pth"
-    output_dir: str = "checkpoints/anomaly"
-    out_dir: str = ""
+    output_dir: str = ""  # detector folder; "" = checkpoints/anomaly/<scene name> (anomaly/run_folders.py)
+    out_dir: str = ""  # inference output folder; "" = outputs/<scene name>
     anomaly_batch_size: int = 16
     anomaly_epochs: int = 20
     learning_rate_anomaly: float = 1e-4

@@ -1,6 +1,6 @@
 """Export a trained detector as one self-contained file that scores a scene on another machine.
 
-    python anomaly/export_detector.py --detector_ckpt checkpoints/anomaly/anomaly_detector.pth \
+    python anomaly/export_detector.py --detector_ckpt checkpoints/anomaly/abu-urban-1/anomaly_detector.pth \
         --out detector_portable.pth [--overwrite]
     python anomaly/inference.py --detector_ckpt detector_portable.pth --data_path scene.npz   # anywhere
 
@@ -13,18 +13,22 @@ three checkpoints together.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python anomaly/export_detector.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from anomaly.cli_args import export_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import torch  # noqa: E402
 
 from anomaly.loading import EMBEDDED_KEY  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, save_checkpoint  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 
@@ -63,15 +67,5 @@ def main(args) -> None:
     export_detector(args.detector_ckpt, args.out, args.overwrite)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export a trained detector with its encoder and tokenizer inside")
-    parser.add_argument("--detector_ckpt", default="checkpoints/anomaly/anomaly_detector.pth",
-                        help="Stage 3 checkpoint written by anomaly/train_anomaly.py (default: %(default)s)")
-    parser.add_argument("--out", required=True, help="the self-contained file to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

@@ -1,8 +1,11 @@
 """Stage 3 inference (spec 6.3): score a scene and write its anomaly map, head maps, metrics and figure.
 
-    python anomaly/inference.py --config configs/anomaly.yaml \
-        --detector_ckpt checkpoints/anomaly/anomaly_detector.pth --data_path path/to/scene.npz [--out_dir D] [--overwrite]
+    python anomaly/inference.py --config configs/anomaly.yaml --data_path path/to/scene.npz [--out_dir D] [--overwrite]
+    python anomaly/inference.py --detector_ckpt detector.pth --data_path path/to/scene.npz   # a detector of your choice
     python -m anomaly.inference ...                                    # the same
+
+The detector defaults to the one train_anomaly.py wrote for the scene: `<output_dir>/anomaly_detector.pth`,
+`checkpoints/anomaly/<scene name>/` when output_dir is left empty (anomaly/run_folders.py).
 
 The model is rebuilt from the checkpoints: detector -> encoder -> tokenizer, each parent checked by sha256
 (or from the copies a self-contained detector carries: anomaly/export_detector.py). The run keys come from the
@@ -17,7 +20,8 @@ the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logg
 
 Writes into `out_dir` (default outputs/<scene name>), all four files atomically and together (a failed
 write replaces none of them), and refuses to replace an earlier run's files without --overwrite (DESIGN 6);
-the folder is locked against a second run and refused before scoring when it is unwritable:
+the folder is locked against a second run and refused before scoring when it is unwritable. An earlier run's
+files (and a missing scene or default detector) are found before torch is even imported (anomaly/cli_args.py):
 - anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
@@ -40,27 +44,31 @@ from typing import Any, Callable
 if __package__ in (None, ""):  # `python anomaly/inference.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from anomaly.cli_args import check_inference, inference_parser as build_parser  # noqa: E402  (no torch)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed and pre-flight checked before torch loads
+    ARGS = parse_cli(build_parser(), check=check_inference)
+
 import numpy as np  # noqa: E402
 
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.domain import warn_if_unseen  # noqa: E402
 from anomaly.loading import fit_preprocessor, load_detector, resolve_domain, same_scene  # noqa: E402
 from anomaly.scoring import SceneScores  # noqa: E402
-from anomaly.train_anomaly import CKPT_NAME  # noqa: E402
+from anomaly.run_folders import default_detector, output_folder  # noqa: E402
 from anomaly.visualize import render_anomaly_figure  # noqa: E402
-from data.io import Scene, load_scene  # noqa: E402
+from data.io import Scene, load_scene, scene_name  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
 from utils.checkpoint import load_checkpoint, sha256_file  # noqa: E402
-from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import apply_overrides, from_dict  # noqa: E402
-from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
+from utils.errors import CheckpointError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
 from utils.paths import shown_path  # noqa: E402
 from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, resolve_device, set_seed  # noqa: E402
 
-OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
 log = get_logger("anomaly")
 
 
@@ -86,17 +94,6 @@ def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | No
     return {"fused": detection_metrics(fused, gt),
             "heads": {name: detection_metrics(m, gt) for name, m in maps.items()},
             "anomaly_pixels": positives}
-
-
-def output_folder(out_dir: str | None, scene_name: str, overwrite: bool) -> Path:
-    """The inference output folder (`out_dir`, else outputs/<scene name>); refuses one that holds an
-    earlier run's outputs unless `overwrite`."""
-    folder = Path(out_dir or Path("outputs") / scene_name)
-    existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"{folder} already holds an earlier run's {', '.join(existing)}; pass --overwrite "
-                          f"to replace them, or choose another --out_dir")
-    return folder
 
 
 def trained_run_config(detector_ckpt: str | Path, overrides: list[str] | None = None, **flags: str | None
@@ -175,18 +172,22 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
                   overrides: list[str] | None = None) -> Path:
     """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder.
 
-    `detector_ckpt` defaults to the config's `<output_dir>/anomaly_detector.pth`, where train_anomaly.py wrote it.
-    Without `config_path` the run config is the detector's trained config with `overrides`.
+    `detector_ckpt` defaults to `<output_dir>/anomaly_detector.pth` for the scene, where train_anomaly.py wrote it
+    (output_dir "" = checkpoints/anomaly/<scene name>). Without `config_path` the run config is the detector's
+    trained config with `overrides`. An earlier run's files in the output folder are refused before the scene
+    or any model is loaded.
     """
     if config_path is None:  # no run config: score as trained, changed only by the overrides
-        detector_ckpt = detector_ckpt or Path(AnomalyConfig().output_dir) / CKPT_NAME
+        if detector_ckpt is None:
+            defaults = load_anomaly_config(None, overrides, data_path=data_path)
+            detector_ckpt = default_detector(defaults.output_dir, defaults.data_path)
         run = trained_run_config(detector_ckpt, overrides, data_path=data_path, out_dir=out_dir)
     else:
         run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
-        detector_ckpt = detector_ckpt or Path(run.output_dir) / CKPT_NAME
+        detector_ckpt = detector_ckpt or default_detector(run.output_dir, run.data_path)
+    folder = output_folder(run.out_dir, scene_name(run.data_path), overwrite)
     set_seed(run.seed)
     scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
-    folder = output_folder(run.out_dir, scene.name, overwrite)
     scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path)
     metrics, result = scored.metrics, scored.scores
     title = f"{scene.name}: fused {', '.join(result.head_maps)}"
@@ -212,15 +213,5 @@ def main(args) -> None:
     run_inference(args.config, args.detector_ckpt, args.data_path, args.out_dir, args.overwrite, args.overrides)
 
 
-def build_parser():
-    parser = stage_parser("Stage 3: score a scene with a trained anomaly detector", "configs/anomaly.yaml")
-    parser.add_argument("--detector_ckpt", default="checkpoints/anomaly/anomaly_detector.pth",
-                        help="Stage 3 checkpoint written by anomaly/train_anomaly.py")
-    parser.add_argument("--data_path", default=None, help="scene to score (overrides data_path)")
-    parser.add_argument("--out_dir", default=None, help="output folder (default outputs/<scene name>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in out_dir")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

@@ -1,7 +1,7 @@
 """Rebuilding Stage 3's models and scenes: the checkpoint chain, the detector, a scene's preprocessing and domain.
 
     model, info = load_universal_model("checkpoints/encoder/universal_hsi_encoder.pth", device)
-    detector, trained, ckpt, info = load_detector("checkpoints/anomaly/anomaly_detector.pth", device, run)
+    detector, trained, ckpt, info = load_detector("checkpoints/anomaly/synthetic/anomaly_detector.pth", device, run)
     prep = fit_preprocessor(scene, info["tokenizer_config"], path)
     domain = resolve_domain(trained.domain_id, scene, info, path, prep)
 

@@ -9,7 +9,9 @@ Unsupervised by default (DESIGN 5): Deep SVDD on the target scene's own patches,
 `supervised: true` trains the one-class head with BCE on `supervised_data_path`, a labelled scene that
 must differ from the scored scene (`data_path`); scoring the training scene itself is refused.
 Writes `<output_dir>/anomaly_detector.pth` (config + trained head / adapter weights + the encoder
-checkpoint's path and sha256; the tokenizer and encoder are rebuilt from their own checkpoints).
+checkpoint's path and sha256; the tokenizer and encoder are rebuilt from their own checkpoints). `output_dir`
+left empty (the default) is `checkpoints/anomaly/<scene name>`: one folder per scored scene, so training on
+scene B keeps scene A's detector (anomaly/run_folders.py); a given `output_dir` is used as it is.
 When something trains, `<output_dir>/last.pth` (trained state, optimizer, GradScaler, epoch, loss history) is
 written after every epoch for `--resume`. The shuffle and the global torch stream (LoRA dropout and masks)
 are reseeded from (seed, epoch) at each epoch start, so a resumed run ends exactly as an uninterrupted one.
@@ -25,6 +27,12 @@ from typing import Any
 if __package__ in (None, ""):  # `python anomaly/train_anomaly.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from anomaly.cli_args import train_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -33,12 +41,12 @@ from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.loading import build_detector, fit_preprocessor, load_universal_model, resolve_domain, same_scene  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
+from anomaly.run_folders import CKPT_NAME, detector_dir  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
 from data.preprocess import SpectralPreprocessor  # noqa: E402
 from encoder.hsi_bert_encoder import UniversalHSIModel  # noqa: E402
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.cli import run_cli, stage_parser  # noqa: E402
 from utils.config import to_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
@@ -47,7 +55,6 @@ from utils.run_lock import lock_output_dir, unlock_output_dir  # noqa: E402
 from utils.runtime import autocast, make_scaler, resolve_device, set_seed  # noqa: E402
 from utils.step_guard import StepGuard  # noqa: E402
 
-CKPT_NAME = "anomaly_detector.pth"
 LAST_NAME = "last.pth"
 RESUMABLE_CHANGES = ("anomaly_epochs", "device")  # may differ between an interrupted run and its --resume
 ADAPT_BATCH = 32  # windows per adaptation step (the pre-training batch of configs/pretrain.yaml)
@@ -118,12 +125,13 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
                            encoder_ckpt: str | None = None, data_path: str | None = None, *,
                            resume: bool = False) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth;
-    `resume` continues from <output_dir>/last.pth."""
+    `resume` continues from <output_dir>/last.pth (output_dir "" = checkpoints/anomaly/<scene name>)."""
     cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    lock_output_dir(cfg.output_dir)
-    last_path = Path(cfg.output_dir) / LAST_NAME
+    out_dir = detector_dir(cfg.output_dir, cfg.data_path)
+    lock_output_dir(out_dir)
+    last_path = out_dir / LAST_NAME
     last = load_last(cfg, last_path) if resume else None  # before the models and the scene are loaded
     start = time.time()
     model, info = load_universal_model(cfg.encoder_ckpt, device)
@@ -217,13 +225,13 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     else:
         log.info("nothing to train (no one-class head, no LoRA adapters, or anomaly_epochs: 0); "
                  "the checkpoint holds the label-free heads' settings")
-    path = Path(cfg.output_dir) / CKPT_NAME
+    path = out_dir / CKPT_NAME
     save_checkpoint(
         path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],
         epoch=cfg.anomaly_epochs, metrics={"loss_history": history, "adapt_losses": adapt_losses,
                                            "train_seconds": time.time() - start,
                                            "trainable_parameters": detector.trainable_parameter_count()})
-    unlock_output_dir(cfg.output_dir)
+    unlock_output_dir(out_dir)
     log.info(f"wrote {path} ({time.time() - start:.1f} s)")
     return path
 
@@ -232,13 +240,5 @@ def main(args) -> None:
     train_anomaly_detector(args.config, args.overrides, args.encoder_ckpt, args.data_path, resume=args.resume)
 
 
-def build_parser():
-    parser = stage_parser("Stage 3: train the anomaly detector on a target scene", "configs/anomaly.yaml")
-    parser.add_argument("--encoder_ckpt", default=None, help="Stage 2 checkpoint (overrides encoder_ckpt)")
-    parser.add_argument("--data_path", default=None, help="target scene (overrides data_path)")
-    parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

@@ -19,11 +19,16 @@ from typing import Any
 if __package__ in (None, ""):  # `python benchmarks/merge_results.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cli_args import merge_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import numpy as np  # noqa: E402
 
 from benchmarks.run_benchmark import QUICK_LINE, markdown  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 
 
@@ -80,13 +85,5 @@ def main(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'} ({len(result['rows'])} rows)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run_benchmark.py --out folders to merge")
-    parser.add_argument("--out", required=True, help="folder for the merged benchmark.json / benchmark.md")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

@@ -29,20 +29,25 @@ from typing import Any, Callable
 if __package__ in (None, ""):  # `python benchmarks/run_benchmark.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cli_args import benchmark_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import numpy as np  # noqa: E402
 
 from anomaly.baselines import crd, global_rx, local_rx  # noqa: E402
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
+from benchmarks.cli_args import MODES  # noqa: E402
 from benchmarks.ours import OursPipeline, OursResult  # noqa: E402
 
 SCENE_SUFFIXES = (".npz", ".mat", ".hdr", ".npy")
-MODES = ("transductive", "leave-one-out", "cross-scene")
 QUICK_LINE = "- QUICK mode: tiny sizes for tests; these numbers are not a benchmark result."
 ROW_KEYS = ("scene", "method", "mode", "seed", "auc", "auc_pf_tau", "auc_pd_tau", "ap", "seconds")
 
@@ -273,26 +278,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", required=True, help="folder of labelled anomaly scenes (.npz with cube, gt)")
-    parser.add_argument("--pretrain", default=None, help="folder of extra unlabelled scenes for pre-training")
-    parser.add_argument("--out", default="results", help="output folder")
-    parser.add_argument("--mode", default="transductive", choices=MODES, help="pre-training protocol for ours")
-    parser.add_argument("--folds", type=int, default=2, help="folds of --mode cross-scene")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a Stage 3 config key for ours (repeatable; Stages 1-2 are not affected)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per seeded method (mean and std)")
-    parser.add_argument("--first_seed", type=int, default=0, help="seeds run are first_seed .. first_seed+seeds-1 "
-                        "(runs of other seeds merge with benchmarks/merge_results.py)")
-    parser.add_argument("--methods", default="ours,grx,lrx,crd", help="comma list of ours, grx, lrx, crd")
-    parser.add_argument("--only", default="", help="comma list of scene names to score (the others still "
-                        "pre-train); runs of disjoint --only lists merge with benchmarks/merge_results.py")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes for tests (not a benchmark)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(run, build_parser(), sys.argv[1:])
+    run_main(run, ARGS)

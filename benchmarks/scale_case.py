@@ -11,7 +11,7 @@ Reports wall seconds, pixels/second and the child's peak resident memory: VmHWM 
 pages that the kernel keeps resident, so the file-backed and anonymous parts at the end are reported
 too, and the RSS after the imports (torch included) before global RX starts.
 
-With `--detector_ckpt PATH` (a Stage 3 checkpoint, e.g. checkpoints/anomaly/anomaly_detector.pth) a second
+With `--detector_ckpt PATH` (a Stage 3 checkpoint, e.g. checkpoints/anomaly/SCENE/anomaly_detector.pth) a second
 child runs our inference (`anomaly.inference.run_inference`) on the same memmapped cube and reports the
 same figures (and, on CUDA, its peak GPU memory: `torch.cuda.max_memory_allocated`). `--set KEY=VALUE` passes
 anomaly-config overrides to that inference (after the default `device=cpu`: `--set device=cuda` scores on the
@@ -32,10 +32,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/scale_case.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cli_args import scale_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import numpy as np  # noqa: E402
 
 from utils.atomic import write_files  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 
 CHUNK_ROWS = 64
@@ -136,17 +141,5 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="peak memory of global RX (and our inference) on a memmapped cube")
-    parser.add_argument("--size", type=int, default=1024, help="height and width of the synthetic cube")
-    parser.add_argument("--bands", type=int, default=128, help="band count of the synthetic cube")
-    parser.add_argument("--out", default=None, help="also write the result as JSON here")
-    parser.add_argument("--detector_ckpt", default=None, help="also run Stage 3 inference with this checkpoint")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="anomaly-config override for that inference (e.g. device=cuda); repeatable")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(run, build_parser(), sys.argv[1:])
+    run_main(run, ARGS)

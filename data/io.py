@@ -82,14 +82,13 @@ def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None
     text = str(path)
     if cube_layout not in LAYOUTS:
         raise DataError(f"{text}: cube_layout must be one of {', '.join(LAYOUTS)}, got '{cube_layout}'")
-    if text == "synthetic" or text.startswith("synthetic:"):
+    if _is_synthetic(text):
         if cube_key is not None or gt_key is not None or gt_path or cube_layout != "auto":
             raise DataError(f"'{text}': the synthetic scene has its own gt and layout; drop cube_key / gt_key / "
                             f"gt_path / cube_layout")
         return _load_synthetic(text)
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: scene file not found")
+    require_scene_file(path)
     suffix = path.suffix.lower()
     readers: dict[str, Callable[[Path, str | None, str | None, bool], tuple]] = {
         ".npz": _read_npz,
@@ -112,15 +111,41 @@ def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None
     return Scene(name=path.stem, cube=cube, gt=gt, wavelengths=wavelengths)
 
 
+def scene_name(path: str | Path) -> str:
+    """The name `load_scene(path)` gives its scene, without reading the file: the file stem, or the synthetic
+    scene's name. The per-scene folders (checkpoints/anomaly/<name>, outputs/<name>) are found with it before
+    any slow work starts."""
+    text = str(path)
+    return synthetic_name(_synthetic_seed(text)) if _is_synthetic(text) else Path(text).stem
+
+
+def require_scene_file(path: str | Path) -> None:
+    """`path` names an existing file or the synthetic scene (load_scene's first check, also run on its own
+    before slow work starts)."""
+    if not _is_synthetic(str(path)) and not Path(path).is_file():
+        raise DataError(f"{path}: scene file not found")
+
+
+def synthetic_name(seed: int) -> str:
+    return "synthetic" if seed == 0 else f"synthetic-{seed}"
+
+
+def _is_synthetic(text: str) -> bool:
+    return text == "synthetic" or text.startswith("synthetic:")
+
+
+def _synthetic_seed(text: str) -> int:
+    seed_text = text.partition(":")[2] or "0"
+    try:
+        return int(seed_text)
+    except ValueError:
+        raise DataError(f"'{text}': the synthetic seed must be an integer, e.g. 'synthetic:3'") from None
+
+
 def _load_synthetic(text: str) -> Scene:
     from data.synthetic import make_synthetic_scene
 
-    seed_text = text.partition(":")[2] or "0"
-    try:
-        seed = int(seed_text)
-    except ValueError:
-        raise DataError(f"'{text}': the synthetic seed must be an integer, e.g. 'synthetic:3'") from None
-    return make_synthetic_scene(seed=seed)
+    return make_synthetic_scene(seed=_synthetic_seed(text))
 
 
 # ----------------------------------------------------------------------------------------------

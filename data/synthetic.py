@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from data.io import Scene
+from data.io import Scene, synthetic_name
 from utils.errors import ConfigError
 
 
@@ -139,6 +139,5 @@ def make_synthetic_scene(height: int = 100, width: int = 100, num_bands: int = 1
         cube = (1 - fraction[..., None]) * cube + fraction[..., None] * spectra[material]  # (H, W, B)
     noise_std = np.sqrt(np.mean(cube**2) / 10 ** (snr_db / 10))
     cube = cube + noise_std * rng.standard_normal(cube.shape)
-    name = "synthetic" if seed == 0 else f"synthetic-{seed}"
-    return Scene(name=name, cube=cube.astype(np.float32), gt=(target_fraction > 0).astype(np.uint8),
+    return Scene(name=synthetic_name(seed), cube=cube.astype(np.float32), gt=(target_fraction > 0).astype(np.uint8),
                  wavelengths=wavelengths.astype(np.float32))

@@ -38,6 +38,12 @@ from typing import Any
 if __package__ in (None, ""):  # `python encoder/pretrain_mtp.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from encoder.cli_args import pretrain_parser as build_parser  # imports neither torch nor transformers
+from utils.cli import parse_cli, run_main
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
+
 import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
@@ -50,7 +56,6 @@ from encoder.config import PretrainConfig
 from encoder.hsi_bert_encoder import HSIEncoderBERT, tokenize_windows
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, parent_record, save_checkpoint
-from utils.cli import add_scenes_argument, run_cli, stage_parser
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
 from utils.errors import CheckpointError, ConfigError, DataError
@@ -350,15 +355,5 @@ def main(args) -> None:
     pretrain_universal_hsi(args.config, scene_overrides(args.scenes, args.overrides), args.tokenizer_ckpt, args.resume)
 
 
-def build_parser():
-    parser = stage_parser("Stage 2: cross-domain masked-token pre-training of the HSI encoder",
-                          default_config="configs/pretrain.yaml")
-    parser.add_argument("--tokenizer_ckpt", default=None,
-                        help="Stage 1 checkpoint (default: the config's tokenizer_ckpt)")
-    parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
-    add_scenes_argument(parser)
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

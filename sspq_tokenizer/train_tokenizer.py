@@ -24,6 +24,11 @@ from typing import Any
 if __package__ in (None, ""):  # `python sspq_tokenizer/train_tokenizer.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sspq_tokenizer.cli_args import tokenizer_parser as build_parser  # noqa: E402  (imports neither torch nor transformers)
+from utils.cli import parse_cli, run_main  # noqa: E402
+
+if __name__ == "__main__":  # parsed before torch loads: --help and usage errors answer at once
+    ARGS = parse_cli(build_parser())
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -37,7 +42,6 @@ from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from sspq_tokenizer.quantizer import codebook_usage  # noqa: E402
 from utils.checkpoint import check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
 from data.scenes import scene_overrides  # noqa: E402
-from utils.cli import add_scenes_argument, run_cli, stage_parser  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402
@@ -209,12 +213,5 @@ def main(args: Any) -> None:
     train_sspq_tokenizer(args.config, scene_overrides(args.scenes, args.overrides, domains=False), resume=args.resume)
 
 
-def build_parser() -> Any:
-    parser = stage_parser("Train the SSPQ tokenizer (Stage 1)", "configs/tokenizer.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue from {output_dir}/last.pth")
-    add_scenes_argument(parser)
-    return parser
-
-
 if __name__ == "__main__":
-    run_cli(main, build_parser())
+    run_main(main, ARGS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import scipy.io
 from PIL import Image
 from spectral.io import envi
 
-from data.io import Scene, load_scene
+from data.io import Scene, load_scene, require_scene_file, scene_name
 from utils.errors import DataError
 from fakes import LogRecords
 
@@ -252,6 +254,27 @@ def test_synthetic_pseudo_path():
     assert scene.name == "synthetic-2" and scene.cube.shape == (100, 100, 128) and scene.gt.sum() > 0
     with pytest.raises(DataError, match="integer"):
         load_scene("synthetic:abc")
+
+
+@pytest.mark.parametrize("path", ["synthetic", "synthetic:0", "synthetic:2", "air1.npz", "air1.mat", "d/air1.hdr"])
+def test_scene_name_without_reading_is_load_scenes_name(tmp_path, cube, gt, path):
+    """The per-scene folders are found from the name before the scene is read: both must agree."""
+    if not path.startswith("synthetic"):
+        path = str(tmp_path / path)
+        Path(path).parent.mkdir(exist_ok=True)
+        write = {".npz": lambda p: np.savez_compressed(p, cube=cube, gt=gt),
+                 ".mat": lambda p: scipy.io.savemat(p, {"cube": cube, "gt": gt}),
+                 ".hdr": lambda p: envi.save_image(p, cube, dtype=np.float32, interleave="bsq")}[Path(path).suffix]
+        write(path)
+    require_scene_file(path)
+    assert scene_name(path) == load_scene(path).name
+
+
+def test_require_scene_file_is_load_scenes_not_found_error(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.npz: scene file not found$"):
+        require_scene_file(tmp_path / "nope.npz")
+    with pytest.raises(DataError, match=r"nope\.npz: scene file not found$"):
+        load_scene(tmp_path / "nope.npz")
 
 
 def _write(tmp_path, name, **arrays):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from anomaly.inference import OUTPUT_FILES, run_inference
+from anomaly.inference import run_inference
+from anomaly.run_folders import OUTPUT_FILES
 from anomaly.loading import fit_preprocessor
 from anomaly.train_anomaly import CKPT_NAME, train_anomaly_detector
 from data.io import load_scene
@@ -105,6 +106,27 @@ def test_train_then_infer_writes_every_output(ckpts, tmp_path):
     with pytest.raises(ConfigError, match="--overwrite"):  # an earlier run's files are never replaced silently
         run_inference(None, ckpt, data_path=scene, out_dir=str(out))
     run_inference(None, ckpt, data_path=scene, out_dir=str(out), overwrite=True)
+
+
+def test_each_scene_gets_its_own_detector_and_inference_finds_it(ckpts, tmp_path, monkeypatch):
+    """output_dir left empty: checkpoints/anomaly/<scene name>/, so training on b keeps a's detector, and inference
+    without a detector path scores each scene with its own; an output_dir given (the spec's path) is used exactly."""
+    monkeypatch.chdir(tmp_path)  # the default folders are relative to the current directory
+    light = ["anomaly_epochs=1", "local_rx.inner=3", "local_rx.outer=5", "device=cpu"]  # default heads: nothing trains
+    for name, seed in (("a", 0), ("b", 1)):
+        ckpt = train_anomaly_detector(None, light, encoder_ckpt=str(ckpts / "enc.pth"),
+                                      data_path=scene_file(f"{name}.npz", seed))
+        assert ckpt == Path("checkpoints/anomaly") / name / CKPT_NAME
+    for name, config in (("a", None), ("b", str(ROOT / "configs/anomaly.yaml"))):  # with and without a run config
+        assert load_checkpoint(Path("checkpoints/anomaly") / name / CKPT_NAME, "anomaly")["config"]["train_scene"] == name
+        out = run_inference(config, data_path=f"{name}.npz", out_dir=f"out_{name}", overrides=light)
+        assert json.loads((out / "metrics.json").read_text())["checkpoints"]["detector"]["path"] == \
+            str(Path("checkpoints/anomaly") / name / CKPT_NAME)
+    with pytest.raises(CheckpointError, match="no detector for scene 'c' at checkpoints/anomaly/c/anomaly_detector.pth"):
+        run_inference(None, data_path=scene_file("c.npz"), out_dir="out_c")
+    spec = train_anomaly_detector(None, light + ["output_dir=checkpoints/anomaly"], encoder_ckpt=str(ckpts / "enc.pth"),
+                                  data_path="a.npz")
+    assert spec == Path("checkpoints/anomaly") / CKPT_NAME
 
 
 def test_inference_stride_changes_the_patch_heads_only(ckpts, tmp_path):

@@ -57,7 +57,7 @@ def test_cli_prints_one_line_error_and_exits_2(tmp_path):
         "from utils.cli import run_cli, stage_parser\n"
         "from utils.errors import DataError\n"
         "def main(args):\n    raise DataError('scene.npz: no cube')\n"
-        "run_cli(main, stage_parser('t', 'c.yaml'))\n" % str(ROOT))
+        "run_cli(main, stage_parser('t', 'c.yaml', 'python tool.py', {'out/': 'nothing'}))\n" % str(ROOT))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip() == "error: scene.npz: no cube"

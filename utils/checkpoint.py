@@ -30,7 +30,7 @@ STAGES = ("tokenizer", "encoder", "anomaly")
 _STAGE_HINT = {
     "tokenizer": "sspq_tokenizer/train_tokenizer.py writes it (checkpoints/tokenizer/best.pth)",
     "encoder": "encoder/pretrain_mtp.py writes it (checkpoints/encoder/universal_hsi_encoder.pth)",
-    "anomaly": "anomaly/train_anomaly.py writes it (checkpoints/anomaly/anomaly_detector.pth)",
+    "anomaly": "anomaly/train_anomaly.py writes it (checkpoints/anomaly/<scene name>/anomaly_detector.pth)",
 }
 
 

@@ -1,36 +1,78 @@
-"""Shared command-line plumbing for the stage scripts.
+"""Shared command-line plumbing for the scripts: parse first, import torch after.
 
-    parser = stage_parser("Train the SSPQ tokenizer", default_config="configs/tokenizer.yaml")
-    parser.add_argument("--resume", action="store_true")
-    run_cli(main, parser)
+    # sspq_tokenizer/cli_args.py (imports neither torch nor transformers)
+    def tokenizer_parser():
+        parser = stage_parser("Train the SSPQ tokenizer", "configs/tokenizer.yaml",
+                              example="python sspq_tokenizer/train_tokenizer.py",
+                              writes={"<output_dir>/best.pth": "the best epoch's tokenizer"})
+        parser.add_argument("--resume", action="store_true", help="...")
+        return parser
+
+    # sspq_tokenizer/train_tokenizer.py
+    from sspq_tokenizer.cli_args import tokenizer_parser as build_parser
+    if __name__ == "__main__":  # before torch loads: --help and usage errors answer at once
+        ARGS = parse_cli(build_parser())
+    import torch
+    ...
+    if __name__ == "__main__":
+        run_main(main, ARGS)
+
+Every script keeps its parser in a `cli_args.py` of its package, which imports neither torch nor transformers,
+and parses (and runs its `check`, a cheap pre-flight such as the output-folder clash) before its own heavy
+imports; `--help` shows each option's default, an example command and the files the script writes.
 
 Scripts run as `python stage/script.py` put their own folder, not the repository root, on sys.path;
 each script therefore inserts the root itself (`if __package__ in (None, ""): sys.path.insert(...)`)
 before its first project import.
 
-`run_cli` turns an `SSPQError` (bad config, data or checkpoint; unwritable, locked or full output folder;
-diverged training) into one `error: ...` line on stderr and exit status 2; `--debug` shows the traceback
-instead. Ctrl-C exits 130 with one `error: interrupted ...` line (utils.interrupt: a training stage says
+`run_main` (and `parse_cli`'s check) turns an `SSPQError` (bad config, data or checkpoint; unwritable, locked or
+full output folder; diverged training) into one `error: ...` line on stderr and exit status 2; `--debug` shows the
+traceback instead. Ctrl-C exits 130 with one `error: interrupted ...` line (utils.interrupt: a training stage says
 what survived and the command that resumes). Other exceptions are bugs and keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Callable
+import textwrap
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
 from utils.errors import SSPQError
 
 
-def stage_parser(description: str, default_config: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks and appends each option's default to its help, except where there is
+    none to show (None, a flag's False, an empty list) or the help names it itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default is None or default is False or default == [] or default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def script_parser(description: str, example: str, writes: dict[str, str]) -> argparse.ArgumentParser:
+    """A parser whose --help ends with one example command and the files the script writes (`writes`: each
+    path and what it holds); with --debug."""
+    files = "\n".join(f"  {path}\n" + textwrap.fill(what, 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+                      for path, what in writes.items())
+    epilog = f"example:\n  {example}\n\nwrites:\n{files}"
+    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+def stage_parser(description: str, default_config: str, example: str,
+                 writes: dict[str, str]) -> argparse.ArgumentParser:
+    parser = script_parser(description, example, writes)
     parser.add_argument("--config", default=default_config, help="YAML config file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (dotted keys for nested fields); repeatable")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
 
 
@@ -47,13 +89,12 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
-            argv: list[str] | None = None) -> None:
-    args = parser.parse_args(argv)
+@contextlib.contextmanager
+def _one_line_errors(debug: bool) -> Iterator[None]:
     try:
-        main(args)
+        yield
     except SSPQError as err:
-        if args.debug:
+        if debug:
             raise
         _close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
@@ -62,3 +103,25 @@ def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.Argum
         _close_progress_bars()
         print(f"error: {err or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+              check: Callable[[argparse.Namespace], object] | None = None) -> argparse.Namespace:
+    """Parse the command line, then run `check(args)` (a pre-flight that imports no torch) under the same
+    one-line error handling as `run_main`."""
+    args = parser.parse_args(argv)
+    if check is not None:
+        with _one_line_errors(args.debug):
+            check(args)
+    return args
+
+
+def run_main(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    with _one_line_errors(args.debug):
+        main(args)
+
+
+def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> None:
+    """Parse and run in one call, for callers that import the script module anyway (tests, benchmarks)."""
+    run_main(main, parse_cli(parser, argv))

@@ -1,0 +1,37 @@
+"""The Stage 2 command lines (encoder/pretrain_mtp.py, and main_pretrain.py for Stages 1 + 2): their parsers,
+importing neither torch nor transformers, so that `--help` and usage errors answer before the scripts' heavy
+imports (utils/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sspq_tokenizer.cli_args import TOKENIZER_WRITES
+from utils.cli import add_scenes_argument, stage_parser
+
+ENCODER_WRITES = {"<output_dir>/universal_hsi_encoder.pth": "the encoder of the epoch with the best mean validation "
+                                                           "NLL (output_dir: checkpoints/encoder in configs/pretrain.yaml)",
+                  "<output_dir>/last.pth": "the latest epoch's state, for --resume"}
+
+
+def pretrain_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("Stage 2: cross-domain masked-token pre-training of the HSI encoder", "configs/pretrain.yaml",
+                          "python encoder/pretrain_mtp.py --tokenizer_ckpt checkpoints/tokenizer/best.pth "
+                          "--scenes ../shared/data/had", ENCODER_WRITES)
+    parser.add_argument("--tokenizer_ckpt", default=None,
+                        help="Stage 1 checkpoint (default: the config's tokenizer_ckpt)")
+    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
+    add_scenes_argument(parser)
+    return parser
+
+
+def pipeline_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("Stages 1 + 2: SSPQ tokenizer, then cross-domain encoder pre-training",
+                          "configs/pretrain.yaml", "python main_pretrain.py --scenes ../shared/data/had",
+                          {**{f"tokenizer {path}": what for path, what in TOKENIZER_WRITES.items()},
+                           **{f"encoder {path}": what for path, what in ENCODER_WRITES.items()}})
+    parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
+    parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
+    add_scenes_argument(parser)
+    return parser
