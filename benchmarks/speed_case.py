@@ -1,6 +1,6 @@
 """Speed case: our inference against global RX on one scene, in one process, with a per-part breakdown.
 
-    python benchmarks/speed_case.py --detector_ckpt checkpoints/anomaly/anomaly_detector.pth \
+    python benchmarks/speed_case.py --detector_ckpt checkpoints/anomaly/abu-urban-1/anomaly_detector.pth \
         --scene ../shared/data/had/abu-urban-1.npz [--repeats 3] [--set inference_stride=4] [--out speed.json]
 
 Alternates `repeats` times: global RX on the raw cube (`anomaly.baselines.global_rx`, the benchmark's
