@@ -14,6 +14,8 @@ Heads (each a per-pixel map, higher = more anomalous):
 - lm_nll       -log p(joint id | context)
 - lm_spectral  -log sum_m p(k + K_s m | context): the spectral code's marginal
 - ctx_spec     mean squared error of the context-predicted spectrum (encoders that read spectra)
+- ctx_lrx      dual-window local RX (local_rx's windows) on those residuals, projected on the leading principal
+               axes of the sampled residuals: the residual judged against its neighbourhood, not the whole scene
 - ctx_rx       Mahalanobis distance of that residual (pixel minus prediction) under the scene's residual
                mean and covariance, fitted first on the cores of up to `RESIDUAL_SAMPLE` windows of phase 0,
                whose other heads are kept (each window is scored once; no (H, W, B) residual cube is kept)
@@ -29,9 +31,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from anomaly.baselines import local_rx_components
 from anomaly.window_tokens import WindowTokenizer
 
-CONTEXT_HEADS = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx")
+CONTEXT_HEADS = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "ctx_lrx")
+RESIDUAL_HEADS = ("ctx_rx", "ctx_lrx")  # heads computed from the residuals, after the sample fits their statistics
 RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and covariance
 RIDGE = 1e-6  # relative ridge on the residual covariance before inversion
 
@@ -79,11 +83,12 @@ class BlindSpotWindows:
 def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, index: np.ndarray, domain_id: int,
                   heads: list[str], batch_size: int, device: torch.device
                   ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]]:
-    """Yield (window indices (n,), {head: (n, T)} for the heads other than ctx_rx, plus "residual" (M, B) at the
-    masked positions when ctx_rx is wanted, core masks (n, T)) for the windows `index` (sorted), batch by batch."""
+    """Yield (window indices (n,), {head: (n, T)} for the heads other than RESIDUAL_HEADS, plus "residual" (M, B) at
+    the masked positions when one of those is wanted, core masks (n, T)) for the windows `index` (sorted), batch by
+    batch."""
     patch, cell = tokens.tokenizer.patch_size, tokens.tokenizer.patch_size // tokens.tokenizer.grid_size
     token_heads = bool({"lm_nll", "lm_spectral"} & set(heads))
-    wanted = [name for name in heads if name != "ctx_rx"]
+    wanted = [name for name in heads if name not in RESIDUAL_HEADS]
     for local, ids, spectra in tokens.windows(windows.corners[index], batch_size):
         batch = index[local]  # (n,)
         mask = windows.core_masks(batch, patch, cell).to(device)  # (n, T)
@@ -91,7 +96,7 @@ def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, i
         scores = encoder.masked_scores(ids, domains, mask, spectra if encoder.spectral_input_dim > 0 else None,
                                        token_heads=token_heads)
         out = {name: scores[name] for name in wanted}
-        if "ctx_rx" in heads:
+        if set(RESIDUAL_HEADS) & set(heads):
             out["residual"] = scores["residual"][mask]  # (M, B)
         yield batch, out, mask
 
@@ -117,6 +122,29 @@ def fit_whitener(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), precision.float()
 
 
+def residual_axes(residuals: torch.Tensor, n_components: int) -> torch.Tensor:
+    """The leading `n_components` principal axes (B, d) of residuals (M, B), largest variance first."""
+    centred = residuals.double() - residuals.double().mean(dim=0)
+    _, vecs = torch.linalg.eigh(torch.cov(centred.T))  # ascending eigenvalues
+    return vecs.flip(-1)[:, :n_components].float()
+
+
+def _paint_components(z: np.ndarray, windows: BlindSpotWindows, batch: np.ndarray, residual: torch.Tensor,
+                      mask: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor], cell: int, grid: int) -> None:
+    """Write the projected residuals ((M, B) at `mask` (n, T), minus the mean, on the axes (B, d)) of the windows
+    `batch` into z (H, W, d) at their core pixels."""
+    mean, axes = projection
+    values = ((residual - mean) @ axes).cpu().numpy()  # (M, d)
+    window, token = (t.cpu().numpy() for t in mask.nonzero(as_tuple=True))  # (M,) each
+    corners, boxes = windows.corners[batch[window]], windows.boxes[batch[window]]  # (M, 2), (M, 4)
+    for dr in range(cell):
+        for dc in range(cell):
+            rows = corners[:, 0] + (token // grid) * cell + dr  # (M,) a pixel of each masked cell
+            cols = corners[:, 1] + (token % grid) * cell + dc
+            inside = (rows >= boxes[:, 0]) & (rows < boxes[:, 1]) & (cols >= boxes[:, 2]) & (cols < boxes[:, 3])
+            z[rows[inside], cols[inside]] = values[inside]  # only the core's own pixels (a cell may straddle it)
+
+
 def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.ndarray,
            scores: dict[str, torch.Tensor], cell: int, grid: int) -> None:
     """Raise each map's core pixels of the windows `batch` (n,) to the windows' scores (n, T) where higher."""
@@ -132,40 +160,55 @@ def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.nda
 
 @torch.no_grad()
 def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, heads: list[str],
-                    block: int, offsets: int, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+                    block: int, offsets: int, batch_size: int, device: torch.device,
+                    local_rx: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases.
 
-    ctx_rx's residual mean and covariance come from the cores of up to RESIDUAL_SAMPLE windows of phase 0,
-    spread evenly over the scene; those windows are scored once, their other heads kept for the map."""
+    ctx_rx's residual mean and covariance (and ctx_lrx's principal axes) come from the cores of up to
+    RESIDUAL_SAMPLE windows of phase 0, spread evenly over the scene; those windows are scored once, their other
+    heads kept for the map. ctx_lrx: dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0
+    residuals projected on those axes, an (H, W, d) cube (phase 0's cores cover every pixel once)."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
         raise ValueError(f"not context heads: {unknown} (they are {CONTEXT_HEADS})")
-    if {"ctx_spec", "ctx_rx"} & set(heads) and encoder.spectral_input_dim == 0:
-        raise ValueError("ctx_spec and ctx_rx need an encoder pre-trained with spectral_input: true")
+    if {"ctx_spec", *RESIDUAL_HEADS} & set(heads) and encoder.spectral_input_dim == 0:
+        raise ValueError("ctx_spec, ctx_rx and ctx_lrx need an encoder pre-trained with spectral_input: true")
     height, width = cube.shape[:2]
     cell, grid = tokenizer.patch_size // tokenizer.grid_size, tokenizer.grid_size
     block_px = block * cell
-    maps = {name: np.full((height, width), -np.inf, dtype=np.float32) for name in heads}
-
+    painted = [name for name in heads if name != "ctx_lrx"]
+    maps = {name: np.full((height, width), -np.inf, dtype=np.float32) for name in painted}
+    windows_rx = dict(local_rx or {"inner": 7, "outer": 21, "n_components": 30})
+    d = min(int(windows_rx.pop("n_components")), encoder.spectral_input_dim)
+    z = np.zeros((height, width, d), dtype=np.float32) if "ctx_lrx" in heads else None  # (H, W, d)
     tokens = WindowTokenizer(tokenizer, cube, transform, device)
 
     def batches(windows, index):
         return score_batches(encoder, tokens, windows, index, domain_id, heads, batch_size, device)
 
-    whitener = None
+    def finish(windows, batch, scores, mask, phase):
+        residual = scores.pop("residual", None)
+        if "ctx_rx" in heads:
+            scores["ctx_rx"] = residual_distance(residual, mask, whitener)
+        if z is not None and phase == 0:
+            _paint_components(z, windows, batch, residual, mask, projection, cell, grid)
+        _paint(maps, windows, batch, scores, cell, grid)
+
+    whitener = projection = None
     for k in range(offsets):
         windows = BlindSpotWindows(height, width, tokenizer.patch_size, block_px, (k * block_px) // offsets)
         rest = np.arange(len(windows.corners))
-        if whitener is None and "ctx_rx" in heads:
+        if k == 0 and set(RESIDUAL_HEADS) & set(heads):
             picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))
             sample = list(batches(windows, picked))
-            whitener = fit_whitener(torch.cat([scores["residual"] for _, scores, _ in sample]))
+            residuals = torch.cat([scores["residual"] for _, scores, _ in sample])  # (M, B)
+            whitener = fit_whitener(residuals)
+            projection = (whitener[0], residual_axes(residuals, d)) if z is not None else None
             for batch, scores, mask in sample:
-                scores["ctx_rx"] = residual_distance(scores.pop("residual"), mask, whitener)
-                _paint(maps, windows, batch, scores, cell, grid)
+                finish(windows, batch, scores, mask, k)
             rest = np.setdiff1d(rest, picked)
         for batch, scores, mask in batches(windows, rest):
-            if "ctx_rx" in heads:
-                scores["ctx_rx"] = residual_distance(scores.pop("residual"), mask, whitener)
-            _paint(maps, windows, batch, scores, cell, grid)
-    return maps
+            finish(windows, batch, scores, mask, k)
+    if z is not None:
+        maps["ctx_lrx"] = local_rx_components(z, **windows_rx)
+    return {name: maps[name] for name in heads}

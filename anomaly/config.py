@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from data.io import LAYOUTS
 from utils.config import check, load_config
 
-HEAD_NAMES = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "recon", "one_class", "rarity", "grx", "lrx")
+HEAD_NAMES = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "ctx_lrx", "recon", "one_class", "rarity", "grx", "lrx")
 NORMALIZERS = ("robust_z", "minmax", "rank")
 
 
@@ -22,7 +22,7 @@ class HeadWeights:
     """Fusion weight of each head's per-scene normalised map; a head with weight 0 is not computed.
 
     Defaults chosen on the cross-scene protocol (benchmark --mode cross-scene --folds 2): ctx_spec + ctx_rx +
-    grx + lrx fused best there (0.9732 mean ROC AUC); the token heads (lm_nll, lm_spectral) invert on scenes
+    ctx_lrx + grx + lrx fused best there (0.9744 mean ROC AUC; 0.9732 without ctx_lrx); the token heads (lm_nll, lm_spectral) invert on scenes
     the encoder never saw, one_class lowered the fusion; recon (0.53) and rarity (0.35) fail on the synthetic scene.
     """
 
@@ -30,6 +30,7 @@ class HeadWeights:
     lm_spectral: float = 0.0
     ctx_spec: float = 1.0
     ctx_rx: float = 1.0
+    ctx_lrx: float = 1.0
     recon: float = 0.0
     one_class: float = 0.0
     rarity: float = 0.0

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomaly.blind_spot import CONTEXT_HEADS
 from anomaly.config import AnomalyConfig
 from anomaly.detector import HSIAnomalyDetector
 from anomaly.domain import DomainChoice, choose_domain
@@ -95,12 +96,12 @@ def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str,
         raise ConfigError(f"domain_id: {cfg.domain_id}, but the encoder knows {info['num_domains']} domains "
                           f"{info['domains'] or ''}; pick the id of the most similar pre-training sensor")
     grid = model.tokenizer.grid_size
-    spectral = sorted({"ctx_spec", "ctx_rx"} & set(cfg.head_weights.active()))
+    spectral = sorted({"ctx_spec", "ctx_rx", "ctx_lrx"} & set(cfg.head_weights.active()))
     if spectral and model.encoder.spectral_input_dim == 0:
         raise ConfigError(f"head_weights: {', '.join(spectral)} predict spectra, but the encoder {info['encoder']['path']} "
                           f"was pre-trained without spectral_input; set their weights to 0 or re-run Stage 2 with "
                           f"spectral_input: true")
-    if set(cfg.head_weights.active()) & {"lm_nll", "lm_spectral", "ctx_spec", "ctx_rx"} and grid > 1 and cfg.lm_block >= grid:
+    if set(cfg.head_weights.active()) & set(CONTEXT_HEADS) and grid > 1 and cfg.lm_block >= grid:
         raise ConfigError(f"lm_block: {cfg.lm_block} must be smaller than the token grid ({grid}x{grid}), "
                           f"else one scoring mask hides every token")
     patch_size = int(info["tokenizer_config"]["patch_size"])

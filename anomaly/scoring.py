@@ -147,7 +147,7 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = 64
         model = detector.universal_model
         maps.update(blind_spot_maps(model.encoder, model.tokenizer, cube, transform, domain_id, context_heads,
                                     detector.lm_block, detector.score_offsets, batch_size,
-                                    detector.code_log_freq.device))
+                                    detector.code_log_freq.device, detector.local_rx_args))
     scene_heads = [h for h in active if h in SCENE_HEADS]
     if scene_heads:
         maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, detector.local_rx_args))

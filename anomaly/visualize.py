@@ -40,6 +40,7 @@ HEAD_TITLES = {
     "lm_spectral": "spectral-code NLL",
     "ctx_spec": "context spectrum error",
     "ctx_rx": "context residual RX",
+    "ctx_lrx": "context residual local RX",
     "recon": "reconstruction error",
     "one_class": "one-class (Deep SVDD)",
     "rarity": "code rarity",

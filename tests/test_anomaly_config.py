@@ -21,7 +21,7 @@ def test_shipped_configs_load(path):
     (["normalize_scores=softmax"], "normalize_scores"),
     (["freeze_encoder=false"], "freeze_encoder"),
     (["head_weights.recon=-1"], "head_weights.recon"),
-    (["head_weights={lm_nll: 0, lm_spectral: 0, ctx_spec: 0, ctx_rx: 0, recon: 0, one_class: 0, rarity: 0, grx: 0, "
+    (["head_weights={lm_nll: 0, lm_spectral: 0, ctx_spec: 0, ctx_rx: 0, ctx_lrx: 0, recon: 0, one_class: 0, rarity: 0, grx: 0, "
       "lrx: 0}"], "head_weights"),
     (["supervised=true"], "supervised_data_path"),
     (["local_rx.outer=3"], "local_rx.outer"),

@@ -121,3 +121,25 @@ def test_scene_maps_are_finite_for_every_pixel_including_a_scene_smaller_than_th
                                torch.device("cpu"))
         for name, m in maps.items():
             assert m.shape == shape and np.isfinite(m).all(), name
+
+
+@pytest.mark.parametrize("size, patch, cell, block", [((23, 17), 8, 1, 2), ((20, 26), 8, 2, 1), ((6, 11), 8, 1, 2)])
+def test_phase_0_residuals_fill_every_pixel_once_for_ctx_lrx(size, patch, cell, block):
+    """ctx_lrx's (H, W, d) cube gets each pixel's residual from the one phase-0 core that holds it."""
+    from anomaly.blind_spot import BlindSpotWindows, _paint_components
+
+    height, width = size
+    grid = patch // cell
+    windows = BlindSpotWindows(height, width, patch, block * cell, 0)
+    batch = np.arange(len(windows.corners))
+    mask = windows.core_masks(batch, patch, cell)  # (N, T)
+    window_of = mask.nonzero(as_tuple=True)[0]  # (M,)
+    residual = (window_of.float() + 1)[:, None].repeat(1, 3)  # (M, 3): each core's id + 1
+    z = np.zeros((height, width, 3), dtype=np.float32)
+    _paint_components(z, windows, batch, residual, mask, (torch.zeros(3), torch.eye(3)), cell, grid)
+    expected = np.zeros((height, width), dtype=np.float32)
+    for i, (r0, r1, c0, c1) in enumerate(windows.boxes):
+        assert (expected[r0:r1, c0:c1] == 0).all()  # the cores of a phase do not overlap
+        expected[r0:r1, c0:c1] = i + 1
+    assert (expected > 0).all()  # ... and cover the image
+    np.testing.assert_array_equal(z[..., 0], expected)
