@@ -84,7 +84,7 @@ def test_train_then_infer_writes_every_output(ckpts, tmp_path):
     anomaly_map = np.load(out / "anomaly_map.npy")
     assert anomaly_map.shape == (17, 19) and anomaly_map.dtype == np.float32 and np.isfinite(anomaly_map).all()
     heads = np.load(out / "head_maps.npz")
-    assert set(heads.files) == {"lm_nll", "ctx_spec", "ctx_rx", "recon", "one_class", "rarity", "grx", "lrx"}
+    assert set(heads.files) == {"lm_nll", "ctx_spec", "ctx_rx", "ctx_lrx", "recon", "one_class", "rarity", "grx", "lrx"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "unsupervised" and 0 <= metrics["fused"]["auc"] <= 1
     assert set(metrics["heads"]) == set(heads.files)
