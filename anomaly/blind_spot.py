@@ -111,21 +111,25 @@ def residual_distance(residual: torch.Tensor, mask: torch.Tensor, whitener: tupl
     return out
 
 
-def fit_whitener(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (B,), inverse covariance (B, B)) of residuals (M, B), with a relative ridge."""
+def residual_statistics(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (B,), covariance (B, B)) in float64 of residuals (M, B); the identity for a single residual."""
     residuals = residuals.double()
     mean = residuals.mean(dim=0)
     cov = torch.cov((residuals - mean).T) if len(residuals) > 1 else torch.eye(residuals.shape[1], dtype=torch.float64,
                                                                                device=residuals.device)
+    return mean, cov
+
+
+def fit_whitener(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (B,), inverse covariance (B, B)) float32 from `residual_statistics`, with a relative ridge."""
     ridge = RIDGE * float(torch.diagonal(cov).mean().clamp_min(1e-12))
     precision = torch.linalg.pinv(cov + ridge * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
     return mean.float(), precision.float()
 
 
-def residual_axes(residuals: torch.Tensor, n_components: int) -> torch.Tensor:
-    """The leading `n_components` principal axes (B, d) of residuals (M, B), largest variance first."""
-    centred = residuals.double() - residuals.double().mean(dim=0)
-    _, vecs = torch.linalg.eigh(torch.cov(centred.T))  # ascending eigenvalues
+def residual_axes(cov: torch.Tensor, n_components: int) -> torch.Tensor:
+    """The leading `n_components` principal axes (B, d) of a residual covariance (B, B), largest variance first."""
+    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
     return vecs.flip(-1)[:, :n_components].float()
 
 
@@ -178,9 +182,13 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
     block_px = block * cell
     painted = [name for name in heads if name != "ctx_lrx"]
     maps = {name: np.full((height, width), -np.inf, dtype=np.float32) for name in painted}
-    windows_rx = dict(local_rx or {"inner": 7, "outer": 21, "n_components": 30})
-    d = min(int(windows_rx.pop("n_components")), encoder.spectral_input_dim)
-    z = np.zeros((height, width, d), dtype=np.float32) if "ctx_lrx" in heads else None  # (H, W, d)
+    z = windows_rx = None
+    if "ctx_lrx" in heads:
+        if local_rx is None:
+            raise ValueError("ctx_lrx needs the local_rx settings (inner, outer, n_components)")
+        windows_rx = {key: value for key, value in local_rx.items() if key != "n_components"}
+        d = min(int(local_rx["n_components"]), encoder.spectral_input_dim)
+        z = np.zeros((height, width, d), dtype=np.float32)  # (H, W, d)
     tokens = WindowTokenizer(tokenizer, cube, transform, device)
 
     def batches(windows, index):
@@ -201,9 +209,9 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
         if k == 0 and set(RESIDUAL_HEADS) & set(heads):
             picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))
             sample = list(batches(windows, picked))
-            residuals = torch.cat([scores["residual"] for _, scores, _ in sample])  # (M, B)
-            whitener = fit_whitener(residuals)
-            projection = (whitener[0], residual_axes(residuals, d)) if z is not None else None
+            mean, cov = residual_statistics(torch.cat([scores["residual"] for _, scores, _ in sample]))  # of (M, B)
+            whitener = fit_whitener(mean, cov)
+            projection = (whitener[0], residual_axes(cov, d)) if z is not None else None
             for batch, scores, mask in sample:
                 finish(windows, batch, scores, mask, k)
             rest = np.setdiff1d(rest, picked)

@@ -21,13 +21,14 @@ anomaly/loading.py.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from anomaly.config import HEAD_NAMES
+from anomaly.config import HEAD_NAMES, LocalRXSettings
 from anomaly.fusion import fuse_scores
 from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
                            compute_recon_error, tokens_to_pixels)
@@ -71,7 +72,7 @@ class HSIAnomalyDetector(nn.Module):
         self.score_offsets = score_offsets
         self.adapted_domain = adapted_domain  # the domain table was fitted to the scene (anomaly/adapt.py)
         self.normalize = normalize
-        self.local_rx_args = dict(local_rx or {})
+        self.local_rx_args = {**asdict(LocalRXSettings()), **(local_rx or {})}  # inner, outer, n_components
         tokenizer = universal_model.tokenizer
         self.patch_size = tokenizer.patch_size
         self.num_bands = tokenizer.num_bands

@@ -102,7 +102,7 @@ def rx_head_maps(cube: np.ndarray, transform: Callable | None, num_bands: int, h
     view = PreparedRows(cube, transform, num_bands)
     stats = scene_stats(view)
     rows = max(1, (1 << 22) // max(1, width * num_bands))  # 32 MiB of float64 per chunk
-    d = min(int(local_rx.get("n_components", 30)), num_bands)
+    d = min(int(local_rx["n_components"]), num_bands)
     axes = principal_axes(stats, d) if "lrx" in heads else None  # (B, d)
     maps = {"grx": np.empty((height, width), dtype=np.float32)} if "grx" in heads else {}
     z = np.empty((height, width, d), dtype=np.float32) if axes is not None else None  # (H, W, d)
