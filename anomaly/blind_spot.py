@@ -17,7 +17,7 @@ Heads (each a per-pixel map, higher = more anomalous):
 - ctx_lrx      dual-window local RX (local_rx's windows) on those residuals, projected on the leading principal
                axes of the sampled residuals: the residual judged against its neighbourhood, not the whole scene
 - ctx_rx       Mahalanobis distance of that residual (pixel minus prediction) under the scene's residual
-               mean and covariance, fitted first on the cores of up to `RESIDUAL_SAMPLE` windows of phase 0,
+               mean and covariance, on the residuals' `rx_components` leading principal axes, fitted first on the cores of up to `RESIDUAL_SAMPLE` windows of phase 0,
                whose other heads are kept (each window is scored once; no (H, W, B) residual cube is kept)
 
 The windows' tokens come from anomaly/window_tokens.py: each pixel is prepared and spectrally encoded once
@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from anomaly.baselines import local_rx_components
+from anomaly.baselines import local_rx_components, truncated_precision
 from anomaly.window_tokens import WindowTokenizer
 
 CONTEXT_HEADS = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "ctx_lrx")
@@ -120,11 +120,11 @@ def residual_statistics(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return mean, cov
 
 
-def fit_whitener(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (B,), inverse covariance (B, B)) float32 from `residual_statistics`, with a relative ridge."""
-    ridge = RIDGE * float(torch.diagonal(cov).mean().clamp_min(1e-12))
-    precision = torch.linalg.pinv(cov + ridge * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
-    return mean.float(), precision.float()
+def fit_whitener(mean: torch.Tensor, cov: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (B,), precision (B, B)) float32 from `residual_statistics`, with a relative ridge: the inverse on the
+    residuals' leading `n_components` principal axes (0 = every axis; anomaly.baselines.truncated_precision)."""
+    precision = truncated_precision(cov.cpu().numpy(), n_components, RIDGE)
+    return mean.float(), torch.from_numpy(precision).float().to(cov.device)
 
 
 def residual_axes(cov: torch.Tensor, n_components: int) -> torch.Tensor:
@@ -165,12 +165,12 @@ def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.nda
 @torch.no_grad()
 def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, heads: list[str],
                     block: int, offsets: int, batch_size: int, device: torch.device,
-                    local_rx: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+                    local_rx: dict[str, int] | None = None, rx_components: int = 0) -> dict[str, np.ndarray]:
     """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases.
 
     ctx_rx's residual mean and covariance (and ctx_lrx's principal axes) come from the cores of up to
     RESIDUAL_SAMPLE windows of phase 0, spread evenly over the scene; those windows are scored once, their other
-    heads kept for the map. ctx_lrx: dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0
+    heads kept for the map. ctx_rx works on the residuals' `rx_components` leading axes (0 = all). ctx_lrx: dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0
     residuals projected on those axes, an (H, W, d) cube (phase 0's cores cover every pixel once)."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
@@ -210,7 +210,7 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
             picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))
             sample = list(batches(windows, picked))
             mean, cov = residual_statistics(torch.cat([scores["residual"] for _, scores, _ in sample]))  # of (M, B)
-            whitener = fit_whitener(mean, cov)
+            whitener = fit_whitener(mean, cov, rx_components)
             projection = (whitener[0], residual_axes(cov, d)) if z is not None else None
             for batch, scores, mask in sample:
                 finish(windows, batch, scores, mask, k)

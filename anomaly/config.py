@@ -107,6 +107,7 @@ class AnomalyConfig:
     inference_batch_size: int = 64
     inference_stride: int = 0
     local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)
+    rx_components: int = 30  # leading principal components of the global RX heads (grx, ctx_rx); 0 = every band
 
     def validate(self) -> None:
         check(self.anomaly_batch_size >= 1, f"anomaly_batch_size: must be >= 1, got {self.anomaly_batch_size}")
@@ -153,6 +154,7 @@ class AnomalyConfig:
         check(lrx.outer > lrx.inner and lrx.outer % 2 == 1,
               f"local_rx.outer: must be an odd window larger than local_rx.inner ({lrx.inner}), got {lrx.outer}")
         check(lrx.n_components >= 1, f"local_rx.n_components: must be >= 1, got {lrx.n_components}")
+        check(self.rx_components >= 0, f"rx_components: must be >= 0 (0 = every band), got {self.rx_components}")
 
 
 def load_anomaly_config(config_path: str | None, overrides: list[str] | None = None,

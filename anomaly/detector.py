@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomaly.config import HEAD_NAMES, LocalRXSettings
+from anomaly.config import HEAD_NAMES, AnomalyConfig, LocalRXSettings
 from anomaly.fusion import fuse_scores
 from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
                            compute_recon_error, tokens_to_pixels)
@@ -55,7 +55,7 @@ class HSIAnomalyDetector(nn.Module):
                  lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
                  objective: str = "svdd", lm_block: int = 2, normalize: str = "robust_z",
                  local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2,
-                 adapted_domain: bool = False):
+                 adapted_domain: bool = False, rx_components: int = AnomalyConfig.rx_components):
         super().__init__()
         if not freeze_encoder:
             raise ConfigError("freeze_encoder: false (full fine-tuning) is not supported; use use_lora: true")
@@ -73,6 +73,7 @@ class HSIAnomalyDetector(nn.Module):
         self.adapted_domain = adapted_domain  # the domain table was fitted to the scene (anomaly/adapt.py)
         self.normalize = normalize
         self.local_rx_args = {**asdict(LocalRXSettings()), **(local_rx or {})}  # inner, outer, n_components
+        self.rx_components = rx_components  # principal components of grx and ctx_rx (0 = every band)
         tokenizer = universal_model.tokenizer
         self.patch_size = tokenizer.patch_size
         self.num_bands = tokenizer.num_bands

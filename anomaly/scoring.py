@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import spectral
 import torch
 
-from anomaly.baselines import local_rx_components, principal_axes, scene_stats
+from anomaly.baselines import local_rx_components, mahalanobis, principal_axes, scene_stats, truncated_precision
 from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
 from anomaly.fusion import fuse_scores, normalize_scores
 from anomaly.heads import code_log_frequencies
@@ -94,22 +93,24 @@ def patch_head_maps(detector, cube: np.ndarray, domain_id: int, heads: list[str]
 
 
 def rx_head_maps(cube: np.ndarray, transform: Callable | None, num_bands: int, heads: list[str],
-                 local_rx: dict[str, int]) -> dict[str, np.ndarray]:
+                 local_rx: dict[str, int], rx_components: int) -> dict[str, np.ndarray]:
     """grx / lrx maps (H, W) on the prepared cube, which is never held whole: row chunks are prepared
     (`transform`) once for the scene statistics and once more for the RX scores and the projection
-    onto the leading principal components (H, W, d) that local RX works on."""
+    onto the leading principal components (H, W, d) that local RX works on. grx is RX on the leading
+    `rx_components` principal components (0 = every band)."""
     height, width = cube.shape[:2]
     view = PreparedRows(cube, transform, num_bands)
     stats = scene_stats(view)
     rows = max(1, (1 << 22) // max(1, width * num_bands))  # 32 MiB of float64 per chunk
     d = min(int(local_rx["n_components"]), num_bands)
     axes = principal_axes(stats, d) if "lrx" in heads else None  # (B, d)
-    maps = {"grx": np.empty((height, width), dtype=np.float32)} if "grx" in heads else {}
+    precision = truncated_precision(stats.cov, rx_components) if "grx" in heads else None  # (B, B)
+    maps = {"grx": np.empty((height, width), dtype=np.float32)} if precision is not None else {}
     z = np.empty((height, width, d), dtype=np.float32) if axes is not None else None  # (H, W, d)
     for r0 in range(0, height, rows):
         chunk = np.asarray(view[r0:r0 + rows], dtype=np.float64)  # (r, W, B)
-        if "grx" in maps:
-            maps["grx"][r0:r0 + rows] = spectral.rx(chunk, background=stats)
+        if precision is not None:
+            maps["grx"][r0:r0 + rows] = mahalanobis(chunk, stats.mean, precision)
         if z is not None:
             z[r0:r0 + rows] = (chunk - stats.mean) @ axes
     if z is not None:
@@ -147,10 +148,11 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = 64
         model = detector.universal_model
         maps.update(blind_spot_maps(model.encoder, model.tokenizer, cube, transform, domain_id, context_heads,
                                     detector.lm_block, detector.score_offsets, batch_size,
-                                    detector.code_log_freq.device, detector.local_rx_args))
+                                    detector.code_log_freq.device, detector.local_rx_args, detector.rx_components))
     scene_heads = [h for h in active if h in SCENE_HEADS]
     if scene_heads:
-        maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, detector.local_rx_args))
+        maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, detector.local_rx_args,
+                                  detector.rx_components))
     detector.train(was_training)
     tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
     fused = fuse_scores(tensors, detector.head_weights, detector.normalize)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import spectral
 
-from anomaly.baselines import crd, global_rx, local_rx, principal_components, scene_stats
+from anomaly.baselines import crd, global_rx, local_rx, principal_components, scene_stats, truncated_precision
 from utils.errors import ConfigError, DataError
 from utils.metrics import detection_metrics
 
@@ -37,6 +37,25 @@ def test_global_rx_affine_invariant_and_singular_bands():
     np.testing.assert_allclose(global_rx(cube * 0.01 - 3.0), base, rtol=1e-3)
     dup = np.concatenate([cube, cube[..., :1], np.full(cube.shape[:2] + (1,), 5.0, np.float32)], axis=-1)
     np.testing.assert_allclose(global_rx(dup), base, rtol=1e-3)  # collinear + constant band: pinv
+
+
+def test_global_rx_on_leading_components_is_rx_of_the_projected_cube():
+    cube, gt = _scene(b=8)
+    z = principal_components(cube, 3).reshape(-1, 3)  # (P, 3) on the 3 leading axes
+    expect = (z ** 2 / z.var(axis=0, ddof=1)).sum(-1).reshape(gt.shape)  # the axes are uncorrelated
+    np.testing.assert_allclose(global_rx(cube, n_components=3), expect, rtol=1e-4)
+    np.testing.assert_allclose(global_rx(cube, n_components=8), global_rx(cube), rtol=1e-5)  # every axis
+    assert not np.allclose(global_rx(cube, n_components=3), global_rx(cube), rtol=1e-2)
+
+
+def test_truncated_precision_drops_null_directions_and_checks_its_argument():
+    rng = np.random.default_rng(1)
+    basis = rng.normal(size=(5, 2))
+    cov = basis @ basis.T  # (5, 5) of rank 2
+    np.testing.assert_allclose(truncated_precision(cov, 4), np.linalg.pinv(cov), atol=1e-8)  # 3 zero variances cut
+    np.testing.assert_allclose(truncated_precision(cov, 0), np.linalg.pinv(cov), atol=1e-8)
+    with pytest.raises(ConfigError, match="n_components"):
+        truncated_precision(cov, -1)
 
 
 def test_global_rx_reads_a_memmap(tmp_path):

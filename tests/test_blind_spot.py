@@ -143,3 +143,19 @@ def test_phase_0_residuals_fill_every_pixel_once_for_ctx_lrx(size, patch, cell, 
         expected[r0:r1, c0:c1] = i + 1
     assert (expected > 0).all()  # ... and cover the image
     np.testing.assert_array_equal(z[..., 0], expected)
+
+
+def test_ctx_rx_on_the_leading_residual_axes():
+    """rx_components d keeps the d leading residual axes: every axis gives the full-precision distance, and fewer
+    give a smaller one (the inverse restricted to a subspace is dominated by the full inverse)."""
+    tokenizer, encoder = tiny_models()
+    cube = np.random.default_rng(3).random((H, W, BANDS), dtype=np.float32)
+
+    def ctx_rx(d):
+        return blind_spot_maps(encoder, tokenizer, cube, None, 0, ["ctx_rx"], 2, 2, 16, torch.device("cpu"),
+                               rx_components=d)["ctx_rx"]
+
+    full = ctx_rx(0)
+    np.testing.assert_allclose(ctx_rx(BANDS), full, rtol=1e-3, atol=1e-4)
+    part = ctx_rx(2)
+    assert (part <= full + 1e-3).all() and part.mean() < 0.9 * full.mean()
