@@ -142,10 +142,11 @@ def _clipped_length(length: int, size: int) -> np.ndarray:
     return np.minimum(centres + size // 2 + 1, length) - np.maximum(centres - size // 2, 0)
 
 
-def _window_sum(integral: np.ndarray, offset: int, size: int, rows: int, cols: int) -> np.ndarray:
-    """Sums (rows, cols, C) over the `size` x `size` windows whose top-left corners start `offset` pixels
-    into an integral image (h+1, w+1, C) with a leading zero row and column: four slices, no gather."""
-    r0, c0, r1, c1 = offset, offset, offset + rows, offset + cols
+def _window_sum(integral: np.ndarray, offset: int, size: int, rows: int, c0: int, c1: int) -> np.ndarray:
+    """Sums (rows, c1 - c0, C) over the `size` x `size` windows whose top-left corners start `offset` pixels into
+    an integral image (h+1, w+1, C) with a leading zero row and column, for the window columns c0..c1: four
+    slices, no gather."""
+    r0, r1, c0, c1 = offset, offset + rows, offset + c0, offset + c1
     return (integral[r0 + size:r1 + size, c0 + size:c1 + size] - integral[r0:r1, c0 + size:c1 + size]
             - integral[r0 + size:r1 + size, c0:c1] + integral[r0:r1, c0:c1])
 
@@ -162,20 +163,28 @@ def local_rx(cube: np.ndarray, inner: int = 7, outer: int = 21, n_components: in
     return local_rx_components(principal_components(cube, n_components, chunk_rows), inner, outer, ridge, chunk_rows)
 
 
+INTEGRAL_BUDGET = 1 << 24  # float64 elements of one row chunk's integral image (128 MiB)
+SOLVE_BUDGET = 1 << 22  # float64 elements of one column block's window sums and covariances (32 MiB)
+
+
 def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: float = 1e-6,
                         chunk_rows: int | None = None) -> np.ndarray:
     """Dual-window local RX of an already projected cube z (H, W, d) -> (H, W) float32.
 
     Vectorised: the window sums of z and of the d(d+1)/2 distinct products z_i z_j come from one
-    zero-padded integral image per row chunk (outer sum minus inner sum, each four slices), then one
-    batched solve per chunk. Peak memory is one chunk's integral image (about 128 MiB) plus z.
+    zero-padded integral image per row chunk (outer sum minus inner sum, each four slices), then the
+    covariances are assembled and solved in column blocks. A chunk's integral image holds `outer - 1` halo
+    rows beside its own, so chunks are as tall as INTEGRAL_BUDGET allows (a wide scene used to get one-row
+    chunks that integrated 21 rows per row scored). Peak memory: one integral image (about 128 MiB), one
+    column block (about 32 MiB) and z.
     """
     _check_windows(inner, outer)
     height, width, d = z.shape
     starts = np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])  # product block i holds z_i * z_i..d-1
     channels = d + int(starts[-1])
     halo = outer // 2
-    rows = chunk_rows or max(1, _rows_per_chunk(width + 2 * halo, 2 * channels, budget=1 << 24) - 2 * halo)
+    rows = chunk_rows or max(1, INTEGRAL_BUDGET // ((width + 2 * halo + 1) * channels) - 2 * halo - 1)
+    cols = max(1, SOLVE_BUDGET // (min(rows, height) * (channels + d * d)))
     # pixel counts of the background windows clipped at the image border: outer box minus inner box
     counts = (np.outer(_clipped_length(height, outer), _clipped_length(width, outer))
               - np.outer(_clipped_length(height, inner), _clipped_length(width, inner)))[..., None]  # (H, W, 1)
@@ -183,6 +192,7 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
         raise DataError(f"local RX: a background window holds {int(counts.min())} pixels; the image "
                         f"({height}x{width}) is too small for windows ({inner}, {outer})")
     out = np.empty((height, width), dtype=np.float32)
+    eye = np.eye(d)
     for r0 in range(0, height, rows):
         r1 = min(height, r0 + rows)
         n = r1 - r0
@@ -196,21 +206,24 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
             values[..., d + starts[i]:d + starts[i + 1]] = zb[..., i:i + 1] * zb[..., i:]
         np.cumsum(values, axis=0, out=values)
         np.cumsum(values, axis=1, out=values)
-        sums = _window_sum(integral, 0, outer, n, width) - _window_sum(integral, halo - inner // 2, inner, n, width)
-        count = counts[r0:r1]  # (r, W, 1)
-        mean = sums[..., :d] / count  # (r, W, d)
-        cov = np.empty((n, width, d, d))
-        for i in range(d):
-            block = sums[..., d + starts[i]:d + starts[i + 1]]  # (r, W, d - i): sum of z_i z_j, j >= i
-            cov[..., i, i:] = block
-            cov[..., i:, i] = block
-        cov -= count[..., None] * mean[..., :, None] * mean[..., None, :]
-        cov /= (count - 1)[..., None]  # (r, W, d, d)
-        trace = np.trace(cov, axis1=-2, axis2=-1)[..., None, None]  # (r, W, 1, 1)
-        cov += ridge * trace / d * np.eye(d)
-        diff = z[r0:r1] - mean  # (r, W, d)
-        sol = np.linalg.solve(cov, diff[..., None])[..., 0]  # (r, W, d)
-        out[r0:r1] = np.einsum("rwd,rwd->rw", diff, sol)
+        for c0 in range(0, width, cols):
+            c1 = min(width, c0 + cols)
+            sums = (_window_sum(integral, 0, outer, n, c0, c1)
+                    - _window_sum(integral, halo - inner // 2, inner, n, c0, c1))  # (r, c, C)
+            count = counts[r0:r1, c0:c1]  # (r, c, 1)
+            mean = sums[..., :d] / count  # (r, c, d)
+            cov = np.empty((n, c1 - c0, d, d))
+            for i in range(d):
+                block = sums[..., d + starts[i]:d + starts[i + 1]]  # (r, c, d - i): sum of z_i z_j, j >= i
+                cov[..., i, i:] = block
+                cov[..., i:, i] = block
+            cov -= count[..., None] * mean[..., :, None] * mean[..., None, :]
+            cov /= (count - 1)[..., None]  # (r, c, d, d)
+            trace = np.trace(cov, axis1=-2, axis2=-1)[..., None, None]  # (r, c, 1, 1)
+            cov += ridge * trace / d * eye
+            diff = z[r0:r1, c0:c1] - mean  # (r, c, d)
+            sol = np.linalg.solve(cov, diff[..., None])[..., 0]  # (r, c, d)
+            out[r0:r1, c0:c1] = np.einsum("rcd,rcd->rc", diff, sol)
     return out
 
 

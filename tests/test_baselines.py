@@ -89,8 +89,11 @@ def _local_rx_loop(z, inner, outer, ridge=1e-6):
     return out
 
 
-@pytest.mark.parametrize("inner, outer, chunk_rows", [(3, 7, None), (1, 5, 4), (3, 9, 2)])
-def test_local_rx_matches_per_pixel_loop(inner, outer, chunk_rows):
+@pytest.mark.parametrize("inner, outer, chunk_rows, solve_budget", [(3, 7, None, None), (1, 5, 4, None), (3, 9, 2, None),
+                                                                  (3, 7, None, 500)])
+def test_local_rx_matches_per_pixel_loop(inner, outer, chunk_rows, solve_budget, monkeypatch):
+    if solve_budget is not None:  # column blocks of the solve: 500 elements hold one row of 2-3 columns
+        monkeypatch.setattr("anomaly.baselines.SOLVE_BUDGET", solve_budget)
     cube, _ = _scene()
     z = principal_components(cube, 4)
     expect = _local_rx_loop(z, inner, outer)
