@@ -164,3 +164,15 @@ def test_data_errors():
         global_rx(cube)
     with pytest.raises(DataError, match="non-finite"):
         crd(cube)
+
+
+@pytest.mark.parametrize("rx_components", [0, 3])
+def test_the_rx_heads_are_the_baselines_on_the_prepared_cube(rx_components):
+    """Stage 3's grx / lrx heads (anomaly.scoring.rx_head_maps, which reads the cube in row chunks) score as the
+    baselines do: grx as global RX on the rx_components leading principal components, lrx as local RX."""
+    from anomaly.scoring import rx_head_maps
+
+    cube, _ = _scene(b=8)
+    maps = rx_head_maps(cube, None, 8, ["grx", "lrx"], {"inner": 3, "outer": 7, "n_components": 4}, rx_components)
+    np.testing.assert_allclose(maps["grx"], global_rx(cube, n_components=rx_components), rtol=1e-4)
+    np.testing.assert_allclose(maps["lrx"], local_rx(cube, inner=3, outer=7, n_components=4), rtol=1e-4)
