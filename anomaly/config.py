@@ -22,7 +22,8 @@ class HeadWeights:
     """Fusion weight of each head's per-scene normalised map; a head with weight 0 is not computed.
 
     Defaults chosen on the cross-scene protocol (benchmark --mode cross-scene --folds 2): ctx_spec + ctx_rx +
-    ctx_lrx + grx + lrx fused best there (0.9744 mean ROC AUC; 0.9732 without ctx_lrx); the token heads (lm_nll, lm_spectral) invert on scenes
+    ctx_lrx + grx + lrx fused best there (0.9760 mean ROC AUC with rx_components 30, 0.9744 on every band; 0.9732
+    without ctx_lrx); the token heads (lm_nll, lm_spectral) invert on scenes
     the encoder never saw, one_class lowered the fusion; recon (0.53) and rarity (0.35) fail on the synthetic scene.
     """
 
