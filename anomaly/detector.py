@@ -213,18 +213,21 @@ class HSIAnomalyDetector(nn.Module):
         return pooled.reshape(gt.shape[0], grid * grid)  # (N, T)
 
     def training_losses(self, joint_ids: torch.Tensor, domain_ids: torch.Tensor,
-                        labels: torch.Tensor | None = None, mlm_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                        labels: torch.Tensor | None = None, mlm_weight: float = 1.0,
+                        hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """{"one_class": SVDD or BCE loss, "mlm": masked-token loss (LoRA only), "loss": their sum}.
 
         Takes joint ids (N, T) (`tokenize(patches)`): the tokenizer is frozen, so a training scene is
         tokenised once, not once per epoch. Under LoRA the encoder's own masked-token loss on the target
         scene keeps the adapted encoder a language model, a second guard (besides the bias-free map)
-        against SVDD's collapse onto c.
+        against SVDD's collapse onto c. `hidden` (N, T, H): the embeddings of `joint_ids` when the caller holds
+        them (`embeddings`; without LoRA the encoder never changes while the head trains).
         """
         encoder = self.universal_model.encoder
         losses: dict[str, torch.Tensor] = {}
         if self.one_class_head is not None:
-            hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
+            if hidden is None:
+                hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
             losses["one_class"] = self.one_class_head.loss(hidden, labels)
         if self.use_lora and mlm_weight > 0:
             mlm_loss, _, _ = encoder(joint_ids, domain_ids, pretrain=True)
@@ -235,13 +238,19 @@ class HSIAnomalyDetector(nn.Module):
         return losses
 
     @torch.no_grad()
-    def init_one_class_center(self, batches: Callable[[], Any]) -> None:
-        """Fix the SVDD centre from the initial embeddings of `batches()` ((joint_ids (N, T), domain_ids) pairs)."""
-        encoder = self.universal_model.encoder
+    def embeddings(self, joint_ids: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
+        """The encoder's embeddings (N, T, H) of joint ids (N, T) under domains (N,), in eval mode (no dropout)."""
         was_training = self.training
         self.train(False)
-        self.one_class_head.init_center(encoder(ids, d, pretrain=False) for ids, d in batches())
-        self.train(was_training)
+        try:
+            return self.universal_model.encoder(joint_ids, domain_ids, pretrain=False)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def init_one_class_center(self, hidden_batches) -> None:
+        """Fix the SVDD centre (and the embeddings' mean) from the initial embeddings: a sequence of (N, T, H)."""
+        self.one_class_head.init_center(hidden_batches)
 
     # ------------------------------------------------------------------ whole scene
     def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,

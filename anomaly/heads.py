@@ -85,7 +85,10 @@ class OneClassHead(nn.Module):
     `objective='svdd'` (unlabelled data): `net` maps an embedding to `rep_dim` features with NO bias
     terms, and the centre `c` is fixed from the mean mapped embedding of the training data before
     training (`init_center`) and pushed away from 0 (|c_i| >= center_eps): with biases, or with c = 0,
-    the network could map everything onto c (the trivial "hypersphere collapse"). Score = ||net(h) - c||^2.
+    the network could map everything onto c (the trivial "hypersphere collapse"). Score = ||net(h - mu) - c||^2.
+    The embeddings are centred first (`mu`, their training mean, fixed with c): BERT's final LayerNorm gives every
+    token a shared offset, which would act as the bias the map must not have. The map runs in fp32, also inside
+    an autocast region.
 
     `objective='bce'` (labelled data, spec 6.1.3): a linear classifier on the same features gives
     anomaly logits, trained with BCE; the score is the logit.
@@ -110,6 +113,7 @@ class OneClassHead(nn.Module):
         )
         self.classifier = nn.Linear(rep_dim, 1) if objective == "bce" else None
         self.register_buffer("c", torch.zeros(rep_dim))
+        self.register_buffer("mu", torch.zeros(hidden_size))  # training mean of the embeddings (0 for BCE)
         self.register_buffer("center_ready", torch.tensor(objective == "bce"))
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -119,19 +123,21 @@ class OneClassHead(nn.Module):
             hidden = hidden.unsqueeze(1)  # (N, 1, H)
         if not self.per_token:
             hidden = hidden.mean(dim=1, keepdim=True)  # (N, 1, H)
-        return self.net(hidden.float())  # (N, T|1, R)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.net(hidden.float() - self.mu)  # (N, T|1, R)
 
     @torch.no_grad()
     def init_center(self, hidden_batches) -> None:
-        """Fix c as the mean of `features(hidden)` over an iterable of hidden batches (N, T, H)."""
-        total, count = None, 0
-        for hidden in hidden_batches:
-            z = self.features(hidden).reshape(-1, self.c.numel())  # (N*T, R)
-            total = z.sum(dim=0) if total is None else total + z.sum(dim=0)
-            count += z.shape[0]
+        """Fix mu as the mean embedding, then c as the mean of `features(hidden)`, over a sequence of hidden
+        batches (N, T, H)."""
+        hidden_batches = list(hidden_batches)
+        flat = [h.reshape(-1, h.shape[-1]).float() for h in hidden_batches]  # (N*T, H) each
+        count = sum(len(f) for f in flat)
         if count == 0:
             raise ValueError("init_center needs at least one batch of embeddings")
-        c = total / count  # (R,)
+        self.mu.copy_(sum(f.sum(dim=0) for f in flat) / count)
+        z = torch.cat([self.features(h).reshape(-1, self.c.numel()) for h in hidden_batches])  # (M, R)
+        c = z.mean(dim=0)  # (R,)
         sign = torch.where(c < 0, -1.0, 1.0)
         c = torch.where(c.abs() < self.center_eps, sign * self.center_eps, c)
         self.c.copy_(c)

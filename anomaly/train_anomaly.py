@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # `python anomaly/train_anomaly.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -57,6 +57,7 @@ from utils.step_guard import StepGuard  # noqa: E402
 
 LAST_NAME = "last.pth"
 RESUMABLE_CHANGES = ("anomaly_epochs", "device")  # may differ between an interrupted run and its --resume
+EMBEDDING_CACHE_BYTES = 512 << 20  # the most the one-class head's cached training embeddings may take
 ADAPT_BATCH = 32  # windows per adaptation step (the pre-training batch of configs/pretrain.yaml)
 log = get_logger("anomaly")
 
@@ -83,6 +84,21 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
     if supervised:
         gt = torch.from_numpy(extractor.gather(scene.gt.astype(np.float32)[..., None], coords)[..., 0])  # (N, S, S)
     return joint_ids, gt
+
+
+def _embedding_cache(detector: HSIAnomalyDetector, cfg: AnomalyConfig, joint_ids: torch.Tensor,
+                     batches: Callable[[], Any]) -> torch.Tensor | None:
+    """The one-class head's inputs (N, T, H) on the CPU, computed once: without LoRA the frozen encoder gives every
+    epoch the same embeddings (in eval mode, as scoring sees them). None when there is no one-class head, under LoRA,
+    or when they exceed EMBEDDING_CACHE_BYTES (then each batch's are computed again, also in eval mode)."""
+    if detector.one_class_head is None or cfg.use_lora:
+        return None
+    size = joint_ids.numel() * detector.universal_model.encoder.hidden_size * 4
+    if size > EMBEDDING_CACHE_BYTES:
+        log.info(f"one-class embeddings of {len(joint_ids)} patches ({size >> 20} MiB) exceed the "
+                 f"{EMBEDDING_CACHE_BYTES >> 20} MiB cache: computed again for each batch")
+        return None
+    return torch.cat([detector.embeddings(ids, d).float().cpu() for ids, d in batches()])  # (N, T, H)
 
 
 def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
@@ -172,8 +188,15 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
         order = torch.randperm(len(joint_ids), generator=shuffle) if shuffle is not None else torch.arange(len(joint_ids))
         for first in range(0, len(order), bs):
             idx = order[first:first + bs]
-            yield (joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
+            yield (idx, joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
                    None if gt is None else gt[idx].to(device))
+
+    cache = _embedding_cache(detector, cfg, joint_ids, lambda: ((ids, d) for _, ids, d, _ in batches()))
+
+    def embeddings(idx, ids, d):  # (n, T, H) of a batch while the encoder stays fixed; None under LoRA
+        if detector.one_class_head is None or cfg.use_lora:
+            return None
+        return cache[idx].to(device) if cache is not None else detector.embeddings(ids, d)
 
     if last is not None:  # heads (with the SVDD centre), code frequencies, adapters, adapted domain row
         detector.load_trained_state_dict(last["state_dict"])
@@ -182,7 +205,8 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
             counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1), minlength=model.tokenizer.K_s)
             detector.code_log_freq.copy_(code_log_frequencies(counts).to(device))
         if detector.one_class_head is not None and not supervised:
-            detector.init_one_class_center(lambda: ((ids, d) for ids, d, _ in batches()))
+            detector.init_one_class_center([cache] if cache is not None else
+                                           (detector.embeddings(ids, d) for _, ids, d, _ in batches()))
     config = {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd", "train_scene": train_scene.name,
               "domain": domain_choice.as_dict(),
               "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
@@ -205,10 +229,11 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
             torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009)  # LoRA dropout and masked-token masks
             shuffle = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
             total, count = 0.0, 0
-            for ids, d, g in batches(shuffle):
+            for idx, ids, d, g in batches(shuffle):
                 labels = None if g is None else detector.target_labels(g)
                 with autocast(device, cfg.amp):
-                    losses = detector.training_losses(ids, d, labels, mlm_weight=cfg.lora.mlm_weight)
+                    losses = detector.training_losses(ids, d, labels, mlm_weight=cfg.lora.mlm_weight,
+                                                      hidden=embeddings(idx, ids, d))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["loss"]).backward()
                 guard.check(losses["loss"], params)

@@ -33,7 +33,7 @@ def detector(weights=None, **kwargs):
                              one_class={"rep_dim": 8}, **kwargs)
     if det.one_class_head is not None and det.one_class_head.objective == "svdd":
         ids = det.tokenize(torch.rand(4, BANDS, S, S))
-        det.init_one_class_center(lambda: [(ids, torch.zeros(4, dtype=torch.long))])
+        det.init_one_class_center([det.embeddings(ids, torch.zeros(4, dtype=torch.long))])
     return det
 
 

@@ -41,6 +41,33 @@ def test_one_class_scores_and_loss(per_token, shape):
         head.loss(hidden, torch.zeros(shape))
 
 
+@pytest.mark.parametrize("per_token", [True, False])
+def test_one_class_input_is_centred_so_a_shared_offset_cannot_act_as_a_bias(per_token):
+    """BERT's final LayerNorm gives every embedding a shared offset; after centring on the training mean, the same
+    embeddings shifted by any common vector get the same centre and the same scores."""
+    torch.manual_seed(0)
+    hidden = torch.randn(6, 9, 16)
+    offset = 5.0 * torch.randn(16)
+    heads = []
+    for data in (hidden, hidden + offset):
+        torch.manual_seed(1)  # the same map weights for both
+        head = OneClassHead(16, rep_dim=4, per_token=per_token)
+        head.init_center([data[:4], data[4:]])  # batches of the training embeddings
+        heads.append((head, data))
+    (plain, x), (shifted, y) = heads
+    torch.testing.assert_close(shifted.mu, plain.mu + offset)
+    torch.testing.assert_close(shifted.c, plain.c)
+    torch.testing.assert_close(shifted(y), plain(x), rtol=1e-4, atol=1e-5)
+
+
+def test_one_class_map_runs_in_fp32_inside_autocast():
+    head = OneClassHead(16, rep_dim=4)
+    head.init_center([torch.randn(3, 4, 16)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head.features(torch.randn(2, 4, 16).bfloat16()).dtype == torch.float32
+        assert head(torch.randn(2, 4, 16)).dtype == torch.float32
+
+
 def test_one_class_svdd_training_pulls_in_embeddings():
     torch.manual_seed(0)
     hidden = torch.randn(64, 4, 16)

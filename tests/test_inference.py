@@ -263,3 +263,27 @@ def test_bhw_scene_with_a_gt_file_and_paths_relative_to_the_current_directory(ck
     paths = {name: record["path"] for name, record in metrics["checkpoints"].items()}
     assert paths == {"detector": str(Path("det") / CKPT_NAME), "encoder": str(ckpts / "enc.pth"),
                      "tokenizer": str(ckpts / "tok.pth")}  # under the current directory: relative; else absolute
+
+
+def test_one_class_training_embeds_each_patch_once_and_the_recomputing_path_agrees(ckpts, tmp_path, monkeypatch):
+    """Without LoRA the frozen encoder's embeddings are cached for every epoch (in eval mode, as scoring sees them);
+    a scene too large for the cache recomputes them per batch, also in eval mode, and trains to the same head."""
+    import anomaly.train_anomaly as stage3
+
+    scene = scene_file(tmp_path / "scene.npz")
+    calls = []
+    original = stage3.HSIAnomalyDetector.embeddings
+    monkeypatch.setattr(stage3.HSIAnomalyDetector, "embeddings",
+                        lambda self, ids, d: calls.append(len(ids)) or original(self, ids, d))
+    states = []
+    for budget, name in ((512 << 20, "cached"), (0, "recomputed")):
+        monkeypatch.setattr(stage3, "EMBEDDING_CACHE_BYTES", budget)
+        calls.clear()
+        ckpt = train_anomaly_detector(None, sets(tmp_path, anomaly_epochs=3, output_dir=tmp_path / name),
+                                      encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
+        states.append((load_checkpoint(ckpt, "anomaly")["state_dict"], sum(calls)))
+    (cached, cached_calls), (recomputed, recomputed_calls) = states
+    patches = cached_calls  # the cache embeds each training patch once
+    assert recomputed_calls == 4 * patches  # the centre, then 3 epochs
+    for key in cached:
+        torch.testing.assert_close(cached[key], recomputed[key])

@@ -192,7 +192,7 @@ def detector_forward_and_map():
     assert det.head_weights == {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}
     assert det.universal_model is model and det.one_class_head is not None
     dom = torch.zeros(N, dtype=torch.long)
-    det.init_one_class_center(lambda: [(det.tokenize(patches()), dom)])
+    det.init_one_class_center([det.embeddings(det.tokenize(patches()), dom)])
     for mode in ("train", "eval"):
         out = det(patches(), dom, mode=mode)
         assert {"lm_nll", "recon", "one_class", "combined"} <= set(out)
