@@ -1,6 +1,6 @@
 """Classical label-free anomaly detectors, the benchmark's baselines (and cheap fusion heads).
 
-    global_rx(cube, n_components=0)                  # Reed-Xiaoli against the scene's mean and covariance (0 = every band)
+    global_rx(cube, n_components=0)                  # Reed-Xiaoli against the scene mean and covariance (0: all bands)
     local_rx(cube, inner=7, outer=21, n_components=30)   # dual-window RX on the leading principal components
     crd(cube, inner=3, outer=11, lam=1e-6)           # collaborative representation detector (Li & Du 2015)
 
@@ -111,12 +111,12 @@ def truncated_precision(cov: np.ndarray, n_components: int, ridge: float = 0.0) 
     RX against this precision is RX on the d leading principal components: the trailing components carry
     mostly noise, which the full inverse amplifies by 1 / lambda (synthetic scenes 0-3: global RX 0.96 mean
     AUC on every band, 0.98 on 30 components)."""
+    if n_components < 0:
+        raise ConfigError(f"n_components must be >= 0 (0 = every band), got {n_components}")
     bands = cov.shape[0]
     r = ridge * float(np.trace(cov)) / bands
     if n_components == 0 or n_components >= bands:
         return np.linalg.pinv(cov + r * np.eye(bands), hermitian=True)
-    if n_components < 0:
-        raise ConfigError(f"n_components must be >= 0 (0 = every band), got {n_components}")
     vals, vecs = np.linalg.eigh(cov)  # ascending
     vals, vecs = vals[::-1][:n_components], vecs[:, ::-1][:, :n_components]  # (d,), (B, d)
     keep = vals > max(float(vals[0]), 0.0) * bands * np.finfo(cov.dtype).eps  # pinv's cut-off

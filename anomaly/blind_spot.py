@@ -17,8 +17,9 @@ Heads (each a per-pixel map, higher = more anomalous):
 - ctx_lrx      dual-window local RX (local_rx's windows) on those residuals, projected on the leading principal
                axes of the sampled residuals: the residual judged against its neighbourhood, not the whole scene
 - ctx_rx       Mahalanobis distance of that residual (pixel minus prediction) under the scene's residual
-               mean and covariance, on the residuals' `rx_components` leading principal axes, fitted first on the cores of up to `RESIDUAL_SAMPLE` windows of phase 0,
-               whose other heads are kept (each window is scored once; no (H, W, B) residual cube is kept)
+               mean and covariance, on the residuals' `rx_components` leading principal axes, fitted first on
+               the cores of up to `RESIDUAL_SAMPLE` windows of phase 0, whose other heads are kept (each window
+               is scored once; no (H, W, B) residual cube is kept)
 
 The windows' tokens come from anomaly/window_tokens.py: each pixel is prepared and spectrally encoded once
 per stripe of rows, not once per window that holds it.
@@ -170,8 +171,9 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
 
     ctx_rx's residual mean and covariance (and ctx_lrx's principal axes) come from the cores of up to
     RESIDUAL_SAMPLE windows of phase 0, spread evenly over the scene; those windows are scored once, their other
-    heads kept for the map. ctx_rx works on the residuals' `rx_components` leading axes (0 = all). ctx_lrx: dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0
-    residuals projected on those axes, an (H, W, d) cube (phase 0's cores cover every pixel once)."""
+    heads kept for the map. ctx_rx works on the residuals' `rx_components` leading axes (0 = all). ctx_lrx:
+    dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0 residuals projected on those
+    axes, an (H, W, d) cube (phase 0's cores cover every pixel once)."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
         raise ValueError(f"not context heads: {unknown} (they are {CONTEXT_HEADS})")

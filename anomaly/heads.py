@@ -131,11 +131,10 @@ class OneClassHead(nn.Module):
         """Fix mu as the mean embedding, then c as the mean of `features(hidden)`, over a sequence of hidden
         batches (N, T, H)."""
         hidden_batches = list(hidden_batches)
-        flat = [h.reshape(-1, h.shape[-1]).float() for h in hidden_batches]  # (N*T, H) each
-        count = sum(len(f) for f in flat)
-        if count == 0:
+        flat = torch.cat([h.reshape(-1, h.shape[-1]).float() for h in hidden_batches]) if hidden_batches else None
+        if flat is None or len(flat) == 0:  # (N*T, H) over all batches
             raise ValueError("init_center needs at least one batch of embeddings")
-        self.mu.copy_(sum(f.sum(dim=0) for f in flat) / count)
+        self.mu.copy_(flat.mean(dim=0))
         z = torch.cat([self.features(h).reshape(-1, self.c.numel()) for h in hidden_batches])  # (M, R)
         c = z.mean(dim=0)  # (R,)
         sign = torch.where(c < 0, -1.0, 1.0)
