@@ -98,7 +98,7 @@ def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, i
                                        token_heads=token_heads)
         out = {name: scores[name] for name in wanted}
         if set(RESIDUAL_HEADS) & set(heads):
-            out["residual"] = scores["residual"][mask]  # (M, B)
+            out["residual"] = scores["residual"]  # (M, B)
         yield batch, out, mask
 
 

@@ -39,6 +39,7 @@ from transformers import BertConfig, BertForMaskedLM
 from data.datasets import HSIPatchExtractor
 from encoder.masking import STRATEGIES, block_mask, guard_ring, mask_tokens, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
+from encoder.query_layer import layer_at, readout_slots
 from utils.checkpoint import describe_load_error, load_checkpoint
 from utils.errors import CheckpointError
 
@@ -198,31 +199,46 @@ class HSIEncoderBERT(nn.Module):
         """Last hidden states of the BERT body: (N, T, H)."""
         return self.encoder.bert(inputs_embeds=self.embed(input_ids, domain_ids, spectra)).last_hidden_state
 
-    def predict(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """MLM logits at the masked positions only: hidden (N, T, H), mask (N, T) -> (M, V), nonzero() order."""
-        selected = hidden[mask]  # (M, H)
+    def masked_hidden(self, input_ids: torch.Tensor, domain_ids: torch.Tensor, spectra: torch.Tensor | None,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """`body(...)[mask]` (M, H) in nonzero() order, with the last layer evaluated at the masked positions
+        only (encoder/query_layer.py): the readout the blind-spot heads need, without the other rows' last layer."""
+        bert = self.encoder.bert
+        hidden = bert.embeddings(inputs_embeds=self.embed(input_ids, domain_ids, spectra))  # (N, T, H)
+        *first, last = bert.encoder.layer
+        for layer in first:
+            out = layer(hidden)
+            hidden = out[0] if isinstance(out, tuple) else out  # (N, T, H); transformers < 5 returns a tuple
+        return layer_at(last, hidden, mask)  # (M, H)
+
+    def predict(self, selected: torch.Tensor) -> torch.Tensor:
+        """MLM logits of hidden states at the masked positions: (M, H) -> (M, V)."""
         return self.encoder.cls(selected)[:, : self.joint_vocab_size]  # (M, V); drop the mask id's output
 
     def context_mean(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(N, T, B): at each position the mean visible spectrum within `max_block // 2 + 1` grid steps (a
-        local background estimate; the sequence's visible mean where none is that close)."""
-        n, t, b = visible.shape
+        """(M, B) at the masked positions of `mask` (N, T), nonzero() order: the mean visible spectrum of
+        `visible` (N, T, B) within `max_block // 2 + 1` grid steps (a local background estimate; the sequence's
+        visible mean where none is that close)."""
         g, radius = self.grid_size, self.max_block // 2 + 1
-        seen = (~mask).to(visible.dtype).reshape(n, 1, g, g)  # (N, 1, g, g)
-        grid = visible.transpose(1, 2).reshape(n, b, g, g)  # (N, B, g, g), zero where hidden
-        window = 2 * radius + 1
-        sums = F.avg_pool2d(grid, window, stride=1, padding=radius, count_include_pad=True)  # (N, B, g, g)
-        counts = F.avg_pool2d(seen, window, stride=1, padding=radius, count_include_pad=True)  # (N, 1, g, g)
-        overall = grid.sum(dim=(2, 3), keepdim=True) / seen.sum(dim=(2, 3), keepdim=True).clamp_min(1)  # (N, B, 1, 1)
-        local = torch.where(counts > 0, sums / counts.clamp_min(1e-12), overall)  # (N, B, g, g)
-        return local.reshape(n, b, t).transpose(1, 2)  # (N, T, B)
+        cells = torch.arange(g * g, device=mask.device)
+        steps = torch.maximum((cells[:, None] // g - cells[None, :] // g).abs(),
+                              (cells[:, None] % g - cells[None, :] % g).abs())  # (T, T) grid distance
+        near = (steps <= radius).to(visible.dtype)  # (T, T)
+        seen = (~mask).to(visible.dtype)  # (N, T)
+        slots, valid = readout_slots(mask)  # (N, Q) each
+        with torch.autocast(visible.device.type, enabled=False):
+            weights = near[slots] * seen[:, None, :]  # (N, Q, T)
+            sums = torch.bmm(weights, visible)[valid]  # (M, B)
+            counts = weights.sum(dim=-1)[valid]  # (M,)
+            overall = (visible.sum(dim=1) / seen.sum(dim=1, keepdim=True).clamp_min(1))  # (N, B)
+        rows = mask.nonzero(as_tuple=True)[0]  # (M,)
+        return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1e-12)[:, None], overall[rows])  # (M, B)
 
-    def predict_spectrum(self, hidden: torch.Tensor, mask: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def predict_spectrum(self, selected: torch.Tensor, mask: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Context-predicted spectra at the masked positions, (M, B) float32 in nonzero() order: the local
         mean of the visible spectra (`context_mean`, from `visible` (N, T, B)) plus a correction learned from
-        the hidden state (N, T, H)."""
-        base = self.context_mean(visible.float(), mask)[mask]  # (M, B)
-        return base + self.spectrum_out(hidden[mask]).float()  # (M, B)
+        their hidden states `selected` (M, H)."""
+        return self.context_mean(visible.float(), mask) + self.spectrum_out(selected).float()  # (M, B)
 
     def forward(self, tokens: torch.Tensor, domain_ids: torch.Tensor, pretrain: bool = True,
                 mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -238,18 +254,19 @@ class HSIEncoderBERT(nn.Module):
             raise ValueError("the mask selects no position: nothing to predict")
         input_ids, visible = self.blind_inputs(tokens, mask, spectra)
         hidden = self.body(input_ids, domain_ids, visible)  # (N, T, H)
-        logits = self.predict(hidden, mask)  # (M, V)
+        selected = hidden[mask]  # (M, H)
+        logits = self.predict(selected)  # (M, V)
         loss = F.cross_entropy(logits.float(), tokens[mask])
         if self.spectrum_out is not None and spectra is not None:
-            loss = loss + self.spectrum_weight * self.spectrum_loss(hidden, mask, spectra, visible)
+            loss = loss + self.spectrum_weight * self.spectrum_loss(selected, mask, spectra, visible)
         return loss, logits, hidden
 
-    def spectrum_loss(self, hidden: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor,
+    def spectrum_loss(self, selected: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor,
                       visible: torch.Tensor) -> torch.Tensor:
-        """Squared error of the predicted spectra at the masked positions over the targets' variance: the
-        constant best guess scores 1, whatever the scene's scale."""
+        """Squared error of the spectra predicted from the hidden states `selected` (M, H) at the masked
+        positions over the targets' variance: the constant best guess scores 1, whatever the scene's scale."""
         target = spectra[mask].float()  # (M, B)
-        error = (self.predict_spectrum(hidden, mask, visible) - target).pow(2).mean()
+        error = (self.predict_spectrum(selected, mask, visible) - target).pow(2).mean()
         return error / target.var(dim=0, unbiased=False).mean().clamp_min(1e-8)
 
     def masked_scores(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor,
@@ -257,26 +274,26 @@ class HSIEncoderBERT(nn.Module):
         """Blind-spot scores of the masked positions, each (N, T) float32 (0 where not masked):
         "lm_nll" -log p(joint id | context); "lm_spectral" -log sum_m p(k + K_s m | context), the spectral
         code's marginal (needs spectral_codebook_size); "ctx_spec" the mean squared error of the
-        context-predicted spectrum and "residual" (N, T, B) the pixel's spectrum minus that prediction
-        (encoders that read spectra). `token_heads=False` skips the MLM head (the two token scores)."""
+        context-predicted spectrum, and "residual" (M, B) at the masked positions in nonzero() order, the pixel's
+        spectrum minus that prediction (encoders that read spectra). `token_heads=False` skips the MLM head (the
+        two token scores)."""
         input_ids, visible = self.blind_inputs(tokens, mask, spectra)
-        hidden = self.body(input_ids, domain_ids, visible)  # (N, T, H)
+        selected = self.masked_hidden(input_ids, domain_ids, visible, mask)  # (M, H)
         target = tokens[mask]  # (M,)
-        per_position = {}
+        per_position, out = {}, {}
         if token_heads:
-            log_p = F.log_softmax(self.predict(hidden, mask).float(), dim=-1)  # (M, V)
+            log_p = F.log_softmax(self.predict(selected).float(), dim=-1)  # (M, V)
             per_position["lm_nll"] = -log_p.gather(1, target[:, None])[:, 0]  # (M,)
         if token_heads and self.spectral_codebook_size:
             k_s = self.spectral_codebook_size
             marginal = log_p.reshape(len(target), -1, k_s).logsumexp(dim=1)  # (M, K_s): V = K_x * K_s, id = k + K_s m
             per_position["lm_spectral"] = -marginal.gather(1, (target % k_s)[:, None])[:, 0]
         if self.spectrum_out is not None and spectra is not None:
-            residual = spectra[mask].float() - self.predict_spectrum(hidden, mask, visible)  # (M, B)
+            residual = spectra[mask].float() - self.predict_spectrum(selected, mask, visible)  # (M, B)
             per_position["ctx_spec"] = residual.pow(2).mean(-1)
-            per_position["residual"] = residual
-        out = {}
+            out["residual"] = residual
         for name, values in per_position.items():
-            full = values.new_zeros(*tokens.shape, *values.shape[1:])  # (N, T) or (N, T, B)
+            full = values.new_zeros(tokens.shape)  # (N, T)
             full[mask] = values
             out[name] = full
         return out

@@ -154,7 +154,7 @@ def evaluate(encoder: HSIEncoderBERT, grids: list[DomainGrids], val_masks: list[
             nll_sum += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
             if spectra is not None:
                 visible = encoder.blind_inputs(tokens, batch_mask, spectra)[1]
-                spec_sum += float(encoder.spectrum_loss(hidden, batch_mask, spectra, visible)) * int(batch_mask.sum())
+                spec_sum += float(encoder.spectrum_loss(hidden[batch_mask], batch_mask, spectra, visible)) * int(batch_mask.sum())
         count = int(mask.sum())
         nll = nll_sum / count
         per_domain[grid.name] = {"acc": correct / count, "nll": nll, "ppl": math.exp(nll), "masked": count,

@@ -36,7 +36,7 @@ def core_prediction(tokenizer, encoder, cube, windows, index):
     mask = windows.core_masks(np.array([index]), S, 1)
     inputs, visible = encoder.blind_inputs(ids, mask, spectra)
     hidden = encoder.body(inputs, torch.zeros(1, dtype=torch.long), visible)
-    return encoder.predict(hidden, mask), encoder.predict_spectrum(hidden, mask, visible)
+    return encoder.predict(hidden[mask]), encoder.predict_spectrum(hidden[mask], mask, visible)
 
 
 def window_at(windows, row, col):
