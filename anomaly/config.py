@@ -105,7 +105,7 @@ class AnomalyConfig:
     adapt_steps: int = 0
     adapt_lr: float = 1e-2
     normalize_scores: str = "robust_z"
-    inference_batch_size: int = 64
+    inference_batch_size: int = 256
     inference_stride: int = 0
     local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)
     rx_components: int = 30  # leading principal components of the global RX heads (grx, ctx_rx); 0 = every band

@@ -253,7 +253,7 @@ class HSIAnomalyDetector(nn.Module):
         self.one_class_head.init_center(hidden_batches)
 
     # ------------------------------------------------------------------ whole scene
-    def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
+    def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 256,
                     transform: Callable[[np.ndarray], np.ndarray] | None = None,
                     stride: int | None = None) -> SceneScores:
         """Every head's (H, W) map of a scene and their fusion: `anomaly.scoring.score_scene`."""
@@ -269,7 +269,7 @@ class HSIAnomalyDetector(nn.Module):
         detector, _, ckpt, _ = load_detector(path, torch.device(map_location))
         return detector, ckpt
 
-    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int, batch_size: int = 64,
+    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int, batch_size: int = 256,
                              transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Spec 6.2: the fused (H, W) float32 anomaly map of a scene (see `score_scene`)."""
         return self.score_scene(cube, domain_id, batch_size, transform=transform).anomaly_map

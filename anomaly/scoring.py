@@ -1,6 +1,6 @@
 """Scoring a whole scene with a detector: stream the scene, run every head, normalise and fuse.
 
-    scores = score_scene(detector, cube, domain_id, batch_size=64, transform=prep.transform)
+    scores = score_scene(detector, cube, domain_id, batch_size=256, transform=prep.transform)
     scores.anomaly_map          # (H, W) float32, the fused map
     scores.head_maps["ctx_rx"]  # (H, W) float32, one head's raw map
 
@@ -120,7 +120,7 @@ def rx_head_maps(cube: np.ndarray, transform: Callable | None, num_bands: int, h
 
 
 @torch.no_grad()
-def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = 64,
+def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = 256,
                 transform: Callable[[np.ndarray], np.ndarray] | None = None,
                 stride: int | None = None) -> SceneScores:
     """Score every pixel of a scene of any H x W with `detector` (an HSIAnomalyDetector; DESIGN 2, 7).
