@@ -20,6 +20,7 @@ import numpy as np
 import spectral
 import torch
 
+from data.blocks import read_block
 from utils.errors import ConfigError, DataError
 
 
@@ -52,11 +53,11 @@ def scene_stats(cube: np.ndarray, chunk_rows: int | None = None) -> spectral.Gau
     _check_cube(cube)
     height, width, bands = cube.shape
     rows = chunk_rows or _rows_per_chunk(width, bands)
-    shift = np.asarray(cube[0], dtype=np.float64).reshape(-1, bands).mean(axis=0)  # (B,)
+    shift = read_block(cube, 0, np.float64).reshape(-1, bands).mean(axis=0)  # (B,)
     total = np.zeros(bands)
     outer = np.zeros((bands, bands))
     for r0 in range(0, height, rows):
-        x = np.asarray(cube[r0:r0 + rows], dtype=np.float64).reshape(-1, bands) - shift  # (P, B)
+        x = read_block(cube, slice(r0, r0 + rows), np.float64).reshape(-1, bands) - shift  # (P, B)
         if not np.all(np.isfinite(x)):
             raise DataError(f"cube rows {r0}..{r0 + len(x) // width - 1} hold non-finite values; "
                             f"clean the scene (drop or interpolate NaN/inf bands) before scoring")
@@ -84,7 +85,7 @@ def global_rx(cube: np.ndarray, chunk_rows: int | None = None, n_components: int
     rows = chunk_rows or _rows_per_chunk(width, bands)
     out = np.empty((height, width), dtype=np.float32)
     for r0 in range(0, height, rows):
-        out[r0:r0 + rows] = mahalanobis(np.asarray(cube[r0:r0 + rows], dtype=np.float64), stats.mean, precision)
+        out[r0:r0 + rows] = mahalanobis(read_block(cube, slice(r0, r0 + rows), np.float64), stats.mean, precision)
     return out
 
 
@@ -132,7 +133,7 @@ def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | 
     rows = chunk_rows or _rows_per_chunk(width, bands)
     out = np.empty((height, width, n_components))
     for r0 in range(0, height, rows):
-        out[r0:r0 + rows] = (np.asarray(cube[r0:r0 + rows], dtype=np.float64) - stats.mean) @ axes  # (r, W, d)
+        out[r0:r0 + rows] = (read_block(cube, slice(r0, r0 + rows), np.float64) - stats.mean) @ axes  # (r, W, d)
     return out
 
 

@@ -25,6 +25,7 @@ from anomaly.baselines import local_rx_components, mahalanobis, principal_axes, 
 from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
 from anomaly.fusion import fuse_scores, normalize_scores
 from anomaly.heads import code_log_frequencies
+from data.blocks import read_block
 from data.datasets import HSIPatchExtractor, ScoreAccumulator
 from utils.errors import DataError
 
@@ -55,7 +56,7 @@ class PreparedRows:
         self.ndim = 3
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        chunk = np.asarray(self.cube[rows])
+        chunk = read_block(self.cube, rows)
         return chunk if self.transform is None else self.transform(chunk)  # (r, W, num_bands)
 
 

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from data.blocks import read_block  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
 from utils.errors import DataError  # noqa: E402
 from utils.metrics import detection_metrics, roc_points  # noqa: E402
@@ -67,7 +68,7 @@ def false_colour_bands(num_bands: int, wavelengths: np.ndarray | None = None) ->
 def false_colour(cube: np.ndarray, wavelengths: np.ndarray | None = None) -> np.ndarray:
     """(H, W, B) cube -> (H, W, 3) float image in [0, 1], each channel stretched between its 2nd and 98th
     percentiles. Reads only three bands, so a memmapped cube stays on disk."""
-    rgb = np.asarray(cube[..., false_colour_bands(cube.shape[-1], wavelengths)], dtype=np.float64)  # (H, W, 3)
+    rgb = read_block(cube, (..., false_colour_bands(cube.shape[-1], wavelengths)), np.float64)  # (H, W, 3)
     low = np.nanpercentile(rgb, 2, axis=(0, 1))
     high = np.nanpercentile(rgb, 98, axis=(0, 1))
     return np.clip((rgb - low) / np.where(high > low, high - low, 1.0), 0.0, 1.0)

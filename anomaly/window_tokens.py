@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data.blocks import read_block
 from data.datasets import reflect_index
 
 STRIPE_BUDGET = 1 << 24  # bytes of float32 prepared rows per stripe (16 MiB): a 100 x 100 x 128 scene fits whole
@@ -93,7 +94,7 @@ class WindowTokenizer:
         cell = self.tokenizer.spectral_cell
         rows, cols = reflect_index(np.arange(r0, r1), height), reflect_index(np.arange(c0, c1), width)
         needed = np.unique(rows)
-        raw = np.asarray(self.cube[needed])[np.searchsorted(needed, rows)][:, cols]  # (R, C, B_raw): rows read once
+        raw = read_block(self.cube, needed)[np.searchsorted(needed, rows)][:, cols]  # (R, C, B_raw): rows read once
         prepared = raw if self.transform is None else self.transform(raw)  # (R, C, B)
         pixels = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32)).to(self.device)  # (R, C, B)
         if cell > 1:  # cell means at every cell origin

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from data.blocks import read_block
 from data.io import LAYOUTS
 from utils.errors import ConfigError, DataError
 
@@ -92,7 +93,7 @@ class HSIPatchExtractor:
         rows = reflect_index(coords[:, :1] + offsets, height)  # (n, S)
         cols = reflect_index(coords[:, 1:] + offsets, width)  # (n, S)
         needed = np.unique(rows)
-        block = np.asarray(cube[needed])  # (r, W, B): only these rows are read from a memmap
+        block = read_block(cube, needed)  # (r, W, B): only these rows are read from a memmap
         local = np.searchsorted(needed, rows)  # (n, S) row index into block
         return block[local[:, :, None], cols[:, None, :]]  # (n, S, S, B)
 

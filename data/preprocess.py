@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from data.blocks import read_block
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.logging import get_logger
 
@@ -41,7 +42,7 @@ def iter_row_chunks(cube: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     height, width, bands = cube.shape
     rows = max(1, CHUNK_BYTES // max(1, width * bands * 8))
     for r0 in range(0, height, rows):
-        yield r0, np.asarray(cube[r0:r0 + rows], dtype=np.float64)
+        yield r0, read_block(cube, slice(r0, r0 + rows), np.float64)
 
 
 def resample_matrix(src_x: np.ndarray, num_bands: int) -> np.ndarray:

@@ -1,0 +1,42 @@
+"""Reading blocks of a cube that may be a read-only memmap, without keeping the file resident.
+
+    block = read_block(cube, slice(r0, r1), np.float64)   # rows r0:r1 as an in-memory array
+
+A memmapped scene (`.npy`, ENVI) is read in blocks of rows so that it is never held whole, but the pages a
+block read stay mapped into the process: after one pass over a 512 MiB cube its resident memory holds those
+512 MiB of file pages until the scene is closed. `read_block` copies the block and then tells the kernel that
+the mapping's pages are not needed (`madvise(MADV_DONTNEED)`; they stay in the page cache, so a later read is
+still cheap), so the resident memory of a scene pass is bounded by the block. Only read-only memmaps
+(mode 'r') are released: dropping the pages of a copy-on-write mapping would discard its changes.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+
+
+def _read_only_mapping(array: np.ndarray):
+    """The mmap.mmap under a read-only memmap (or a view of one), else None."""
+    mapping = getattr(array, "_mmap", None)  # numpy.memmap keeps its mmap.mmap here, and views share it
+    return mapping if getattr(array, "mode", None) == "r" else None
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident file pages of a read-only memmap (or a view of one); other arrays are left alone."""
+    mapping = _read_only_mapping(array)
+    advice = getattr(mmap, "MADV_DONTNEED", None)  # absent where the OS has no madvise (then nothing to do)
+    if mapping is not None and advice is not None:
+        mapping.madvise(advice)
+
+
+def read_block(cube: np.ndarray, index, dtype: np.dtype | None = None) -> np.ndarray:
+    """`np.asarray(cube[index], dtype)`, with a read-only memmapped cube's pages released after the read (the
+    block is then an array of its own)."""
+    block = np.asarray(cube[index], dtype=dtype)
+    if _read_only_mapping(cube) is not None:
+        if np.may_share_memory(block, cube):
+            block = block.copy()  # its own memory: using it must not fault the released pages back in
+        release_pages(cube)
+    return block
