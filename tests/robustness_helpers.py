@@ -59,8 +59,12 @@ class Result:
 
 def _child(script: str, argv: list[str], out: str, err: str) -> None:
     """Forkserver child: stdout/stderr to files, then the script as __main__ (SystemExit -> exit status)."""
+    import signal
+
     import torch
 
+    # as from a terminal: a suite started in the background (`cmd &` ignores SIGINT there) must not pass that on
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(1)
     os.chdir(ROOT)
     for fd, name in ((1, out), (2, err)):
