@@ -14,7 +14,7 @@ from data.io import LAYOUTS
 from utils.config import check, load_config
 
 HEAD_NAMES = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "ctx_lrx", "recon", "one_class", "rarity", "grx", "lrx")
-NORMALIZERS = ("robust_z", "minmax", "rank")
+NORMALIZERS = ("log_z", "robust_z", "minmax", "rank")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class AnomalyConfig:
     score_offsets: int = 2
     adapt_steps: int = 0
     adapt_lr: float = 1e-2
-    normalize_scores: str = "robust_z"
+    normalize_scores: str = "log_z"
     inference_batch_size: int = 256
     inference_stride: int = 0
     local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)

@@ -53,7 +53,7 @@ class HSIAnomalyDetector(nn.Module):
     def __init__(self, universal_model: nn.Module, hidden_size: int, freeze_encoder: bool = True,
                  use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
                  lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
-                 objective: str = "svdd", lm_block: int = 2, normalize: str = "robust_z",
+                 objective: str = "svdd", lm_block: int = 2, normalize: str = "log_z",
                  local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2,
                  adapted_domain: bool = False, rx_components: int = AnomalyConfig.rx_components):
         super().__init__()

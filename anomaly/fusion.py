@@ -8,6 +8,9 @@ happens to hold an anomaly would otherwise be rescaled away.
   and MAD describe the background and are not pulled by the anomalies themselves. Where MAD is 0
   (over half the values tie, as in a code-rarity map where most pixels share a few codes), the
   standard deviation is the scale instead.
+- `log_z`: sign(z) * log(1 + |z|) of the robust z-score: the same order and background scale near 0, but a
+  heavy tail is compressed (z = 1000 counts about 2.3 times z = 20), so one head's extreme pixels cannot
+  outweigh every other head's evidence, while its ranking still counts in full.
 - `minmax`: (x - min) / (max - min), into [0, 1].
 - `rank`: the share of the scene's pixels that score lower (ties share their mean rank), into [0, 1): every
   head gets the same bounded scale, so a heavy-tailed map cannot dominate the fusion and a head that fails
@@ -25,10 +28,13 @@ MAD_TO_STD = 1.4826
 _TINY = 1e-12
 
 
-def normalize_scores(scores: torch.Tensor, method: str = "robust_z") -> torch.Tensor:
+def normalize_scores(scores: torch.Tensor, method: str = "log_z") -> torch.Tensor:
     """Normalise a score tensor of any shape over all its elements; returns float32, same shape."""
     x = scores.detach().float()
     flat = x.reshape(-1)  # (n,)
+    if method == "log_z":
+        z = normalize_scores(x, "robust_z")
+        return torch.sign(z) * torch.log1p(z.abs())
     if method == "robust_z":
         median = flat.median()
         mad = (flat - median).abs().median()
@@ -54,11 +60,11 @@ def normalize_scores(scores: torch.Tensor, method: str = "robust_z") -> torch.Te
         if hi - lo <= _TINY:
             return torch.zeros_like(x)
         return (x - lo) / (hi - lo)
-    raise ValueError(f"unknown normalisation {method!r} (robust_z, minmax or rank)")
+    raise ValueError(f"unknown normalisation {method!r} (log_z, robust_z, minmax or rank)")
 
 
 def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
-                method: str = "robust_z") -> torch.Tensor:
+                method: str = "log_z") -> torch.Tensor:
     """Weighted sum of the normalised maps, divided by the sum of the weights used.
 
     Every head in `maps` must have a weight > 0; a weighted head missing from `maps` is an error.

@@ -19,3 +19,23 @@ def test_rank_keeps_a_heavy_tailed_head_from_dominating_the_fusion():
         fused = fuse_scores({"good": good + torch.linspace(0.01, 0, 100), "heavy": heavy},
                             {"good": 1.0, "heavy": 1.0}, method)
         assert (int(fused.argmax()) == 7) == wins, method
+
+
+def test_log_z_keeps_the_robust_z_order_and_compresses_its_tail():
+    x = torch.cat([torch.linspace(-1, 1, 98), torch.tensor([30.0, 3000.0])])
+    z, log_z = normalize_scores(x, "robust_z"), normalize_scores(x, "log_z")
+    assert torch.equal(log_z.argsort(), z.argsort())
+    torch.testing.assert_close(log_z, torch.sign(z) * torch.log1p(z.abs()))
+    assert float(z[-1] / z[-2]) > 90 and float(log_z[-1] / log_z[-2]) < 2.5
+    assert torch.count_nonzero(normalize_scores(torch.full((3, 3), 5.0), "log_z")) == 0
+
+
+def test_log_z_lets_a_second_head_outvote_one_extreme_pixel():
+    base = torch.linspace(0.0, 1.0, 200)[torch.randperm(200, generator=torch.Generator().manual_seed(0))]
+    spiky, steady = base.clone(), base.clone()
+    spiky[3] = 1e4  # one head's extreme background pixel
+    steady[9] = 1000.0  # the anomaly both heads see, the spiky one only moderately
+    spiky[9] = 20.0
+    for method, wins in (("robust_z", False), ("log_z", True)):
+        fused = fuse_scores({"spiky": spiky, "steady": steady}, {"spiky": 1.0, "steady": 1.0}, method)
+        assert (int(fused.argmax()) == 9) == wins, method
