@@ -53,7 +53,7 @@ class HSIAnomalyDetector(nn.Module):
     def __init__(self, universal_model: nn.Module, hidden_size: int, freeze_encoder: bool = True,
                  use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
                  lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
-                 objective: str = "svdd", lm_block: int = 2, normalize: str = "log_z",
+                 objective: str = "svdd", lm_block: int = 2, normalize: str = AnomalyConfig.normalize_scores,
                  local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2,
                  adapted_domain: bool = False, rx_components: int = AnomalyConfig.rx_components):
         super().__init__()
@@ -253,7 +253,7 @@ class HSIAnomalyDetector(nn.Module):
         self.one_class_head.init_center(hidden_batches)
 
     # ------------------------------------------------------------------ whole scene
-    def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = 256,
+    def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = AnomalyConfig.inference_batch_size,
                     transform: Callable[[np.ndarray], np.ndarray] | None = None,
                     stride: int | None = None) -> SceneScores:
         """Every head's (H, W) map of a scene and their fusion: `anomaly.scoring.score_scene`."""
@@ -269,7 +269,8 @@ class HSIAnomalyDetector(nn.Module):
         detector, _, ckpt, _ = load_detector(path, torch.device(map_location))
         return detector, ckpt
 
-    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int, batch_size: int = 256,
+    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int,
+                             batch_size: int = AnomalyConfig.inference_batch_size,
                              transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Spec 6.2: the fused (H, W) float32 anomaly map of a scene (see `score_scene`)."""
         return self.score_scene(cube, domain_id, batch_size, transform=transform).anomaly_map

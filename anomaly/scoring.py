@@ -23,6 +23,7 @@ import torch
 
 from anomaly.baselines import local_rx_components, mahalanobis, principal_axes, scene_stats, truncated_precision
 from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
+from anomaly.config import AnomalyConfig
 from anomaly.fusion import fuse_scores, normalize_scores
 from anomaly.heads import code_log_frequencies
 from data.blocks import read_block
@@ -121,7 +122,7 @@ def rx_head_maps(cube: np.ndarray, transform: Callable | None, num_bands: int, h
 
 
 @torch.no_grad()
-def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = 256,
+def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = AnomalyConfig.inference_batch_size,
                 transform: Callable[[np.ndarray], np.ndarray] | None = None,
                 stride: int | None = None) -> SceneScores:
     """Score every pixel of a scene of any H x W with `detector` (an HSIAnomalyDetector; DESIGN 2, 7).

@@ -17,26 +17,23 @@ import mmap
 import numpy as np
 
 
+ADVICE = getattr(mmap, "MADV_DONTNEED", None)  # absent where the OS has no madvise (then nothing to release)
+
+
 def _read_only_mapping(array: np.ndarray):
     """The mmap.mmap under a read-only memmap (or a view of one), else None."""
     mapping = getattr(array, "_mmap", None)  # numpy.memmap keeps its mmap.mmap here, and views share it
     return mapping if getattr(array, "mode", None) == "r" else None
 
 
-def release_pages(array: np.ndarray) -> None:
-    """Drop the resident file pages of a read-only memmap (or a view of one); other arrays are left alone."""
-    mapping = _read_only_mapping(array)
-    advice = getattr(mmap, "MADV_DONTNEED", None)  # absent where the OS has no madvise (then nothing to do)
-    if mapping is not None and advice is not None:
-        mapping.madvise(advice)
-
-
 def read_block(cube: np.ndarray, index, dtype: np.dtype | None = None) -> np.ndarray:
     """`np.asarray(cube[index], dtype)`, with a read-only memmapped cube's pages released after the read (the
     block is then an array of its own)."""
     block = np.asarray(cube[index], dtype=dtype)
-    if _read_only_mapping(cube) is not None:
+    mapping = _read_only_mapping(cube)
+    if mapping is not None:
         if np.may_share_memory(block, cube):
             block = block.copy()  # its own memory: using it must not fault the released pages back in
-        release_pages(cube)
+        if ADVICE is not None:
+            mapping.madvise(ADVICE)
     return block
