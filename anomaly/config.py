@@ -105,6 +105,7 @@ class AnomalyConfig:
     adapt_steps: int = 0
     adapt_lr: float = 1e-2
     normalize_scores: str = "log_z"
+    fused_smoothing: float = 0.5  # Gaussian sigma (pixels) on the fused map; 0 = off
     inference_batch_size: int = 256
     inference_stride: int = 0
     local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)
@@ -129,6 +130,7 @@ class AnomalyConfig:
               "support; keep freeze_encoder: true and set use_lora: true to adapt the encoder")
         check(self.normalize_scores in NORMALIZERS,
               f"normalize_scores: must be one of {', '.join(NORMALIZERS)}, got '{self.normalize_scores}'")
+        check(self.fused_smoothing >= 0, f"fused_smoothing: must be >= 0 (0 = off), got {self.fused_smoothing}")
         check(bool(self.data_path.strip()), "data_path: must name a scene file or 'synthetic'")
         check(self.cube_layout in LAYOUTS, f"cube_layout: must be one of {', '.join(LAYOUTS)}, got '{self.cube_layout}'")
         weights = self.head_weights.as_dict()

@@ -54,6 +54,7 @@ class HSIAnomalyDetector(nn.Module):
                  use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
                  lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
                  objective: str = "svdd", lm_block: int = 2, normalize: str = AnomalyConfig.normalize_scores,
+                 smoothing: float = AnomalyConfig.fused_smoothing,
                  local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2,
                  adapted_domain: bool = False, rx_components: int = AnomalyConfig.rx_components):
         super().__init__()
@@ -72,6 +73,7 @@ class HSIAnomalyDetector(nn.Module):
         self.score_offsets = score_offsets
         self.adapted_domain = adapted_domain  # the domain table was fitted to the scene (anomaly/adapt.py)
         self.normalize = normalize
+        self.smoothing = smoothing  # Gaussian sigma (pixels) on the fused scene map (anomaly/fusion.py)
         self.local_rx_args = {**asdict(LocalRXSettings()), **(local_rx or {})}  # inner, outer, n_components
         self.rx_components = rx_components  # principal components of grx and ctx_rx (0 = every band)
         tokenizer = universal_model.tokenizer

@@ -16,13 +16,19 @@ happens to hold an anomaly would otherwise be rescaled away.
   head gets the same bounded scale, so a heavy-tailed map cannot dominate the fusion and a head that fails
   on a scene moves a pixel by at most its weight's share.
 A constant map carries no ranking: it normalises to zeros.
+
+The fused (H, W) map is then smoothed spatially (`smooth_map`): a Gaussian of `fused_smoothing` pixels pools each
+pixel's evidence with its neighbours', so an object of a few pixels scores as a whole and a lone background
+pixel that one head finds odd is damped.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
+from scipy import ndimage
 
 MAD_TO_STD = 1.4826
 _TINY = 1e-12
@@ -82,3 +88,16 @@ def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
         part = normalize_scores(maps[name], method) * (weight / total)
         fused = part if fused is None else fused + part
     return fused
+
+
+def smooth_map(scores: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) float32: `scores` (H, W) filtered with a Gaussian of `sigma` pixels (edges mirrored; truncated at
+    4 sigma); sigma 0 returns the map unchanged."""
+    if sigma < 0:
+        raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
+    scores = np.asarray(scores, dtype=np.float32)
+    if sigma == 0:
+        return scores
+    if scores.ndim != 2:
+        raise ValueError(f"expected an (H, W) map, got shape {scores.shape}")
+    return ndimage.gaussian_filter(scores, sigma, mode="reflect")

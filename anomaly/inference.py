@@ -12,7 +12,7 @@ The model is rebuilt from the checkpoints: detector -> encoder -> tokenizer, eac
 YAML / command line (device, amp, data_path, cube_key, gt_key, gt_path, cube_layout, out_dir,
 inference_batch_size). Where the run
 config's model settings differ from the trained ones, what can change without retraining is applied and
-logged (head weights of heads without trained weights, normalize_scores, local_rx, lm_block, score_offsets,
+logged (head weights of heads without trained weights, normalize_scores, fused_smoothing, local_rx, lm_block, score_offsets,
 inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
 with an error naming the key and the checkpoint (anomaly/loading.py).
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
@@ -157,6 +157,7 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
         "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
         "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": settings.normalize_scores,
+        "fused_smoothing": settings.fused_smoothing,
         "runtime_seconds": time.time() - start, "device": str(device), "inference_stride": detector.stride,
         "checkpoints": {name: {**record, "path": shown_path(record["path"])} for name, record in (
             ("detector", {"path": detector_ckpt, "sha256": sha256_file(detector_ckpt)}),

@@ -43,7 +43,7 @@ from utils.errors import CheckpointError, ConfigError
 from utils.logging import get_logger
 
 # settings that may differ between the trained config and an inference run (see the module docstring)
-CHANGEABLE = ("normalize_scores", "lm_block", "score_offsets", "inference_stride", "local_rx.inner",
+CHANGEABLE = ("normalize_scores", "fused_smoothing", "lm_block", "score_offsets", "inference_stride", "local_rx.inner",
               "local_rx.outer", "local_rx.n_components", "rx_components")
 # settings that define trained weights or what they were trained for: an inference run must not change them
 FIXED = ("freeze_encoder", "use_lora", "lora.r", "lora.alpha", "lora.target_modules", "one_class.per_token",
@@ -116,6 +116,7 @@ def build_detector(cfg: AnomalyConfig, model: UniversalHSIModel, info: dict[str,
         one_class={"rep_dim": cfg.one_class.rep_dim, "per_token": cfg.one_class.per_token,
                    "center_eps": cfg.one_class.center_eps},
         objective="bce" if supervised else "svdd", lm_block=cfg.lm_block, normalize=cfg.normalize_scores,
+        smoothing=cfg.fused_smoothing,
         local_rx={"inner": cfg.local_rx.inner, "outer": cfg.local_rx.outer,
                   "n_components": cfg.local_rx.n_components}, rx_components=cfg.rx_components,
         stride=cfg.inference_stride or patch_size, score_offsets=cfg.score_offsets,

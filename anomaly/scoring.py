@@ -10,7 +10,8 @@ inference, the benchmark and the speed case all call it. The scene is never held
   and average overlapping patches per pixel;
 - context heads score every pixel while hidden in a blind spot (anomaly/blind_spot.py);
 - grx / lrx read the prepared cube in row chunks and keep its (H, W, d) principal components.
-Each head's (H, W) map is then normalised over the scene and the maps are fused with the head weights.
+Each head's (H, W) map is then normalised over the scene, the maps are fused with the head weights and the fused
+map is smoothed with a Gaussian of `fused_smoothing` pixels.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from anomaly.baselines import local_rx_components, mahalanobis, principal_axes, scene_stats, truncated_precision
 from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
 from anomaly.config import AnomalyConfig
-from anomaly.fusion import fuse_scores, normalize_scores
+from anomaly.fusion import fuse_scores, normalize_scores, smooth_map
 from anomaly.heads import code_log_frequencies
 from data.blocks import read_block
 from data.datasets import HSIPatchExtractor, ScoreAccumulator
@@ -38,7 +39,7 @@ SCENE_HEADS = ("grx", "lrx")  # scored on the whole prepared cube
 class SceneScores:
     """Output of `score_scene`: all maps (H, W) float32 numpy arrays.
 
-    anomaly_map: the fused map; head_maps: each computed head's raw map; normalized: the same maps
+    anomaly_map: the fused map (smoothed); head_maps: each computed head's raw map; normalized: the same maps
     after the per-scene normalisation that the fusion used.
     """
 
@@ -157,8 +158,8 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int = An
                                   detector.rx_components))
     detector.train(was_training)
     tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
-    fused = fuse_scores(tensors, detector.head_weights, detector.normalize)
+    fused = smooth_map(fuse_scores(tensors, detector.head_weights, detector.normalize).numpy(), detector.smoothing)
     normalized = {name: normalize_scores(t, detector.normalize).numpy() for name, t in tensors.items()}
-    return SceneScores(anomaly_map=fused.numpy().astype(np.float32),
+    return SceneScores(anomaly_map=fused,
                        head_maps={name: np.asarray(m, dtype=np.float32) for name, m in maps.items()},
                        normalized=normalized)

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from anomaly.config import load_anomaly_config
-from anomaly.fusion import fuse_scores
+from anomaly.fusion import fuse_scores, smooth_map
 from anomaly.inference import score_with_detector
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import Scene
@@ -144,4 +144,4 @@ def learned_fusion(head_maps: dict[str, np.ndarray], overrides: list[str]) -> np
     if not weights:
         return None
     maps = {name: torch.from_numpy(head_maps[name]) for name in weights}
-    return fuse_scores(maps, weights, cfg.normalize_scores).numpy()
+    return smooth_map(fuse_scores(maps, weights, cfg.normalize_scores).numpy(), cfg.fused_smoothing)

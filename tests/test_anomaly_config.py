@@ -19,6 +19,7 @@ def test_shipped_configs_load(path):
 @pytest.mark.parametrize("override, key", [
     (["anomaly_batch_size=0"], "anomaly_batch_size"),
     (["normalize_scores=softmax"], "normalize_scores"),
+    (["fused_smoothing=-0.5"], "fused_smoothing"),
     (["freeze_encoder=false"], "freeze_encoder"),
     (["head_weights.recon=-1"], "head_weights.recon"),
     (["head_weights={lm_nll: 0, lm_spectral: 0, ctx_spec: 0, ctx_rx: 0, ctx_lrx: 0, recon: 0, one_class: 0, rarity: 0, grx: 0, "

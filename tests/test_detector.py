@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from anomaly.detector import HSIAnomalyDetector
 from anomaly.heads import compute_lm_nll_scores
@@ -157,7 +158,7 @@ def test_transform_path_matches_a_prepared_cube():
 
 
 def test_fused_map_is_the_weighted_mean_of_the_normalised_head_maps():
-    """The fusion's mechanics (not a quality claim: the untrained heads here need not detect anything)."""
+    """The fusion's mechanics, then the Gaussian on the fused map (not a quality claim: the untrained heads here need not detect anything)."""
     det = detector({"recon": 1.0, "grx": 2.0, "rarity": 0.5})
     rng = np.random.default_rng(3)
     cube = (0.5 + 0.01 * rng.standard_normal((15, 15, BANDS))).astype(np.float32)
@@ -166,5 +167,6 @@ def test_fused_map_is_the_weighted_mean_of_the_normalised_head_maps():
     assert np.unravel_index(scene.head_maps["grx"].argmax(), (15, 15)) == (7, 7)
     weights = {"recon": 1.0, "grx": 2.0, "rarity": 0.5}
     expected = sum(w * scene.normalized[name] for name, w in weights.items()) / sum(weights.values())
-    np.testing.assert_allclose(scene.anomaly_map, expected, rtol=1e-5, atol=1e-5)
+    assert det.smoothing == 0.5  # the default: the fused map is smoothed
+    np.testing.assert_allclose(scene.anomaly_map, ndimage.gaussian_filter(expected, 0.5), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(det.generate_anomaly_map(cube, 0), scene.anomaly_map)

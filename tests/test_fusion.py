@@ -1,8 +1,10 @@
-"""Per-scene normalisation before fusion (anomaly/fusion.py): rank puts every head on one bounded scale."""
+"""Per-scene normalisation before fusion and the smoothing after it (anomaly/fusion.py)."""
 
+import numpy as np
+import pytest
 import torch
 
-from anomaly.fusion import fuse_scores, normalize_scores
+from anomaly.fusion import fuse_scores, normalize_scores, smooth_map
 
 
 def test_rank_is_the_share_of_lower_pixels_with_ties_sharing_their_mean_rank():
@@ -39,3 +41,25 @@ def test_log_z_lets_a_second_head_outvote_one_extreme_pixel():
     for method, wins in (("robust_z", False), ("log_z", True)):
         fused = fuse_scores({"spiky": spiky, "steady": steady}, {"spiky": 1.0, "steady": 1.0}, method)
         assert (int(fused.argmax()) == 9) == wins, method
+
+
+def test_smoothing_ranks_a_small_object_above_a_brighter_lone_pixel():
+    rng = np.random.default_rng(0)
+    fused = 0.1 * rng.standard_normal((20, 20)).astype(np.float32)
+    fused[5:8, 5:8] = 2.0  # a 3 x 3 object every head finds
+    fused[15, 14] = 2.5  # one background pixel one head finds odd
+    assert fused[15, 14] > fused[6, 6]
+    smoothed = smooth_map(fused, 0.5)
+    assert smoothed.shape == fused.shape and smoothed.dtype == np.float32
+    assert smoothed[6, 6] > smoothed[15, 14]
+    assert smoothed[5:8, 5:8].min() > smoothed[15, 14] * 0.7  # the object's edge pixels keep most of their score
+
+
+def test_smoothing_zero_is_the_identity_and_bad_input_is_named():
+    fused = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(smooth_map(fused, 0), fused)
+    np.testing.assert_allclose(smooth_map(np.full((5, 5), 3.0), 0.5), 3.0, rtol=1e-6)  # a flat map stays flat
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        smooth_map(fused, -1)
+    with pytest.raises(ValueError, match=r"\(H, W\) map"):
+        smooth_map(np.zeros((2, 3, 4)), 0.5)
