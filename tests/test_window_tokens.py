@@ -71,7 +71,9 @@ def test_a_larger_scene_encodes_each_row_once_over_calls(monkeypatch):
     again = torch.cat([ids for _, ids, _ in tokens.windows(corners[::2], 5)])
     assert sum(encoded) == 38 * 20 and torch.equal(again, first[::2])
     cut = torch.from_numpy(next(HSIPatchExtractor(8, 8).iter_batches(cube, len(corners), transform, corners))[0])
-    assert torch.equal(first, tok.tokenize(cut))
+    # tokenised in the same batches of 5: the spatial CNN's rounding depends on the batch size (with one thread a
+    # near-tie code flipped between a batch of 5 and one of 33), which is not what this test is about
+    assert torch.equal(first, torch.cat([tok.tokenize(part) for part in cut.split(5)]))
 
 
 def test_unsorted_corners_and_a_training_tokenizer_are_refused():
