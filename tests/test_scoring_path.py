@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy import ndimage
 
 from anomaly.detector import HSIAnomalyDetector
 from anomaly.export_detector import export_detector
@@ -103,6 +104,19 @@ def test_changeable_run_settings_are_applied(trained, tmp_path):
     assert not np.allclose(base_heads["lrx"], new_heads["lrx"])  # the wider window was used
     np.testing.assert_array_equal(base_heads["grx"], new_heads["grx"])
     assert not np.allclose(np.load(base / "anomaly_map.npy"), np.load(changed / "anomaly_map.npy"))
+
+
+def test_fused_smoothing_is_a_run_setting_applied_after_the_fusion(trained, tmp_path):
+    ckpt, scene_path = trained
+    smoothed = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "smoothed"))
+    plain = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "plain"),
+                          overrides=["fused_smoothing=0"])
+    assert json.loads((smoothed / "metrics.json").read_text())["fused_smoothing"] == 0.5
+    assert json.loads((plain / "metrics.json").read_text())["fused_smoothing"] == 0
+    for name in np.load(plain / "head_maps.npz").files:  # the heads are untouched
+        np.testing.assert_array_equal(np.load(plain / "head_maps.npz")[name], np.load(smoothed / "head_maps.npz")[name])
+    np.testing.assert_allclose(np.load(smoothed / "anomaly_map.npy"),
+                               ndimage.gaussian_filter(np.load(plain / "anomaly_map.npy"), 0.5), rtol=1e-5, atol=1e-6)
 
 
 def test_one_class_can_be_switched_off_but_not_on(trained, ckpts, tmp_path):
