@@ -96,8 +96,6 @@ def smooth_map(scores: np.ndarray, sigma: float) -> np.ndarray:
     if sigma < 0:
         raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
     scores = np.asarray(scores, dtype=np.float32)
-    if sigma == 0:
-        return scores
     if scores.ndim != 2:
         raise ValueError(f"expected an (H, W) map, got shape {scores.shape}")
-    return ndimage.gaussian_filter(scores, sigma, mode="reflect")
+    return ndimage.gaussian_filter(scores, sigma, mode="reflect") if sigma > 0 else scores

@@ -12,8 +12,8 @@ The model is rebuilt from the checkpoints: detector -> encoder -> tokenizer, eac
 YAML / command line (device, amp, data_path, cube_key, gt_key, gt_path, cube_layout, out_dir,
 inference_batch_size). Where the run
 config's model settings differ from the trained ones, what can change without retraining is applied and
-logged (head weights of heads without trained weights, normalize_scores, fused_smoothing, local_rx, lm_block, score_offsets,
-inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
+logged (head weights of heads without trained weights, normalize_scores, fused_smoothing, local_rx, lm_block,
+score_offsets, inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
 with an error naming the key and the checkpoint (anomaly/loading.py).
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.

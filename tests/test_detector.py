@@ -158,7 +158,8 @@ def test_transform_path_matches_a_prepared_cube():
 
 
 def test_fused_map_is_the_weighted_mean_of_the_normalised_head_maps():
-    """The fusion's mechanics, then the Gaussian on the fused map (not a quality claim: the untrained heads here need not detect anything)."""
+    """The fusion's mechanics, then the Gaussian on the fused map (not a quality claim: the untrained heads here
+    need not detect anything)."""
     det = detector({"recon": 1.0, "grx": 2.0, "rarity": 0.5})
     rng = np.random.default_rng(3)
     cube = (0.5 + 0.01 * rng.standard_normal((15, 15, BANDS))).astype(np.float32)
