@@ -68,6 +68,12 @@ def test_readme_stays_short():
 
 # ---------------------------------------------------------------------------------------------- links
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_reference_to_numbered_design_items(page):
+    """docs/design.md sections are named, not numbered: a "DESIGN n" points at no document the project has."""
+    assert not re.findall(r"DESIGN \d+", page.read_text())
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
