@@ -10,7 +10,7 @@ checkpoints/anomaly/<scene name>) and anomaly/inference.py with that detector (w
 head_maps.npz, metrics.json, anomaly_map.png into --out_dir, default outputs/<scene name>; --overwrite
 replaces an earlier run's files). An earlier run's files there, a missing scene file or a supervised config
 are refused before torch is imported (anomaly/cli_args.py), so before training replaces any detector. A scene of any band count works:
-it is resampled to the tokenizer's num_bands (DESIGN 3). The run ends with a summary: seconds per stage,
+it is resampled to the tokenizer's num_bands (docs/design.md "Band resampling"). The run ends with a summary: seconds per stage,
 the files written, the domain the scene was scored under, and the ROC AUC per head when it has a gt mask.
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 import spectral
 import torch
 
-from data.blocks import read_block
+from data.blocks import read_block, rows_per_chunk
 from utils.errors import ConfigError, DataError
 
 
@@ -39,11 +39,6 @@ def _check_windows(inner: int, outer: int) -> None:
         raise ConfigError(f"inner window ({inner}) must be smaller than the outer window ({outer})")
 
 
-def _rows_per_chunk(width: int, values_per_pixel: int, budget: int = 1 << 23) -> int:
-    """Rows whose float64 working arrays stay near `budget` elements (64 MiB)."""
-    return max(1, budget // max(1, width * values_per_pixel))
-
-
 def scene_stats(cube: np.ndarray, chunk_rows: int | None = None) -> spectral.GaussianStats:
     """Mean (B,) and unbiased covariance (B, B) of all pixels, accumulated in float64 over row chunks.
 
@@ -52,7 +47,7 @@ def scene_stats(cube: np.ndarray, chunk_rows: int | None = None) -> spectral.Gau
     """
     _check_cube(cube)
     height, width, bands = cube.shape
-    rows = chunk_rows or _rows_per_chunk(width, bands)
+    rows = chunk_rows or rows_per_chunk(width, bands)
     shift = read_block(cube, 0, np.float64).reshape(-1, bands).mean(axis=0)  # (B,)
     total = np.zeros(bands)
     outer = np.zeros((bands, bands))
@@ -79,13 +74,31 @@ def global_rx(cube: np.ndarray, chunk_rows: int | None = None, n_components: int
     classical RX on every band (the pseudo-inverse); d > 0 is RX on the d leading principal components
     (`truncated_precision`).
     """
+    return scene_rx(cube, grx_components=n_components, chunk_rows=chunk_rows)["grx"]
+
+
+def scene_rx(cube: np.ndarray, grx_components: int | None = None, lrx_components: int | None = None,
+             chunk_rows: int | None = None, z_dtype: type = np.float64) -> dict[str, np.ndarray]:
+    """Global RX ("grx", on `grx_components` leading axes, 0 = every band) and / or the cube projected on its
+    `lrx_components` leading principal axes ("z", (H, W, d) of `z_dtype`), from ONE pass of scene statistics and
+    one pass of scoring over row chunks; None skips that output. The cube (H, W, B) may be any row-sliceable
+    view (a memmap, or Stage 3's prepared view of a raw cube)."""
     stats = scene_stats(cube, chunk_rows)
-    precision = truncated_precision(stats.cov, n_components)  # (B, B)
     height, width, bands = cube.shape
-    rows = chunk_rows or _rows_per_chunk(width, bands)
-    out = np.empty((height, width), dtype=np.float32)
+    rows = chunk_rows or rows_per_chunk(width, bands)
+    precision = truncated_precision(stats.cov, grx_components) if grx_components is not None else None  # (B, B)
+    axes = principal_axes(stats, lrx_components) if lrx_components is not None else None  # (B, d)
+    out = {}
+    if precision is not None:
+        out["grx"] = np.empty((height, width), dtype=np.float32)
+    if axes is not None:
+        out["z"] = np.empty((height, width, axes.shape[1]), dtype=z_dtype)
     for r0 in range(0, height, rows):
-        out[r0:r0 + rows] = mahalanobis(read_block(cube, slice(r0, r0 + rows), np.float64), stats.mean, precision)
+        chunk = read_block(cube, slice(r0, r0 + rows), np.float64)  # (r, W, B)
+        if precision is not None:
+            out["grx"][r0:r0 + rows] = mahalanobis(chunk, stats.mean, precision)
+        if axes is not None:
+            out["z"][r0:r0 + rows] = (chunk - stats.mean) @ axes  # (r, W, d)
     return out
 
 
@@ -127,14 +140,7 @@ def truncated_precision(cov: np.ndarray, n_components: int, ridge: float = 0.0) 
 
 def principal_components(cube: np.ndarray, n_components: int, chunk_rows: int | None = None) -> np.ndarray:
     """Project every pixel on the scene's leading `n_components` principal axes: (H, W, d) float64."""
-    stats = scene_stats(cube, chunk_rows)
-    axes = principal_axes(stats, n_components)  # (B, d)
-    height, width, bands = cube.shape
-    rows = chunk_rows or _rows_per_chunk(width, bands)
-    out = np.empty((height, width, n_components))
-    for r0 in range(0, height, rows):
-        out[r0:r0 + rows] = (read_block(cube, slice(r0, r0 + rows), np.float64) - stats.mean) @ axes  # (r, W, d)
-    return out
+    return scene_rx(cube, lrx_components=n_components, chunk_rows=chunk_rows)["z"]
 
 
 def _clipped_length(length: int, size: int) -> np.ndarray:

@@ -33,10 +33,9 @@ import numpy as np
 import torch
 
 from anomaly.baselines import local_rx_components, truncated_precision
+from anomaly.head_registry import CONTEXT_HEADS, HEADS, RESIDUAL_HEADS
 from anomaly.window_tokens import WindowTokenizer
 
-CONTEXT_HEADS = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "ctx_lrx")
-RESIDUAL_HEADS = ("ctx_rx", "ctx_lrx")  # heads computed from the residuals, after the sample fits their statistics
 RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and covariance
 RIDGE = 1e-6  # relative ridge on the residual covariance before inversion
 
@@ -177,8 +176,9 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
         raise ValueError(f"not context heads: {unknown} (they are {CONTEXT_HEADS})")
-    if {"ctx_spec", *RESIDUAL_HEADS} & set(heads) and encoder.spectral_input_dim == 0:
-        raise ValueError("ctx_spec, ctx_rx and ctx_lrx need an encoder pre-trained with spectral_input: true")
+    spectral = [name for name in heads if HEADS[name].needs_spectra]
+    if spectral and encoder.spectral_input_dim == 0:
+        raise ValueError(f"{', '.join(spectral)} need an encoder pre-trained with spectral_input: true")
     height, width = cube.shape[:2]
     cell, grid = tokenizer.patch_size // tokenizer.grid_size, tokenizer.grid_size
     block_px = block * cell

@@ -3,17 +3,17 @@
 The spec's keys (spec 7: anomaly_batch_size, anomaly_epochs, learning_rate_anomaly, freeze_encoder,
 use_lora, head_weights) plus what the scripts need. Preprocessing (num_bands, normalisation, patch
 size, stride) is NOT here: it comes from the tokenizer checkpoint that the encoder checkpoint names
-(DESIGN 4).
+(docs/design.md "Self-describing checkpoints").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from anomaly.head_registry import HEAD_NAMES
 from data.io import LAYOUTS
 from utils.config import check, load_config
 
-HEAD_NAMES = ("lm_nll", "lm_spectral", "ctx_spec", "ctx_rx", "ctx_lrx", "recon", "one_class", "rarity", "grx", "lrx")
 NORMALIZERS = ("log_z", "robust_z", "minmax", "rank")
 
 

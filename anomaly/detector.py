@@ -1,115 +1,151 @@
-"""HSIAnomalyDetector (spec 6.2): a frozen (or LoRA-adapted) universal model plus anomaly heads.
+"""HSIAnomalyDetector (spec 6.2): the frozen (or LoRA-adapted) universal model, the anomaly heads, and the scene
+preparation its tokenizer was trained with.
 
-    det = HSIAnomalyDetector(universal_model, hidden_size, head_weights={"recon": 1, "rarity": 1, "grx": 1})
-    out = det(patches, domain_ids, mode="eval")        # per-head (N, S, S) pixel maps + "combined"
-    scene = det.score_scene(cube, domain_id=0)         # whole-scene (H, W) maps, normalised per scene
-    anomaly_map = det.generate_anomaly_map(cube, 0)    # (H, W) float32 = scene.anomaly_map
+    detector, ckpt = HSIAnomalyDetector.from_checkpoint("checkpoints/anomaly/abu-urban-1/anomaly_detector.pth")
+    scores = detector.score_scene(scene.cube, domain_id="auto", wavelengths=scene.wavelengths, name=scene.name)
+    anomaly_map = detector.generate_anomaly_map(cube, domain_id)   # (H, W) float32 = scores.anomaly_map
+    out = detector(patches, domain_ids, mode="eval")               # per-head (N, S, S) pixel maps + "combined"
 
-Heads (DESIGN 2, 10; a head with weight 0 is not computed):
-- lm_nll, lm_spectral, ctx_spec   context heads: each pixel scored while hidden in a blind spot
-             (anomaly/blind_spot.py): joint-id NLL, spectral-code marginal NLL, predicted-spectrum error
-- recon      per-pixel squared error of the decode from the quantised codes
-- one_class  Deep SVDD distance of each token's embedding (or BCE logit after supervised training)
-- rarity     -log frequency of the pixel's spectral code in the scored scene
-- grx, lrx   global / dual-window local RX on the prepared cube (label-free, whole-scene heads)
-
-Fusion: every head's whole-scene (H, W) map is normalised over the scene (robust z-score
-(x - median) / (1.4826 MAD) by default, min-max or rank), then averaged with `head_weights`. This file holds
-the module; streaming a scene through it is anomaly/scoring.py, rebuilding it from checkpoints
-anomaly/loading.py.
+A detector rebuilt from its checkpoint takes the cube as it comes from the file, of any band count: it fits the
+tokenizer's preprocessing (band resampling, normalisation) on that cube itself, exactly as the command line does,
+so both give the same map (docs/design.md, "Band resampling"). The heads are anomaly/heads.py's and
+anomaly/blind_spot.py's (the head registry: anomaly/head_registry.py); streaming a scene through them is
+anomaly/scoring.py, the checkpoint chain anomaly/checkpoint.py, the settings a run may change anomaly/settings.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from anomaly.config import HEAD_NAMES, AnomalyConfig, LocalRXSettings
+from anomaly.checkpoint import DetectorFile, read_detector
+from anomaly.config import AnomalyConfig
+from anomaly.domain import DomainChoice, choose_domain
 from anomaly.fusion import fuse_scores
+from anomaly.head_registry import CONTEXT_HEADS, HEADS, ordered
 from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rarity, compute_lm_nll_scores,
                            compute_recon_error, tokens_to_pixels)
+from anomaly.lora import ADAPTER_KEY, adapter_parameter_count, inject_lora
 from anomaly.scoring import SceneScores, score_scene
-from utils.errors import ConfigError
+from anomaly.settings import inference_settings
+from data.preprocess import SpectralPreprocessor, mean_spectrum
+from utils.checkpoint import describe_load_error
+from utils.errors import CheckpointError, ConfigError, DataError
 
-DEFAULT_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2
-ADAPTER_KEY = "lora_"
+SPEC_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2's constructor default
 DOMAIN_TABLE_KEY = "universal_model.encoder.domain_embedding.weight"
 
 
 class HSIAnomalyDetector(nn.Module):
     """Frozen universal model (tokenizer + BERT encoder) with anomaly heads on top.
 
-    freeze_encoder must be True: the tokenizer and the encoder's own weights never train. With
-    use_lora, peft LoRA adapters (`lora`: r, alpha, dropout, target_modules) are injected into the BERT
-    attention projections and train together with the heads. The constructor asserts that exactly the
-    head (and adapter) parameters are trainable. `stride` is the patch stride of the scene scan
-    (the tokenizer config's; default patch_size // 2).
+    freeze_encoder must be True: the tokenizer and the encoder's own weights never train. With use_lora, peft
+    LoRA adapters (`config.lora`) are injected into the BERT attention projections and train with the heads.
+    `config` holds every other setting (blind-spot block and phases, normalisation, RX windows, ...); None = the
+    AnomalyConfig defaults. `preprocessing` ({"num_bands", "normalize"}, the tokenizer checkpoint's) lets the
+    detector prepare raw cubes itself; without it (a detector built by hand) cubes must come prepared.
+    `domains` ({"num_domains", "domains", "domain_spectra", "encoder"}) lets it resolve `domain_id="auto"`.
     """
 
     def __init__(self, universal_model: nn.Module, hidden_size: int, freeze_encoder: bool = True,
                  use_lora: bool = False, head_weights: dict[str, float] | None = None, *,
-                 lora: dict[str, Any] | None = None, one_class: dict[str, Any] | None = None,
-                 objective: str = "svdd", lm_block: int = 2, normalize: str = AnomalyConfig.normalize_scores,
-                 smoothing: float = AnomalyConfig.fused_smoothing,
-                 local_rx: dict[str, int] | None = None, stride: int | None = None, score_offsets: int = 2,
-                 adapted_domain: bool = False, rx_components: int = AnomalyConfig.rx_components):
+                 config: AnomalyConfig | None = None, objective: str = "svdd",
+                 preprocessing: dict[str, Any] | None = None, domains: dict[str, Any] | None = None):
         super().__init__()
         if not freeze_encoder:
             raise ConfigError("freeze_encoder: false (full fine-tuning) is not supported; use use_lora: true")
-        weights = dict(DEFAULT_HEAD_WEIGHTS if head_weights is None else head_weights)
-        unknown = sorted(set(weights) - set(HEAD_NAMES))
+        weights = dict(SPEC_HEAD_WEIGHTS if head_weights is None else head_weights)
+        unknown = sorted(set(weights) - set(HEADS))
         if unknown:
-            raise ConfigError(f"head_weights: unknown head(s) {unknown}; the heads are {', '.join(HEAD_NAMES)}")
+            raise ConfigError(f"head_weights: unknown head(s) {unknown}; the heads are {', '.join(HEADS)}")
         self.head_weights = {name: float(w) for name, w in weights.items() if w > 0}
         if not self.head_weights:
             raise ConfigError("head_weights: at least one head needs a weight > 0")
+        self.config = config or AnomalyConfig()
         self.universal_model = universal_model
         self.use_lora = use_lora
-        self.lm_block = lm_block
-        self.score_offsets = score_offsets
-        self.adapted_domain = adapted_domain  # the domain table was fitted to the scene (anomaly/adapt.py)
-        self.normalize = normalize
-        self.smoothing = smoothing  # Gaussian sigma (pixels) on the fused scene map (anomaly/fusion.py)
-        self.local_rx_args = {**asdict(LocalRXSettings()), **(local_rx or {})}  # inner, outer, n_components
-        self.rx_components = rx_components  # principal components of grx and ctx_rx (0 = every band)
+        self.preprocessing = preprocessing
+        self.domains = domains
         tokenizer = universal_model.tokenizer
         self.patch_size = tokenizer.patch_size
         self.num_bands = tokenizer.num_bands
-        self.stride = stride or max(1, self.patch_size // 2)
+        self.stride = self.config.inference_stride or self.patch_size
         universal_model.requires_grad_(False)
         if use_lora:
-            self._inject_lora(dict(lora or {}))
+            inject_lora(universal_model.encoder, self.config.lora)
         self.one_class_head = None
         if "one_class" in self.head_weights:
-            self.one_class_head = OneClassHead(hidden_size, objective=objective, **dict(one_class or {}))
+            oc = self.config.one_class
+            self.one_class_head = OneClassHead(hidden_size, rep_dim=oc.rep_dim, per_token=oc.per_token,
+                                               center_eps=oc.center_eps, objective=objective)
         self.register_buffer("code_log_freq", code_log_frequencies(torch.zeros(tokenizer.K_s)))
-        expected = self.head_parameter_count() + self.adapter_parameter_count()
+        expected = self.head_parameter_count() + adapter_parameter_count(self.universal_model)
         assert self.trainable_parameter_count() == expected, (
             f"trainable parameters {self.trainable_parameter_count()} != heads + adapters {expected}")
         self.train(False)
 
-    # ------------------------------------------------------------------ parameters
-    def _inject_lora(self, settings: dict[str, Any]) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_parts(cls, cfg: AnomalyConfig, model: nn.Module, info: dict[str, Any],
+                   supervised: bool) -> "HSIAnomalyDetector":
+        """The detector `cfg` describes on top of `model` (anomaly.checkpoint.load_universal_model's model and
+        info), its settings checked against the encoder."""
+        if isinstance(cfg.domain_id, int) and cfg.domain_id >= info["num_domains"]:
+            raise ConfigError(f"domain_id: {cfg.domain_id}, but the encoder knows {info['num_domains']} domains "
+                              f"{info['domains'] or ''}; pick the id of the most similar pre-training sensor")
+        active = cfg.head_weights.active()
+        spectral = [name for name in active if HEADS[name].needs_spectra]
+        if spectral and model.encoder.spectral_input_dim == 0:
+            raise ConfigError(f"head_weights: {', '.join(spectral)} predict spectra, but the encoder "
+                              f"{info['encoder']['path']} was pre-trained without spectral_input; set their weights "
+                              f"to 0 or re-run Stage 2 with spectral_input: true")
+        grid = model.tokenizer.grid_size
+        if set(active) & set(CONTEXT_HEADS) and grid > 1 and cfg.lm_block >= grid:
+            raise ConfigError(f"lm_block: {cfg.lm_block} must be smaller than the token grid ({grid}x{grid}), "
+                              f"else one scoring mask hides every token")
+        tok_cfg = info["tokenizer_config"]
+        if cfg.inference_stride > int(tok_cfg["patch_size"]):
+            raise ConfigError(f"inference_stride {cfg.inference_stride} is larger than the patch size "
+                              f"{tok_cfg['patch_size']}: pixels between patches would go unscored; use 0 (= the "
+                              f"patch size) or less")
+        return cls(model, info["hidden_size"], cfg.freeze_encoder, cfg.use_lora, cfg.head_weights.as_dict(),
+                   config=cfg, objective="bce" if supervised else "svdd",
+                   preprocessing={"num_bands": int(tok_cfg["num_bands"]), "normalize": tok_cfg["normalize"]},
+                   domains={key: info.get(key) for key in ("num_domains", "domains", "domain_spectra", "encoder")})
 
-        config = LoraConfig(r=int(settings.get("r", 8)), lora_alpha=settings.get("alpha", 16),
-                            lora_dropout=float(settings.get("dropout", 0.0)),
-                            target_modules=list(settings.get("target_modules", ["query", "value"])))
+    @classmethod
+    def from_file(cls, chain: DetectorFile, overrides: list[str] | None = None,
+                  settings: AnomalyConfig | None = None) -> "HSIAnomalyDetector":
+        """The trained detector of a read checkpoint (anomaly.checkpoint.read_detector), in eval mode, scoring with
+        `settings` (anomaly.settings.inference_settings; default: as trained, changed by `overrides`)."""
+        path = chain.record["path"]
+        settings = settings or inference_settings(chain.trained, list(overrides or []), path)
+        detector = cls.from_parts(settings, chain.model, chain.info, chain.supervised)
+        state = chain.ckpt["state_dict"]
+        if chain.trained.head_weights.one_class > 0 and settings.head_weights.one_class == 0:
+            state = {k: v for k, v in state.items() if not k.startswith("one_class_head.")}  # off for this run
         try:
-            inject_adapter_in_model(config, self.universal_model.encoder)
-        except ValueError as err:
-            raise ConfigError(f"lora.target_modules {config.target_modules}: {str(err).splitlines()[0]} "
-                              f"(BERT attention modules are named query, key, value)") from None
+            detector.load_trained_state_dict(state)
+        except (KeyError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: weights do not fit the detector its config describes: "
+                                  f"{describe_load_error(err)}; retrain Stage 3") from None
+        return detector.to(next(chain.model.parameters()).device).eval()
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"
+                        ) -> tuple["HSIAnomalyDetector", dict[str, Any]]:
+        """Rebuild a trained detector from `anomaly_detector.pth` (its encoder and tokenizer from their own
+        checkpoints, sha256-checked); returns (detector in eval mode, ckpt), as the other models do."""
+        chain = read_detector(path, torch.device(map_location))
+        return cls.from_file(chain), chain.ckpt
+
+    # ------------------------------------------------------------------ parameters
     def head_parameter_count(self) -> int:
         return 0 if self.one_class_head is None else sum(p.numel() for p in self.one_class_head.parameters())
-
-    def adapter_parameter_count(self) -> int:
-        return sum(p.numel() for n, p in self.universal_model.named_parameters() if ADAPTER_KEY in n)
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -117,9 +153,10 @@ class HSIAnomalyDetector(nn.Module):
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What Stage 3 adds to its parents: head weights and buffers, LoRA adapters, code frequencies, and the
         domain table when it was adapted to the scene."""
+        adapted = self.config.adapt_steps > 0
         return {k: v.detach().cpu() for k, v in self.state_dict().items()
                 if k.startswith("one_class_head.") or ADAPTER_KEY in k or k == "code_log_freq"
-                or (self.adapted_domain and k == DOMAIN_TABLE_KEY)}
+                or (adapted and k == DOMAIN_TABLE_KEY)}
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of `trained_state_dict`; the key sets must match exactly."""
@@ -138,10 +175,14 @@ class HSIAnomalyDetector(nn.Module):
             self.universal_model.encoder.eval()
         return self
 
-    # ------------------------------------------------------------------ per-patch scoring
+    # ------------------------------------------------------------------ per-patch heads
     @property
     def active_heads(self) -> list[str]:
-        return [name for name in HEAD_NAMES if name in self.head_weights]
+        return ordered(self.head_weights)
+
+    @property
+    def device(self) -> torch.device:
+        return self.code_log_freq.device
 
     def tokenize(self, patches: torch.Tensor) -> torch.Tensor:
         """Patches (N, B, S, S) -> joint ids (N, T); the tokenizer is frozen and in eval mode."""
@@ -172,7 +213,7 @@ class HSIAnomalyDetector(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if "lm_nll" in wanted:
             spectra = tokenizer.spectral_vqvae.cells(patches) if encoder.spectral_input_dim else None  # (N, T, B)
-            nll = compute_lm_nll_scores(encoder, joint_ids, domain_ids, block=self.lm_block, spectra=spectra)
+            nll = compute_lm_nll_scores(encoder, joint_ids, domain_ids, block=self.config.lm_block, spectra=spectra)
             out["lm_nll"] = tokens_to_pixels(nll, self.patch_size)  # (N, S, S)
         if "recon" in wanted:
             with torch.no_grad():
@@ -191,8 +232,8 @@ class HSIAnomalyDetector(nn.Module):
         """Spec 6.2 forward: {head: (N, S, S) raw pixel scores for each active patch head, "combined": (N, S, S)}.
 
         "combined" normalises each head over THIS batch's pixels and fuses them with the patch heads'
-        weights: a quick look only. The scene-level heads (grx, lrx) and the per-scene normalisation the
-        anomaly map uses live in `score_scene`. mode "eval" runs without gradients, "train" keeps them.
+        weights: a quick look only. The scene-level heads and the per-scene normalisation the anomaly map
+        uses live in `score_scene`. mode "eval" runs without gradients, "train" keeps them.
         """
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -200,79 +241,57 @@ class HSIAnomalyDetector(nn.Module):
             out = self.head_scores(patches, domain_ids, code_log_freq)
             weights = {name: w for name, w in self.head_weights.items() if name in out}
             if weights:
-                out["combined"] = fuse_scores({name: out[name] for name in weights}, weights, self.normalize)
+                out["combined"] = fuse_scores({name: out[name] for name in weights}, weights,
+                                              self.config.normalize_scores)
         return out
 
-    # ------------------------------------------------------------------ training objective
-    def target_labels(self, gt_patches: torch.Tensor) -> torch.Tensor:
-        """0/1 gt patches (N, S, S) -> labels shaped like the one-class score: (N, T) per token cell
-        (1 if any pixel of the cell is anomalous), or (N, 1) per patch (1 if any pixel is)."""
-        gt = gt_patches.float()
-        if not self.one_class_head.per_token:
-            return gt.amax(dim=(1, 2))[:, None]  # (N, 1)
-        grid = self.universal_model.tokenizer.grid_size
-        pooled = torch.nn.functional.adaptive_max_pool2d(gt[:, None], grid)  # (N, 1, g, g)
-        return pooled.reshape(gt.shape[0], grid * grid)  # (N, T)
-
-    def training_losses(self, joint_ids: torch.Tensor, domain_ids: torch.Tensor,
-                        labels: torch.Tensor | None = None, mlm_weight: float = 1.0,
-                        hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """{"one_class": SVDD or BCE loss, "mlm": masked-token loss (LoRA only), "loss": their sum}.
-
-        Takes joint ids (N, T) (`tokenize(patches)`): the tokenizer is frozen, so a training scene is
-        tokenised once, not once per epoch. Under LoRA the encoder's own masked-token loss on the target
-        scene keeps the adapted encoder a language model, a second guard (besides the bias-free map)
-        against SVDD's collapse onto c. `hidden` (N, T, H): the embeddings of `joint_ids` when the caller holds
-        them (`embeddings`; without LoRA the encoder never changes while the head trains).
-        """
-        encoder = self.universal_model.encoder
-        losses: dict[str, torch.Tensor] = {}
-        if self.one_class_head is not None:
-            if hidden is None:
-                hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
-            losses["one_class"] = self.one_class_head.loss(hidden, labels)
-        if self.use_lora and mlm_weight > 0:
-            mlm_loss, _, _ = encoder(joint_ids, domain_ids, pretrain=True)
-            losses["mlm"] = mlm_weight * mlm_loss
-        if not losses:
-            raise RuntimeError("nothing to train: no one-class head and no LoRA adapters")
-        losses["loss"] = sum(losses.values())
-        return losses
-
-    @torch.no_grad()
-    def embeddings(self, joint_ids: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
-        """The encoder's embeddings (N, T, H) of joint ids (N, T) under domains (N,), in eval mode (no dropout)."""
-        was_training = self.training
-        self.train(False)
-        try:
-            return self.universal_model.encoder(joint_ids, domain_ids, pretrain=False)
-        finally:
-            self.train(was_training)
-
-    @torch.no_grad()
-    def init_one_class_center(self, hidden_batches) -> None:
-        """Fix the SVDD centre (and the embeddings' mean) from the initial embeddings: a sequence of (N, T, H)."""
-        self.one_class_head.init_center(hidden_batches)
-
     # ------------------------------------------------------------------ whole scene
-    def score_scene(self, cube: np.ndarray, domain_id: int, batch_size: int = AnomalyConfig.inference_batch_size,
-                    transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                    stride: int | None = None) -> SceneScores:
-        """Every head's (H, W) map of a scene and their fusion: `anomaly.scoring.score_scene`."""
-        return score_scene(self, cube, domain_id, batch_size, transform, stride)
+    def prepare(self, cube: np.ndarray, wavelengths: np.ndarray | None = None,
+                source: str | None = None) -> SpectralPreprocessor | None:
+        """The tokenizer's preprocessing fitted on this raw cube (H, W, B_raw); None for a detector built by hand
+        (its cubes come prepared). `source` names the scene's file in errors."""
+        if self.preprocessing is None:
+            if cube.shape[2] != self.num_bands:
+                raise DataError(f"the cube has {cube.shape[2]} bands but the tokenizer expects {self.num_bands}, "
+                                f"and this detector was built without its tokenizer's preprocessing; build it "
+                                f"from a checkpoint (HSIAnomalyDetector.from_checkpoint) or prepare the cube")
+            return None
+        return SpectralPreprocessor.fit(cube, self.preprocessing["num_bands"], self.preprocessing["normalize"],
+                                        wavelengths, source=source)
 
-    @classmethod
-    def from_checkpoint(cls, path, map_location: str | torch.device = "cpu"
-                        ) -> tuple["HSIAnomalyDetector", dict[str, Any]]:
-        """Rebuild a trained detector from `anomaly_detector.pth` (its encoder and tokenizer from their own
-        checkpoints, sha256-checked); returns (detector in eval mode, ckpt), as the other models do."""
-        from anomaly.loading import load_detector  # checkpoint I/O lives outside the model file (STYLE)
+    def choose_domain(self, setting: int | str, cube: np.ndarray, name: str | None,
+                      prep: SpectralPreprocessor | None) -> DomainChoice:
+        """`domain_id` (an int, or 'auto': the pre-training scene called `name`, else the nearest mean prepared
+        spectrum; anomaly/domain.py) for this raw scene; `prep`: its fitted preprocessing (None = fit it if needed)."""
+        table = self.domains or {"num_domains": self.universal_model.encoder.num_domains, "domains": {},
+                                 "domain_spectra": None, "encoder": {"path": "this detector's encoder"}}
+        def spectrum():  # only needed (and the preprocessing only fitted) when the name does not decide
+            fitted = prep if prep is not None else self.prepare(cube)
+            return mean_spectrum(cube, fitted.transform if fitted else None)
 
-        detector, _, ckpt, _ = load_detector(path, torch.device(map_location))
-        return detector, ckpt
+        return choose_domain(setting, name or "", spectrum, table["domains"], table["domain_spectra"],
+                             table["num_domains"], table["encoder"]["path"])
 
-    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int,
-                             batch_size: int = AnomalyConfig.inference_batch_size,
-                             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-        """Spec 6.2: the fused (H, W) float32 anomaly map of a scene (see `score_scene`)."""
-        return self.score_scene(cube, domain_id, batch_size, transform=transform).anomaly_map
+    def score(self, cube: np.ndarray, prep: SpectralPreprocessor | None, domain: DomainChoice,
+              batch_size: int | None = None) -> SceneScores:
+        """`score_scene` once the preprocessing is fitted (`prepare`) and the domain chosen (`choose_domain`)."""
+        scores = score_scene(self, cube, domain.domain_id, batch_size or self.config.inference_batch_size,
+                             prep.transform if prep else None, self.stride)
+        scores.preprocessing = prep.info if prep else None
+        scores.domain = domain
+        return scores
+
+    def score_scene(self, cube: np.ndarray, domain_id: int | str, wavelengths: np.ndarray | None = None,
+                    name: str | None = None, source: str | None = None, batch_size: int | None = None
+                    ) -> SceneScores:
+        """Every head's (H, W) map of a raw scene (H, W, B_raw) (ndarray or memmap) and their fusion, with the
+        preprocessing fitted on it and the domain chosen for it (`SceneScores.preprocessing`, `.domain`).
+        `batch_size`: windows per encoder pass (default `config.inference_batch_size`)."""
+        if getattr(cube, "ndim", None) != 3:
+            raise DataError(f"expected a cube (H, W, B), got shape {getattr(cube, 'shape', None)}")
+        prep = self.prepare(cube, wavelengths, source)
+        return self.score(cube, prep, self.choose_domain(domain_id, cube, name, prep), batch_size)
+
+    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int | str) -> np.ndarray:
+        """Spec 6.2: the fused (H, W) float32 anomaly map of a raw scene (see `score_scene`)."""
+        return self.score_scene(cube, domain_id).anomaly_map

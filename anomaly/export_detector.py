@@ -7,7 +7,7 @@
 `anomaly_detector.pth` names its encoder checkpoint, which names its tokenizer checkpoint; scoring needs all
 three files where they were recorded. The exported file carries the encoder's and the tokenizer's checkpoint
 files byte for byte inside it (`embedded_parents`), next to the sha256 each child recorded for them, so the
-chain is checked exactly as with the separate files (anomaly/loading.py). The export is about the size of the
+chain is checked exactly as with the separate files (anomaly/checkpoint.py). The export is about the size of the
 three checkpoints together.
 """
 
@@ -27,7 +27,7 @@ if __name__ == "__main__":  # parsed before torch loads: --help and usage errors
 
 import torch  # noqa: E402
 
-from anomaly.loading import EMBEDDED_KEY  # noqa: E402
+from anomaly.checkpoint import EMBEDDED_KEY  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, save_checkpoint  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402

@@ -90,6 +90,13 @@ def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
     return fused
 
 
+def fuse_maps(maps: Mapping[str, np.ndarray], weights: Mapping[str, float], method: str, smoothing: float
+              ) -> np.ndarray:
+    """The detector's fused (H, W) float32 map: `fuse_scores` of the heads' (H, W) maps, smoothed (`smooth_map`)."""
+    tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
+    return smooth_map(fuse_scores(tensors, weights, method).numpy(), smoothing)
+
+
 def smooth_map(scores: np.ndarray, sigma: float) -> np.ndarray:
     """(H, W) float32: `scores` (H, W) filtered with a Gaussian of `sigma` pixels (edges mirrored; truncated at
     4 sigma); sigma 0 returns the map unchanged."""

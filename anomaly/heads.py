@@ -1,4 +1,4 @@
-"""Stage 3 anomaly heads (spec 6.1). Every head scores tokens or pixels, never just whole patches (DESIGN 2).
+"""Stage 3 anomaly heads (spec 6.1). Every head scores tokens or pixels, never just whole patches (docs/design.md "Per-pixel scores").
 
 - `compute_lm_nll_scores`: masked-LM negative log-likelihood of every token. A deterministic set of
   complementary block masks (`encoder.masking.scoring_masks`) masks each token exactly once, so a
@@ -48,7 +48,7 @@ def compute_lm_nll_scores(encoder, joint_ids: torch.LongTensor, domain_ids: torc
 def compute_recon_error(tokenizer, patches: torch.Tensor, joint_ids: torch.LongTensor) -> torch.Tensor:
     """Per-pixel reconstruction error (N, S, S): mean over bands of (patch - decode(joint_ids))^2.
 
-    The decode runs from the quantised codes (DESIGN 10: a continuous latent reconstructs anomalies too
+    The decode runs from the quantised codes (docs/design.md "Lessons from the prototype": a continuous latent reconstructs anomalies too
     well); for the tokens of `patches` this equals `tokenizer.pixel_recon_error(patches)`.
     """
     recon = tokenizer.decode_joint_ids(joint_ids)  # (N, B, S, S)

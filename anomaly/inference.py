@@ -14,15 +14,15 @@ inference_batch_size). Where the run
 config's model settings differ from the trained ones, what can change without retraining is applied and
 logged (head weights of heads without trained weights, normalize_scores, fused_smoothing, local_rx, lm_block,
 score_offsets, inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
-with an error naming the key and the checkpoint (anomaly/loading.py).
+with an error naming the key and the checkpoint (anomaly/settings.py).
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
 
 Writes into `out_dir` (default outputs/<scene name>), all four files atomically and together (a failed
-write replaces none of them), and refuses to replace an earlier run's files without --overwrite (DESIGN 6);
+write replaces none of them), and refuses to replace an earlier run's files without --overwrite (docs/design.md "Outputs a user can look at");
 the folder is locked against a second run and refused before scoring when it is unwritable. An earlier run's
 files (and a missing scene or default detector) are found before torch is even imported (anomaly/cli_args.py):
-- anomaly_map.npy   (H, W) float32, the fused map (per-scene robust z-scores unless minmax was chosen)
+- anomaly_map.npy   (H, W) float32, the fused map (the heads normalised per scene, log_z by default, fused and smoothed)
 - head_maps.npz     each computed head's raw (H, W) map
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
                     (the gt is read for these metrics only), runtime, mode, checkpoints and hashes; every
@@ -52,17 +52,19 @@ if __name__ == "__main__":  # parsed and pre-flight checked before torch loads
 
 import numpy as np  # noqa: E402
 
+from anomaly.checkpoint import read_detector, trained_config  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
+from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.domain import warn_if_unseen  # noqa: E402
-from anomaly.loading import fit_preprocessor, load_detector, resolve_domain, same_scene  # noqa: E402
 from anomaly.scoring import SceneScores  # noqa: E402
 from anomaly.run_folders import default_detector, output_folder  # noqa: E402
+from anomaly.settings import inference_settings, same_scene  # noqa: E402
 from anomaly.visualize import render_anomaly_figure  # noqa: E402
 from data.io import Scene, load_scene, scene_name  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
-from utils.checkpoint import load_checkpoint, sha256_file  # noqa: E402
-from utils.config import apply_overrides, from_dict  # noqa: E402
-from utils.errors import CheckpointError, DataError  # noqa: E402
+from utils.checkpoint import read_checkpoint  # noqa: E402
+from utils.config import apply_overrides  # noqa: E402
+from utils.errors import DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.metrics import detection_metrics  # noqa: E402
 from utils.paths import shown_path  # noqa: E402
@@ -96,17 +98,14 @@ def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | No
             "anomaly_pixels": positives}
 
 
-def trained_run_config(detector_ckpt: str | Path, overrides: list[str] | None = None, **flags: str | None
-                       ) -> AnomalyConfig:
-    """The detector's trained config with `overrides`, then the flags (`data_path=...`) when given: the run
-    config of an inference without a config file."""
-    trained = load_checkpoint(detector_ckpt, "anomaly")["config"]["anomaly"]
+def trained_run_config(read: tuple[dict[str, Any], dict[str, str]], overrides: list[str] | None = None,
+                       **flags: str | None) -> AnomalyConfig:
+    """A read detector checkpoint's (ckpt, record) trained config with `overrides`, then the flags
+    (`data_path=...`) when given: the run config of an inference without a config file."""
+    ckpt, record = read
     extra = [f"{key}={value}" for key, value in flags.items() if value]
-    try:
-        run = apply_overrides(from_dict(AnomalyConfig, trained), list(overrides or []) + extra)
-        run.validate()
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{detector_ckpt}: its stored config is not a valid anomaly config: {err}") from None
+    run = apply_overrides(trained_config(ckpt, record["path"]), list(overrides or []) + extra)
+    run.validate()
     return run
 
 
@@ -121,48 +120,53 @@ class ScoredScene:
 
 def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Scene | None = None,
                         before_scoring: Callable[[], None] | None = None, overrides: list[str] | None = None,
-                        config_path: str | Path | None = None) -> ScoredScene:
+                        config_path: str | Path | None = None,
+                        read: tuple[dict[str, Any], dict[str, str]] | None = None) -> ScoredScene:
     """Score `run.data_path` (or the already loaded `scene`) with the trained detector, writing nothing;
-    `before_scoring` runs once the models, settings and preprocessing are checked (run_inference locks its
-    output folder there, so a refused setting leaves no folder behind).
+    `before_scoring` runs once the models, settings, preprocessing and domain are checked (run_inference locks its
+    output folder there, so a refused setting leaves no folder behind). `read`: the detector file's (ckpt, record)
+    when the caller has read it already.
 
     `run` gives the run keys (device, batch size, ...). The detector scores as trained, changed by what the
     `overrides` change and may change; where the config file `config_path` (that `run` was read from) differs,
-    a warning says so (anomaly/loading.py). Its domain is the `domain_id` setting resolved for this scene. Used by `run_inference`, the
+    a warning says so (anomaly/settings.py). The scene is prepared and its domain chosen by the detector itself
+    (`HSIAnomalyDetector.score_scene`, the spec's call, gives the same map). Used by `run_inference`, the
     benchmark and the speed case alike."""
     start = time.time()
     device = resolve_device(run.device)
     scene = scene if scene is not None else load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path,
                                                        run.cube_layout)
-    detector, settings, ckpt, info = load_detector(detector_ckpt, device, overrides,
-                                                   run if config_path is not None else None, config_path)
-    mode = "supervised" if ckpt["config"]["objective"] == "bce" else "unsupervised"
-    if mode == "supervised":
+    chain = read_detector(detector_ckpt, device, read)
+    settings = inference_settings(chain.trained, list(overrides or []), detector_ckpt,
+                                  run if config_path is not None else None, config_path)
+    detector = HSIAnomalyDetector.from_file(chain, settings=settings)
+    mode = "supervised" if chain.supervised else "unsupervised"
+    if chain.supervised:
         train_scene = load_scene(settings.supervised_data_path)
         if same_scene(train_scene, settings.supervised_data_path, scene, run.data_path):
             raise DataError(f"{detector_ckpt} was trained with the labels of {settings.supervised_data_path}, "
-                            f"the scene being scored: its metrics would be meaningless (DESIGN 5)")
-    prep = fit_preprocessor(scene, info["tokenizer_config"], run.data_path)
-    domain = resolve_domain(settings.domain_id, scene, info, run.data_path, prep)
-    warn_if_unseen(log, scene.name, info["domains"], ckpt["config"].get("train_scene"))
-    log.info(f"scoring {scene.name} {scene.cube.shape} (-> {prep.num_bands} bands) with heads "
+                            f"the scene being scored: its metrics would be meaningless (labels never score)")
+    prep = detector.prepare(scene.cube, scene.wavelengths, run.data_path)
+    domain = detector.choose_domain(settings.domain_id, scene.cube, scene.name, prep)
+    log.info(f"{scene.name}: {domain.describe()}")
+    warn_if_unseen(log, scene.name, chain.info["domains"], chain.ckpt["config"].get("train_scene"))
+    log.info(f"scoring {scene.name} {scene.cube.shape} (-> {detector.num_bands} bands) with heads "
              f"{detector.head_weights}, {domain.describe()}, {mode}")
     if before_scoring is not None:
         before_scoring()
     with autocast(device, run.amp):
-        scores = detector.score_scene(scene.cube, domain.domain_id, run.inference_batch_size, transform=prep.transform)
+        scores = detector.score(scene.cube, prep, domain, run.inference_batch_size)
     metrics = {
         "scene": scene.name, "data_path": shown_path(run.data_path), "shape": list(scene.cube.shape), "mode": mode,
         "gt_path": shown_path(run.gt_path) if run.gt_path else None, "cube_layout": run.cube_layout,
-        "train_scene": ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
+        "train_scene": chain.ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
         "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": settings.normalize_scores,
         "fused_smoothing": settings.fused_smoothing,
         "runtime_seconds": time.time() - start, "device": str(device), "inference_stride": detector.stride,
         "checkpoints": {name: {**record, "path": shown_path(record["path"])} for name, record in (
-            ("detector", {"path": detector_ckpt, "sha256": sha256_file(detector_ckpt)}),
-            ("encoder", info["encoder"]), ("tokenizer", info["tokenizer"]))},
-        "preprocessing": prep.info,
+            ("detector", chain.record), ("encoder", chain.info["encoder"]), ("tokenizer", chain.info["tokenizer"]))},
+        "preprocessing": scores.preprocessing,
         **_metrics(scores.head_maps, scores.anomaly_map, scene.gt),
     }
     return ScoredScene(scene, scores, metrics)
@@ -182,14 +186,17 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
         if detector_ckpt is None:
             defaults = load_anomaly_config(None, overrides, data_path=data_path)
             detector_ckpt = default_detector(defaults.output_dir, defaults.data_path)
-        run = trained_run_config(detector_ckpt, overrides, data_path=data_path, out_dir=out_dir)
+        read = read_checkpoint(detector_ckpt, "anomaly")
+        run = trained_run_config(read, overrides, data_path=data_path, out_dir=out_dir)
     else:
         run = load_anomaly_config(config_path, overrides, data_path=data_path, out_dir=out_dir)
         detector_ckpt = detector_ckpt or default_detector(run.output_dir, run.data_path)
+        read = None
     folder = output_folder(run.out_dir, scene_name(run.data_path), overwrite)
     set_seed(run.seed)
     scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
-    scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path)
+    scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path,
+                                 read)
     metrics, result = scored.metrics, scored.scores
     title = f"{scene.name}: fused {', '.join(result.head_maps)}"
     if "fused" in metrics:

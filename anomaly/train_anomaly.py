@@ -5,7 +5,7 @@
     python -m anomaly.train_anomaly ...                                # the same
     python anomaly/train_anomaly.py ... --resume                       # continue from <output_dir>/last.pth
 
-Unsupervised by default (DESIGN 5): Deep SVDD on the target scene's own patches, no labels read.
+Unsupervised by default (docs/design.md "Labels never in the score"): Deep SVDD on the target scene's own patches, no labels read.
 `supervised: true` trains the one-class head with BCE on `supervised_data_path`, a labelled scene that
 must differ from the scored scene (`data_path`); scoring the training scene itself is refused.
 Writes `<output_dir>/anomaly_detector.pth` (config + trained head / adapter weights + the encoder
@@ -36,11 +36,13 @@ if __name__ == "__main__":  # parsed before torch loads: --help and usage errors
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from anomaly import objective  # noqa: E402
 from anomaly.adapt import adapt_domain_row, scene_windows  # noqa: E402
+from anomaly.checkpoint import load_universal_model  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
-from anomaly.loading import build_detector, fit_preprocessor, load_universal_model, resolve_domain, same_scene  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
+from anomaly.settings import same_scene  # noqa: E402
 from anomaly.run_folders import CKPT_NAME, detector_dir  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
@@ -98,21 +100,22 @@ def _embedding_cache(detector: HSIAnomalyDetector, cfg: AnomalyConfig, joint_ids
         log.info(f"one-class embeddings of {len(joint_ids)} patches ({size >> 20} MiB) exceed the "
                  f"{EMBEDDING_CACHE_BYTES >> 20} MiB cache: computed again for each batch")
         return None
-    return torch.cat([detector.embeddings(ids, d).float().cpu() for ids, d in batches()])  # (N, T, H)
+    return torch.cat([objective.embeddings(detector, ids, d).float().cpu() for ids, d in batches()])  # (N, T, H)
 
 
 def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
-                   tok_cfg: dict[str, Any], domain_id: int, device: torch.device) -> list[float]:
-    """`adapt_steps` label-free steps fitting the scene's domain row on its own windows (anomaly/adapt.py);
-    `prep` None = fit the target's own preprocessing. Returns the step losses ([] without adaptation)."""
+                   detector: HSIAnomalyDetector, stride: int, domain_id: int, device: torch.device) -> list[float]:
+    """`adapt_steps` label-free steps fitting the scene's domain row on its own windows `stride` pixels apart
+    (anomaly/adapt.py); `prep` None = fit the target's own preprocessing. Returns the step losses ([] without
+    adaptation)."""
     if cfg.adapt_steps == 0:
         return []
     if model.encoder.spectral_input_dim == 0:
         raise ConfigError(f"adapt_steps: {cfg.adapt_steps}, but the encoder {cfg.encoder_ckpt} was pre-trained without "
                           f"spectral_input; set adapt_steps: 0 or re-run Stage 2 with spectral_input: true")
     tic = time.time()
-    prep = prep or fit_preprocessor(target, tok_cfg, cfg.data_path)
-    ids, spectra = scene_windows(model.tokenizer, target.cube, prep.transform, int(tok_cfg["stride"]),
+    prep = prep or detector.prepare(target.cube, target.wavelengths, cfg.data_path)
+    ids, spectra = scene_windows(model.tokenizer, target.cube, prep.transform, stride,
                                  cfg.inference_batch_size, device)  # (N, T), (N, T, B)
     losses = adapt_domain_row(model.encoder, ids, spectra, domain_id, cfg.adapt_steps, cfg.adapt_lr, ADAPT_BATCH,
                               cfg.seed)
@@ -120,6 +123,84 @@ def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, 
     log.info(f"adapted domain {domain_id} to {target.name}: {cfg.adapt_steps} steps on {len(ids)} windows, loss "
              f"{losses[0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last tenth), {time.time() - tic:.1f} s")
     return losses
+
+
+def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[torch.Tensor], trains: bool,
+               train_scene: Scene, prep: SpectralPreprocessor, tok_cfg: dict[str, Any], supervised: bool,
+               domain_choice, last: dict[str, Any] | None, last_path: Path, config: dict[str, Any],
+               info: dict[str, Any], adapt_losses: list[float], device: torch.device) -> list[float]:
+    """Tokenise the training scene once, set the code frequencies and the one-class centre, and train the heads
+    (and adapters) for `anomaly_epochs`, writing `last_path` after every epoch; returns the loss history."""
+    patch_size = int(tok_cfg["patch_size"])
+    joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
+                                     supervised, device)  # (N, T), (N, S, S) | None
+    log.info(f"{'supervised (BCE on ' + train_scene.name + ')' if supervised else 'unsupervised'} training: "
+             f"{len(joint_ids)} patches of {patch_size}x{patch_size} pixels, heads {detector.head_weights}, "
+             f"trainable parameters {detector.trainable_parameter_count()}")
+    bs = cfg.anomaly_batch_size
+    domain = torch.tensor(domain_choice.domain_id, dtype=torch.long)
+
+    def batches(shuffle: torch.Generator | None = None):
+        order = torch.randperm(len(joint_ids), generator=shuffle) if shuffle is not None else torch.arange(len(joint_ids))
+        for first in range(0, len(order), bs):
+            idx = order[first:first + bs]
+            yield (idx, joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
+                   None if gt is None else gt[idx].to(device))
+
+    cache = _embedding_cache(detector, cfg, joint_ids, lambda: ((ids, d) for _, ids, d, _ in batches()))
+
+    def embeddings(idx, ids, d):  # (n, T, H) of a batch while the encoder stays fixed; None under LoRA
+        if detector.one_class_head is None or cfg.use_lora:
+            return None
+        return cache[idx].to(device) if cache is not None else objective.embeddings(detector, ids, d)
+
+    if last is not None:  # heads (with the SVDD centre), code frequencies, adapters, adapted domain row
+        detector.load_trained_state_dict(last["state_dict"])
+    else:
+        if "rarity" in detector.head_weights:
+            counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1),
+                                    minlength=detector.universal_model.tokenizer.K_s)
+            detector.code_log_freq.copy_(code_log_frequencies(counts).to(device))
+        if detector.one_class_head is not None and not supervised:
+            objective.center_from(detector, [cache] if cache is not None else
+                                  (objective.embeddings(detector, ids, d) for _, ids, d, _ in batches()))
+    history: list[float] = []
+    if not trains:
+        return history
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate_anomaly, weight_decay=cfg.one_class.weight_decay)
+    scaler = make_scaler(device, cfg.amp)
+    first_epoch = 0
+    if last is not None:
+        optimizer.load_state_dict(last["optimizer"])
+        scaler.load_state_dict(last["scaler"])
+        first_epoch, history = last["epoch"] + 1, list(last["metrics"]["loss_history"])
+        log.info(f"resumed from {last_path} after epoch {first_epoch}")
+    detector.train()
+    guard = StepGuard("anomaly", scaler, last_path, log)
+    for epoch in range(first_epoch, cfg.anomaly_epochs):
+        guard.begin_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009)  # LoRA dropout and masked-token masks
+        shuffle = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
+        total, count = 0.0, 0
+        for idx, ids, d, g in batches(shuffle):
+            labels = None if g is None else objective.target_labels(detector, g)
+            with autocast(device, cfg.amp):
+                losses = objective.training_losses(detector, ids, d, labels, mlm_weight=cfg.lora.mlm_weight,
+                                                   hidden=embeddings(idx, ids, d))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["loss"]).backward()
+            guard.check(losses["loss"], params)
+            guard.step(optimizer)
+            total += float(losses["loss"].detach()) * len(ids)
+            count += len(ids)
+        history.append(total / count)
+        log.info(f"epoch {epoch + 1}/{cfg.anomaly_epochs}: loss {history[-1]:.5f}")
+        save_checkpoint(last_path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"],
+                        tokenizer=info["tokenizer"], optimizer=optimizer.state_dict(),
+                        scaler=scaler.state_dict(), epoch=epoch,
+                        metrics={"loss_history": list(history), "adapt_losses": adapt_losses})
+    detector.train(False)
+    return history
 
 
 def load_last(cfg: AnomalyConfig, path: Path) -> dict[str, Any]:
@@ -160,96 +241,38 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
         train_scene = load_scene(cfg.supervised_data_path)
         if same_scene(train_scene, cfg.supervised_data_path, target, cfg.data_path):
             raise ConfigError(f"supervised_data_path {cfg.supervised_data_path} is the scored scene {cfg.data_path}: "
-                              f"labels of the scored scene never train the detector (DESIGN 5); train on "
+                              f"labels of the scored scene never train the detector; train on "
                               f"another labelled scene, or set supervised: false")
         if train_scene.gt is None or not (0 < int(train_scene.gt.sum()) < train_scene.gt.size):
             raise DataError(f"{cfg.supervised_data_path}: supervised training needs a gt mask with both "
                             f"anomaly and background pixels")
     else:
         train_scene = target
-    prep = fit_preprocessor(train_scene, tok_cfg, cfg.supervised_data_path if supervised else cfg.data_path)
-    domain_choice = resolve_domain(cfg.domain_id, target, info, cfg.data_path, None if supervised else prep)
-    detector = build_detector(cfg, model, info, supervised).to(device)
+    detector = HSIAnomalyDetector.from_parts(cfg, model, info, supervised).to(device)
+    params = [p for p in detector.parameters() if p.requires_grad]
+    trains = bool(params) and cfg.anomaly_epochs > 0
+    # the scene's tokens feed the code frequencies, the one-class centre and training; without them nothing reads it
+    needs_tokens = trains or "rarity" in detector.head_weights or detector.one_class_head is not None
+    train_path = cfg.supervised_data_path if supervised else cfg.data_path
+    prep = detector.prepare(train_scene.cube, train_scene.wavelengths, train_path) if needs_tokens or (
+        cfg.adapt_steps > 0 and last is None) else None
+    domain_choice = detector.choose_domain(cfg.domain_id, target.cube, target.name, None if supervised else prep)
+    log.info(f"{target.name}: {domain_choice.describe()}")
     if last is None:
-        adapt_losses = adapt_to_scene(cfg, model, target, prep if not supervised else None, tok_cfg,
-                                      domain_choice.domain_id, device)
+        adapt_losses = adapt_to_scene(cfg, model, target, prep if not supervised else None, detector,
+                                      int(tok_cfg["stride"]), domain_choice.domain_id, device)
     else:  # the adapted domain row is part of the trained state loaded below
         adapt_losses = last["metrics"]["adapt_losses"]
-    patch_size = int(tok_cfg["patch_size"])
-    joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
-                                     supervised, device)  # (N, T), (N, S, S) | None
-    log.info(f"{'supervised (BCE on ' + train_scene.name + ')' if supervised else 'unsupervised'} training "
-             f"for scene {target.name}: {len(joint_ids)} patches of {patch_size}x{patch_size} pixels, heads "
-             f"{detector.head_weights}, trainable parameters {detector.trainable_parameter_count()}")
-    bs = cfg.anomaly_batch_size
-    domain = torch.tensor(domain_choice.domain_id, dtype=torch.long)
-
-    def batches(shuffle: torch.Generator | None = None):
-        order = torch.randperm(len(joint_ids), generator=shuffle) if shuffle is not None else torch.arange(len(joint_ids))
-        for first in range(0, len(order), bs):
-            idx = order[first:first + bs]
-            yield (idx, joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
-                   None if gt is None else gt[idx].to(device))
-
-    cache = _embedding_cache(detector, cfg, joint_ids, lambda: ((ids, d) for _, ids, d, _ in batches()))
-
-    def embeddings(idx, ids, d):  # (n, T, H) of a batch while the encoder stays fixed; None under LoRA
-        if detector.one_class_head is None or cfg.use_lora:
-            return None
-        return cache[idx].to(device) if cache is not None else detector.embeddings(ids, d)
-
-    if last is not None:  # heads (with the SVDD centre), code frequencies, adapters, adapted domain row
-        detector.load_trained_state_dict(last["state_dict"])
-    else:
-        if "rarity" in detector.head_weights:
-            counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1), minlength=model.tokenizer.K_s)
-            detector.code_log_freq.copy_(code_log_frequencies(counts).to(device))
-        if detector.one_class_head is not None and not supervised:
-            detector.init_one_class_center([cache] if cache is not None else
-                                           (detector.embeddings(ids, d) for _, ids, d, _ in batches()))
     config = {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd", "train_scene": train_scene.name,
-              "domain": domain_choice.as_dict(),
-              "train_data_path": cfg.supervised_data_path if supervised else cfg.data_path,
+              "domain": domain_choice.as_dict(), "train_data_path": train_path,
               "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}}
-    history = []
-    params = [p for p in detector.parameters() if p.requires_grad]
-    if params and cfg.anomaly_epochs > 0:
-        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate_anomaly, weight_decay=cfg.one_class.weight_decay)
-        scaler = make_scaler(device, cfg.amp)
-        first_epoch = 0
-        if last is not None:
-            optimizer.load_state_dict(last["optimizer"])
-            scaler.load_state_dict(last["scaler"])
-            first_epoch, history = last["epoch"] + 1, list(last["metrics"]["loss_history"])
-            log.info(f"resumed from {last_path} after epoch {first_epoch}")
-        detector.train()
-        guard = StepGuard("anomaly", scaler, last_path, log)
-        for epoch in range(first_epoch, cfg.anomaly_epochs):
-            guard.begin_epoch(epoch)
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009)  # LoRA dropout and masked-token masks
-            shuffle = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
-            total, count = 0.0, 0
-            for idx, ids, d, g in batches(shuffle):
-                labels = None if g is None else detector.target_labels(g)
-                with autocast(device, cfg.amp):
-                    losses = detector.training_losses(ids, d, labels, mlm_weight=cfg.lora.mlm_weight,
-                                                      hidden=embeddings(idx, ids, d))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"]).backward()
-                guard.check(losses["loss"], params)
-                guard.step(optimizer)
-                total += float(losses["loss"].detach()) * len(ids)
-                count += len(ids)
-            history.append(total / count)
-            log.info(f"epoch {epoch + 1}/{cfg.anomaly_epochs}: loss {history[-1]:.5f}")
-            save_checkpoint(last_path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"],
-                            tokenizer=info["tokenizer"], optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), epoch=epoch,
-                            metrics={"loss_history": list(history), "adapt_losses": adapt_losses})
-        detector.train(False)
+    if needs_tokens:
+        history = _fit_heads(cfg, detector, params, trains, train_scene, prep, tok_cfg, supervised, domain_choice,
+                             last, last_path, config, info, adapt_losses, device)
     else:
-        log.info("nothing to train (no one-class head, no LoRA adapters, or anomaly_epochs: 0); "
-                 "the checkpoint holds the label-free heads' settings")
+        history = []
+        log.info("nothing to train (no one-class head, no LoRA adapters, or anomaly_epochs: 0) and no head reads "
+                 "the scene's tokens: the checkpoint holds the label-free heads' settings")
     path = out_dir / CKPT_NAME
     save_checkpoint(
         path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],

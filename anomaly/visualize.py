@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from anomaly.head_registry import HEADS  # noqa: E402
 from data.blocks import read_block  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
 from utils.errors import DataError  # noqa: E402
@@ -35,19 +36,7 @@ _RGB_FRACTION = (0.55, 0.3, 0.1)
 _MAX_COLUMNS = 4
 _VMAX_PCT = 99.5  # score maps are heavy-tailed: colours span the 1st..99.5th percentile, or one pixel hides the rest
 _PANEL_INCHES = 3.2
-HEAD_TITLES = {
-    "fused": "fused",
-    "lm_nll": "masked-LM NLL",
-    "lm_spectral": "spectral-code NLL",
-    "ctx_spec": "context spectrum error",
-    "ctx_rx": "context residual RX",
-    "ctx_lrx": "context residual local RX",
-    "recon": "reconstruction error",
-    "one_class": "one-class (Deep SVDD)",
-    "rarity": "code rarity",
-    "grx": "global RX",
-    "lrx": "local RX",
-}
+HEAD_TITLES = {"fused": "fused", **{name: head.title for name, head in HEADS.items()}}
 
 
 def panel_title(name: str) -> str:

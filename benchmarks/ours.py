@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from anomaly.config import load_anomaly_config
-from anomaly.fusion import fuse_scores, smooth_map
+from anomaly.fusion import fuse_maps
+from anomaly.head_registry import LEARNED_HEADS
 from anomaly.inference import score_with_detector
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import Scene
@@ -140,8 +140,7 @@ def learned_fusion(head_maps: dict[str, np.ndarray], overrides: list[str]) -> np
     normalisation; None when no learned head is weighted."""
     cfg = load_anomaly_config(CONFIGS["anomaly"], overrides)
     weights = {name: w for name, w in cfg.head_weights.as_dict().items()
-               if w > 0 and name in head_maps and name not in ("grx", "lrx")}
+               if w > 0 and name in head_maps and name in LEARNED_HEADS}
     if not weights:
         return None
-    maps = {name: torch.from_numpy(head_maps[name]) for name in weights}
-    return smooth_map(fuse_scores(maps, weights, cfg.normalize_scores).numpy(), cfg.fused_smoothing)
+    return fuse_maps({name: head_maps[name] for name in weights}, weights, cfg.normalize_scores, cfg.fused_smoothing)

@@ -37,3 +37,11 @@ def read_block(cube: np.ndarray, index, dtype: np.dtype | None = None) -> np.nda
         if ADVICE is not None:
             mapping.madvise(ADVICE)
     return block
+
+
+ROW_BUDGET = 1 << 23  # float64 values in one block of rows (64 MiB)
+
+
+def rows_per_chunk(width: int, values_per_pixel: int) -> int:
+    """Rows of a (H, width, values_per_pixel) array whose float64 block stays near ROW_BUDGET values."""
+    return max(1, ROW_BUDGET // max(1, width * values_per_pixel))

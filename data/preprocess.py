@@ -1,4 +1,4 @@
-"""Spectral preprocessing (DESIGN.md section 3): one input width for every sensor.
+"""Spectral preprocessing (docs/design.md "Band resampling"): one input width for every sensor.
 
     prep = SpectralPreprocessor.fit(scene.cube, num_bands=64, method="minmax", wavelengths=scene.wavelengths)
     block = prep.transform(cube[r0:r1])           # (..., B_raw) -> (..., 64) float32
@@ -28,19 +28,18 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from data.blocks import read_block
+from data.blocks import read_block, rows_per_chunk
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.logging import get_logger
 
 METHODS = ("minmax", "zscore")
-CHUNK_BYTES = 64 * 2**20
 MEDIAN_SAMPLE = 32768
 
 
 def iter_row_chunks(cube: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield `(first_row, block (h, W, B) float64)` of about CHUNK_BYTES over a (possibly memmapped) cube."""
+    """Yield `(first_row, block (h, W, B) float64)` of about data.blocks.ROW_BUDGET values over a (possibly memmapped) cube."""
     height, width, bands = cube.shape
-    rows = max(1, CHUNK_BYTES // max(1, width * bands * 8))
+    rows = rows_per_chunk(width, bands)
     for r0 in range(0, height, rows):
         yield r0, read_block(cube, slice(r0, r0 + rows), np.float64)
 

@@ -1,4 +1,4 @@
-"""The embedded default scene (DESIGN.md section 9): reproducible, labelled, and fair to RX.
+"""The embedded default scene (docs/design.md "The synthetic scene"): reproducible, labelled, and fair to RX.
 
     scene = make_synthetic_scene(seed=0)       # or load_scene("synthetic:0"); 100 x 100 x 128
 

@@ -3,7 +3,7 @@
     cfg = load_config(PretrainConfig, "configs/pretrain.yaml", ["mask_ratio=0.4"])
 
 Preprocessing (num_bands, normalize, patch_size, stride) is NOT here: it comes from the tokenizer
-checkpoint named by `tokenizer_ckpt` (DESIGN 4).
+checkpoint named by `tokenizer_ckpt` (docs/design.md "Self-describing checkpoints").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HSIEncoderBERT and UniversalHSIModel (spec 5.1, 5.2; DESIGN 8).
+"""HSIEncoderBERT and UniversalHSIModel (spec 5.1, 5.2; docs/design.md "Pre-training cost and embeddings").
 
 `HSIEncoderBERT` wraps `transformers.BertForMaskedLM` (`self.encoder`):
 
@@ -139,7 +139,7 @@ class HSIEncoderBERT(nn.Module):
 
     def token_grid(self, num_tokens: int) -> int | None:
         """Side g of the token grid of a T-token sequence: `grid_size`, else sqrt(T) when T is a square
-        (tokens are row-major over a g x g grid, DESIGN 1), else None (structured masks then refuse)."""
+        (tokens are row-major over a g x g grid, docs/design.md "Token grid"), else None (structured masks then refuse)."""
         if self.grid_size is not None:
             return self.grid_size
         side = math.isqrt(num_tokens)

@@ -1,4 +1,4 @@
-"""Masks for masked-token prediction on a g x g token grid (spec 5.1, DESIGN 1 and 10).
+"""Masks for masked-token prediction on a g x g token grid (spec 5.1, docs/design.md "Token grid", "Lessons from the prototype").
 
 Tokens are `(N, T)` row-major over a `g x g` grid (`T = g*g`); masks are bool, `True = masked`.
 
@@ -15,7 +15,7 @@ Tokens are `(N, T)` row-major over a `g x g` grid (`T = g*g`); masks are bool, `
 - `scoring_masks(grid_size, block)`: a deterministic partition for scoring: every position is masked in
   exactly one of up to 4 masks, and masked cells come in `block x block` squares set in a checkerboard,
   so an object that lies inside one block is masked whole and is predicted from context outside it
-  (DESIGN 10: single-token masks let a 5-pixel object predict itself).
+  (docs/design.md "Lessons from the prototype": single-token masks let a 5-pixel object predict itself).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reading a pretrained BERT body from a local directory or the Hugging Face hub (DESIGN 8).
+"""Reading a pretrained BERT body from a local directory or the Hugging Face hub (docs/design.md "Pre-training cost and embeddings").
 
 Only the transformer body is reused: our vocabulary (joint SSPQ ids) and positions are new, so the
 word, position and token-type embedding tables of the pretrained model are never loaded.

@@ -29,7 +29,7 @@ CODEBOOKS_FORMAT = 1
 
 
 class SSPQTokenizer(nn.Module):
-    """Joint spectral-spatial tokenizer on a g x g token grid (DESIGN 1).
+    """Joint spectral-spatial tokenizer on a g x g token grid (docs/design.md "Token grid").
 
     spectral_cfg: SpectralTCNVQVAE kwargs (num_bands, hidden_dim, codebook_size, num_layers, kernel_size,
         commitment_beta, cell_size, token_mode, ...); spatial_cfg: SpatialCNNVQVAE kwargs (num_bands,
@@ -199,7 +199,7 @@ class SSPQTokenizer(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path,
                         map_location: str | torch.device = "cpu") -> tuple["SSPQTokenizer", dict[str, Any]]:
-        """Rebuild from a tokenizer checkpoint's own config (DESIGN 4); returns (tokenizer in eval mode, ckpt)."""
+        """Rebuild from a tokenizer checkpoint's own config (docs/design.md "Self-describing checkpoints"); returns (tokenizer in eval mode, ckpt)."""
         from sspq_tokenizer.config import TokenizerConfig  # config imports the data layer; keep models light
         from utils.config import from_dict
 

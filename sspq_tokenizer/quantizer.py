@@ -71,7 +71,7 @@ class Quantizer(nn.Module):
 
     `dead_code_threshold`: a code whose EMA count of assignments per batch falls below it is reseeded
     from the batch. Keep it small: aggressive reseeding pulls rare (anomalous) codes back onto common
-    data (DESIGN 10). 0 disables reseeding.
+    data (docs/design.md "Lessons from the prototype"). 0 disables reseeding.
     """
 
     def __init__(self, dim: int, codebook_size: int, commitment_beta: float, ema_decay: float = 0.8,

@@ -1,7 +1,7 @@
 """Spatial branch (spec 4.2): a 2-D CNN over the patch, one VQ code per token-grid position.
 
 The latent map has the token grid's size g x g (g = patch_size / downsample), so the spatial codes
-line up one-to-one with the spectral branch's cells (DESIGN 1).
+line up one-to-one with the spectral branch's cells (docs/design.md "Token grid").
 """
 
 from __future__ import annotations

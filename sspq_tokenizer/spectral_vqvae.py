@@ -1,6 +1,6 @@
 """Spectral branch (spec 4.1): a TCN along the band axis, one VQ code per token-grid cell.
 
-Token grid (DESIGN 1): a patch (N, B, S, S) is cut into g x g cells of d x d pixels (g = S / d);
+Token grid (docs/design.md "Token grid"): a patch (N, B, S, S) is cut into g x g cells of d x d pixels (g = S / d);
 each cell's mean spectrum (B,) is one token. With `token_mode="patch"` (the spec's literal mode)
 the whole patch is one cell (T_s = 1); the joint tokenizer then repeats that code over the grid.
 """

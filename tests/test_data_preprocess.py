@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import data.blocks as blocks
 import data.preprocess as pre
 from data.preprocess import SpectralPreprocessor, normalize_cube, prepare_cube, resample_bands
 from utils.errors import CheckpointError, ConfigError, DataError
@@ -88,7 +89,7 @@ def test_chunked_fit_and_transform_equal_whole_cube(monkeypatch):
     cube = smooth_cube(height=23, width=6, bands=10)
     cube[3, 2, 4] = np.nan
     whole = SpectralPreprocessor.fit(cube, 7, "zscore")
-    monkeypatch.setattr(pre, "CHUNK_BYTES", 6 * 10 * 8 * 2)  # two rows per chunk: 12 chunks
+    monkeypatch.setattr(blocks, "ROW_BUDGET", 6 * 10 * 2)  # two rows per chunk: 12 chunks
     assert len(list(pre.iter_row_chunks(cube))) == 12
     chunked = SpectralPreprocessor.fit(cube, 7, "zscore")
     for key in ("keep", "fill", "src_x"):
@@ -104,7 +105,7 @@ def test_chunked_fit_and_transform_equal_whole_cube(monkeypatch):
 
 def test_fit_reads_row_chunks_only(monkeypatch):
     cube = smooth_cube(height=30, width=4, bands=8)
-    monkeypatch.setattr(pre, "CHUNK_BYTES", 4 * 8 * 8 * 3)  # three rows per chunk
+    monkeypatch.setattr(blocks, "ROW_BUDGET", 4 * 8 * 3)  # three rows per chunk
     recorder = RowRecorder(cube)
     out = prepare_cube(recorder, 6)
     assert max(recorder.reads) == 3 and sum(recorder.reads) == 3 * 30  # fit: 2 passes, transform: 1

@@ -5,11 +5,14 @@ import pytest
 import torch
 from scipy import ndimage
 
+from anomaly import objective
+from anomaly.config import AnomalyConfig
 from anomaly.detector import HSIAnomalyDetector
 from anomaly.heads import compute_lm_nll_scores
 from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
 from sspq_tokenizer.config import TokenizerConfig
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from utils.config import apply_overrides
 from utils.errors import ConfigError, DataError
 
 BANDS, S = 8, 6
@@ -29,12 +32,17 @@ def tiny_universal(seed=0, downsample=1):
     return UniversalHSIModel(tokenizer, encoder)
 
 
-def detector(weights=None, **kwargs):
-    det = HSIAnomalyDetector(tiny_universal(), 16, head_weights=weights or PATCH_HEADS, lm_block=2,
-                             one_class={"rep_dim": 8}, **kwargs)
+def settings(*overrides):
+    """A tiny detector's AnomalyConfig: a 2-token blind spot and an 8-dimensional one-class map."""
+    return apply_overrides(AnomalyConfig(), ["lm_block=2", "one_class.rep_dim=8", *overrides])
+
+
+def detector(weights=None, *overrides, use_lora=False):
+    det = HSIAnomalyDetector(tiny_universal(), 16, head_weights=weights or PATCH_HEADS, use_lora=use_lora,
+                             config=settings(*overrides))
     if det.one_class_head is not None and det.one_class_head.objective == "svdd":
         ids = det.tokenize(torch.rand(4, BANDS, S, S))
-        det.init_one_class_center([det.embeddings(ids, torch.zeros(4, dtype=torch.long))])
+        objective.center_from(det, [objective.embeddings(det, ids, torch.zeros(4, dtype=torch.long))])
     return det
 
 
@@ -77,7 +85,8 @@ def test_frozen_path_trains_only_the_head_and_changes_no_encoder_weight():
     opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
     det.train()
     for _ in range(3):
-        loss = det.training_losses(det.tokenize(torch.rand(4, BANDS, S, S)), torch.zeros(4, dtype=torch.long))["loss"]
+        loss = objective.training_losses(det, det.tokenize(torch.rand(4, BANDS, S, S)),
+                                         torch.zeros(4, dtype=torch.long))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -86,7 +95,8 @@ def test_frozen_path_trains_only_the_head_and_changes_no_encoder_weight():
 
 
 def test_lora_path_trains_only_adapters_and_head():
-    det = detector(use_lora=True, lora={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]})
+    det = detector(None, "lora.r=2", "lora.alpha=4", "lora.dropout=0.0", "lora.target_modules=[query, value]",
+                   use_lora=True)
     trainable = [n for n, p in det.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("one_class_head.") for n in trainable)
     assert any("lora_" in n for n in trainable)
@@ -95,7 +105,8 @@ def test_lora_path_trains_only_adapters_and_head():
     opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
     det.train()
     for _ in range(3):
-        losses = det.training_losses(det.tokenize(torch.rand(4, BANDS, S, S)), torch.zeros(4, dtype=torch.long))
+        losses = objective.training_losses(det, det.tokenize(torch.rand(4, BANDS, S, S)),
+                                           torch.zeros(4, dtype=torch.long))
         assert set(losses) == {"one_class", "mlm", "loss"}
         opt.zero_grad()
         losses["loss"].backward()
@@ -108,16 +119,15 @@ def test_lora_path_trains_only_adapters_and_head():
 
 def test_lora_with_unknown_module_names_the_key():
     with pytest.raises(ConfigError, match="lora.target_modules"):
-        detector(use_lora=True, lora={"target_modules": ["no_such_module"]})
+        detector(None, "lora.target_modules=[no_such_module]", use_lora=True)
 
 
 def test_trained_state_round_trip():
-    det = detector(use_lora=True, lora={"r": 2, "target_modules": ["query"]})
+    det = detector(None, "lora.r=2", "lora.target_modules=[query]", use_lora=True)
     state = det.trained_state_dict()
     assert any("lora_" in k for k in state) and "one_class_head.c" in state
     assert not any(k.startswith("universal_model.tokenizer") for k in state)
-    other = HSIAnomalyDetector(tiny_universal(), 16, head_weights=PATCH_HEADS, use_lora=False,
-                               one_class={"rep_dim": 8})
+    other = HSIAnomalyDetector(tiny_universal(), 16, head_weights=PATCH_HEADS, use_lora=False, config=settings())
     with pytest.raises(KeyError, match="missing|unexpected"):
         other.load_trained_state_dict(state)
 
@@ -132,7 +142,7 @@ def test_anomaly_map_covers_every_pixel_for_any_size(height, width):
     assert set(scene.head_maps) == {"lm_nll", "recon", "one_class", "rarity", "grx"}
     for m in scene.head_maps.values():
         assert m.shape == (height, width) and np.isfinite(m).all()
-    assert np.array_equal(det.generate_anomaly_map(cube, 1, batch_size=4), scene.anomaly_map)
+    assert np.array_equal(det.generate_anomaly_map(cube, 1), scene.anomaly_map)
 
 
 def test_streaming_does_not_depend_on_batch_size():
@@ -144,16 +154,10 @@ def test_streaming_does_not_depend_on_batch_size():
         assert np.allclose(a.head_maps[name], b.head_maps[name], atol=1e-4)
 
 
-def test_transform_path_matches_a_prepared_cube():
+def test_a_detector_built_by_hand_names_an_unprepared_cube():
     det = detector({"recon": 1.0, "grx": 1.0})
     raw = np.random.default_rng(2).random((9, 9, 2 * BANDS), dtype=np.float32)
-
-    def halve(x):  # (..., 2B) -> (..., B): average band pairs
-        return np.asarray(x, dtype=np.float32).reshape(*x.shape[:-1], BANDS, 2).mean(-1)
-
-    assert np.allclose(det.generate_anomaly_map(raw, 0, transform=halve), det.generate_anomaly_map(halve(raw), 0),
-                       atol=1e-4)
-    with pytest.raises(DataError, match="bands"):
+    with pytest.raises(DataError, match="bands but the tokenizer expects"):
         det.generate_anomaly_map(raw, 0)
 
 
@@ -168,6 +172,6 @@ def test_fused_map_is_the_weighted_mean_of_the_normalised_head_maps():
     assert np.unravel_index(scene.head_maps["grx"].argmax(), (15, 15)) == (7, 7)
     weights = {"recon": 1.0, "grx": 2.0, "rarity": 0.5}
     expected = sum(w * scene.normalized[name] for name, w in weights.items()) / sum(weights.values())
-    assert det.smoothing == 0.5  # the default: the fused map is smoothed
+    assert det.config.fused_smoothing == 0.5  # the default: the fused map is smoothed
     np.testing.assert_allclose(scene.anomaly_map, ndimage.gaussian_filter(expected, 0.5), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(det.generate_anomaly_map(cube, 0), scene.anomaly_map)

@@ -12,10 +12,9 @@ from PIL import Image
 
 from anomaly.inference import run_inference
 from anomaly.run_folders import OUTPUT_FILES
-from anomaly.loading import fit_preprocessor
 from anomaly.train_anomaly import CKPT_NAME, train_anomaly_detector
 from data.io import load_scene
-from data.preprocess import mean_spectrum
+from data.preprocess import SpectralPreprocessor, mean_spectrum
 from encoder.hsi_bert_encoder import HSIEncoderBERT
 from sspq_tokenizer.config import TokenizerConfig
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
@@ -53,7 +52,7 @@ def make_stage3_ckpts(root: Path) -> Path:
 
 
 def scene_file(path, seed=0, size=(17, 19), bands=30):
-    """A smooth background with a 2x2 target; `bands` differs from the tokenizer's 12 (DESIGN 3)."""
+    """A smooth background with a 2x2 target; `bands` differs from the tokenizer's 12 (docs/design.md "Band resampling")."""
     rng = np.random.default_rng(seed)
     h, w = size
     base = np.sin(np.linspace(0, 3, bands))[None, None] + 0.3 * rng.random((h, w, 1))
@@ -93,7 +92,8 @@ def test_train_then_infer_writes_every_output(ckpts, tmp_path):
 
     assert metrics["inference_stride"] == 6  # default 0 = the patch size
     # domain_id: auto (the default): "scene" is no pre-training scene, so the nearest mean prepared spectrum
-    prep = fit_preprocessor(load_scene(scene), load_checkpoint(ckpts / "tok.pth", "tokenizer")["config"])
+    tok_cfg = load_checkpoint(ckpts / "tok.pth", "tokenizer")["config"]
+    prep = SpectralPreprocessor.fit(load_scene(scene).cube, tok_cfg["num_bands"], tok_cfg["normalize"])
     spectrum = mean_spectrum(load_scene(scene).cube, prep.transform)  # (12,)
     stored_spectra = load_checkpoint(ckpts / "enc.pth", "encoder")["domain_spectra"]
     cosine = {name: float(spectrum @ np.asarray(v)) / np.linalg.norm(spectrum) / np.linalg.norm(v)
@@ -161,7 +161,7 @@ def test_supervised_training_on_the_scored_scene_is_refused(ckpts, tmp_path):
     copy = tmp_path / "copy.npz"
     copy.write_bytes(Path(scene).read_bytes())  # same cube under another name
     for labelled in (scene, str(copy)):
-        with pytest.raises(ConfigError, match="DESIGN 5"):
+        with pytest.raises(ConfigError, match="never train the detector"):
             train_anomaly_detector(None, sets(tmp_path, supervised="true", supervised_data_path=labelled),
                                    encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
 
@@ -175,7 +175,7 @@ def test_supervised_training_on_another_scene(ckpts, tmp_path, subset):
                                   encoder_ckpt=str(ckpts / "enc.pth"), data_path=scored)
     out = run_inference(None, ckpt, data_path=scored, out_dir=str(tmp_path / "out"))
     assert json.loads((out / "metrics.json").read_text())["mode"] == "supervised"
-    with pytest.raises(Exception, match="DESIGN 5"):
+    with pytest.raises(Exception, match="metrics would be meaningless"):
         run_inference(None, ckpt, data_path=labelled, out_dir=str(tmp_path / "out2"))
 
 
@@ -199,7 +199,7 @@ def test_cli_refuses_supervised_training_on_the_scored_scene(ckpts, tmp_path):
                            "--set", "head_weights.one_class=1",
                            "--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
-    assert "error:" in proc.stderr and "DESIGN 5" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr and "never train the detector" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_training_subset_keeps_ids_and_gt_of_the_same_patches():
@@ -272,9 +272,9 @@ def test_one_class_training_embeds_each_patch_once_and_the_recomputing_path_agre
 
     scene = scene_file(tmp_path / "scene.npz")
     calls = []
-    original = stage3.HSIAnomalyDetector.embeddings
-    monkeypatch.setattr(stage3.HSIAnomalyDetector, "embeddings",
-                        lambda self, ids, d: calls.append(len(ids)) or original(self, ids, d))
+    original = stage3.objective.embeddings
+    monkeypatch.setattr(stage3.objective, "embeddings",
+                        lambda detector, ids, d: calls.append(len(ids)) or original(detector, ids, d))
     states = []
     for budget, name in ((512 << 20, "cached"), (0, "recomputed")):
         monkeypatch.setattr(stage3, "EMBEDDING_CACHE_BYTES", budget)

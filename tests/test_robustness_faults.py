@@ -32,7 +32,7 @@ from typing import Callable
 import pytest
 import torch
 
-from anomaly.detector import HSIAnomalyDetector
+from anomaly import objective
 from encoder.hsi_bert_encoder import HSIEncoderBERT
 from robustness_helpers import ROOT, Chain, Result, chain, run_in_process, run_script, sets, start_script
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
@@ -44,7 +44,7 @@ TOKENIZE, PRETRAIN, TRAIN, INFER = ("sspq_tokenizer/train_tokenizer.py", "encode
 FIRST_STEP = {TOKENIZE: ("sspq_tokenizer.train_tokenizer", "load_patches"),
               PRETRAIN: ("encoder.pretrain_mtp", "tokenize_scenes"),
               TRAIN: ("anomaly.train_anomaly", "load_universal_model"),
-              INFER: ("anomaly.detector", "HSIAnomalyDetector.score_scene")}  # each script's first real work
+              INFER: ("anomaly.detector", "HSIAnomalyDetector.score")}  # each script's first real work
 STAGE = {TOKENIZE: "tokenizer", PRETRAIN: "encoder", TRAIN: "anomaly"}  # of the checkpoints each script writes
 
 
@@ -114,7 +114,7 @@ def nth_call(n: int) -> Callable[[], Trigger]:
 
 
 LOSS_OWNER = {TOKENIZE: (SSPQTokenizer, "forward"), PRETRAIN: (HSIEncoderBERT, "forward"),
-              TRAIN: (HSIAnomalyDetector, "training_losses")}
+              TRAIN: (objective, "training_losses")}
 
 
 def bad_training_step(kind: str) -> Callable:

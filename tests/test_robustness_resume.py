@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomaly.detector import HSIAnomalyDetector
+from anomaly import objective
 from robustness_helpers import (PRETRAIN_EPOCHS, TOKENIZER_EPOCHS, Chain, chain, run_in_process, run_script, sets,
                                 start_script)
 from utils.checkpoint import load_checkpoint
@@ -88,15 +88,15 @@ def test_stage3_interrupt_then_resume_equals_an_uninterrupted_run(extra, c: Chai
     argv = {run: c.anomaly_argv(tmp_path / run) + sets(["anomaly_epochs=3", *extra]) for run in ("whole", "cut")}
     assert run_in_process(script, argv["whole"]).code == 0
     last = tmp_path / "cut" / "last.pth"
-    real, steps = HSIAnomalyDetector.training_losses, []
+    real, steps = objective.training_losses, []
 
-    def interrupted_in_epoch_2(self, *args, **kwargs):
+    def interrupted_in_epoch_2(*args, **kwargs):
         if last.is_file():
             steps.append(1)
             if len(steps) == 2:  # after one optimizer step of epoch 2 that last.pth does not hold
                 raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-    monkeypatch.setattr(HSIAnomalyDetector, "training_losses", interrupted_in_epoch_2)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(objective, "training_losses", interrupted_in_epoch_2)
     cut = run_in_process(script, argv["cut"])
     assert cut.code == 130 and f"epoch 2; {last} holds the last finished epoch" in cut.stderr, cut.stderr[-2000:]
     assert load_checkpoint(last, "anomaly")["epoch"] == 0

@@ -15,7 +15,6 @@ from scipy import ndimage
 from anomaly.detector import HSIAnomalyDetector
 from anomaly.export_detector import export_detector
 from anomaly.inference import run_inference
-from anomaly.loading import fit_preprocessor
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import load_scene
 from tests.test_inference import make_stage3_ckpts, scene_file, sets
@@ -42,13 +41,13 @@ def test_spec_api_and_inference_give_the_same_map(trained, tmp_path):
     ckpt, scene_path = trained
     out = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "out"))
     metrics = json.loads((out / "metrics.json").read_text())
-    detector, stored = HSIAnomalyDetector.from_checkpoint(ckpt)
-    scene = load_scene(scene_path)
-    enc = load_checkpoint(stored["parent"]["path"], "encoder")
-    tok_cfg = load_checkpoint(enc["parent"]["path"], "tokenizer")["config"]
-    prep = fit_preprocessor(scene, tok_cfg)
-    api_map = detector.generate_anomaly_map(scene.cube, metrics["domain_id"], transform=prep.transform)
+    detector, _ = HSIAnomalyDetector.from_checkpoint(ckpt)
+    scene = load_scene(scene_path)  # the raw cube: the detector prepares it as the command line does
+    api_map = detector.generate_anomaly_map(scene.cube, metrics["domain_id"])
     np.testing.assert_array_equal(api_map, np.load(out / "anomaly_map.npy"))
+    scores = detector.score_scene(scene.cube, "auto", scene.wavelengths, scene.name)
+    np.testing.assert_array_equal(scores.anomaly_map, api_map)
+    assert scores.domain.domain_id == metrics["domain_id"] and scores.preprocessing == metrics["preprocessing"]
     assert metrics["inference_stride"] == detector.stride == 3
 
 

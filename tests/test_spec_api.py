@@ -2,7 +2,7 @@
 
 One case per spec signature; each calls it positionally with exactly the spec's arguments (anything of
 ours beyond them is a keyword with a default) and checks the shapes and keys the spec states. Where the
-project decided otherwise (DESIGN 1, 2), the case says so next to the assertion.
+project decided otherwise (docs/design.md "Token grid", "Per-pixel scores"), the case says so next to the assertion.
 The stage scripts (4.4, 5.3, 6.3) run from a config path alone, on configs written into a temp folder.
 """
 
@@ -57,7 +57,7 @@ def spectral_vqvae():
     t_s = out["indices"].shape[1]
     assert out["indices"].shape == (N, t_s) and 0 <= int(out["indices"].min()) and int(out["indices"].max()) < V_S
     assert out["quantized"].shape[:2] == (N, t_s)
-    # DESIGN 1: one spectral token per grid cell (T_s = S*S here), not the spec's mean-pooled T_s = 1
+    # docs/design.md "Token grid": one spectral token per grid cell (T_s = S*S here), not the spec's mean-pooled T_s = 1
     assert t_s == S * S and out.get("recon") is not None
 
 
@@ -134,7 +134,7 @@ def encoder_forward():
     ids, dom = torch.randint(0, V_S * V_X, (N, S * S)), torch.tensor([0, 1, 2, 0])
     loss, logits, hidden = enc(ids, dom, pretrain=True)
     assert loss.ndim == 0 and torch.isfinite(loss) and hidden.shape == (N, S * S, enc.hidden_size)
-    assert logits.shape[-1] == V_S * V_X  # DESIGN 8: logits at the masked positions only, (M, V)
+    assert logits.shape[-1] == V_S * V_X  # docs/design.md "Pre-training cost and embeddings": logits at the masked positions only, (M, V)
     assert enc(ids, dom, pretrain=False).shape == (N, S * S, enc.hidden_size)
 
 
@@ -156,7 +156,7 @@ def lm_nll_head():
     ids, dom = torch.randint(0, V_S * V_X, (N, S * S)), torch.zeros(N, dtype=torch.long)
     with torch.no_grad():
         scores = compute_lm_nll_scores(enc, ids, dom, mask_strategy="structured")
-        assert scores.shape == (N, S * S) and bool((scores > 0).all())  # DESIGN 2: every token scored
+        assert scores.shape == (N, S * S) and bool((scores > 0).all())  # docs/design.md "Per-pixel scores": every token scored
         assert torch.allclose(LMNLLHead()(enc, ids, dom), scores)
     assert not list(LMNLLHead().parameters())
 
@@ -168,7 +168,7 @@ def recon_head():
     with torch.no_grad():
         ids = tok(x)["joint_ids"]
         err = compute_recon_error(tok, x, ids)
-        assert err.shape == (N, S, S)  # DESIGN 2: per pixel, not the spec's (N,) or (N, T)
+        assert err.shape == (N, S, S)  # docs/design.md "Per-pixel scores": per pixel, not the spec's (N,) or (N, T)
         assert torch.allclose(ReconHead()(tok, x, ids), err)
         assert torch.allclose(err, tok.pixel_recon_error(x))
 
@@ -184,6 +184,7 @@ def one_class_head():
 
 
 def detector_forward_and_map():
+    from anomaly import objective
     from anomaly.detector import HSIAnomalyDetector
 
     model = universal()
@@ -192,11 +193,11 @@ def detector_forward_and_map():
     assert det.head_weights == {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}
     assert det.universal_model is model and det.one_class_head is not None
     dom = torch.zeros(N, dtype=torch.long)
-    det.init_one_class_center([det.embeddings(det.tokenize(patches()), dom)])
+    objective.center_from(det, [objective.embeddings(det, det.tokenize(patches()), dom)])
     for mode in ("train", "eval"):
         out = det(patches(), dom, mode=mode)
         assert {"lm_nll", "recon", "one_class", "combined"} <= set(out)
-        assert out["combined"].shape == (N, S, S)  # DESIGN 2: per-pixel scores
+        assert out["combined"].shape == (N, S, S)  # docs/design.md "Per-pixel scores": per-pixel scores
     cube = np.random.default_rng(0).random((9, 7, B)).astype(np.float32)  # (H, W, B)
     anomaly_map = det.generate_anomaly_map(cube, 0)
     assert anomaly_map.shape == (9, 7) and np.isfinite(anomaly_map).all()

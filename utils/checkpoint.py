@@ -1,6 +1,6 @@
 """Self-describing checkpoints, written atomically and read with `weights_only=True`.
 
-Every checkpoint is a dict of plain types (DESIGN 4, STYLE):
+Every checkpoint is a dict of plain types (docs/design.md "Self-describing checkpoints", STYLE):
 
     {"format_version", "stage", "config", "state_dict", "optimizer", "scheduler", "scaler",
      "step", "epoch", "rng", "metrics", "parent": {"path", "relative", "sha256"} | None}
@@ -14,6 +14,7 @@ turns a sha256 mismatch into an error naming both files.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import zipfile
@@ -120,13 +121,16 @@ def check_format_version(version: Any, path: Path, stage: str) -> None:
                           f"{_STAGE_HINT.get(stage, '')}")
 
 
-def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint of `stage`; every failure is a CheckpointError naming the file."""
+def read_checkpoint(path: str | Path, stage: str, map_location: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Load and check a checkpoint of `stage`, reading the file once: (ckpt, its {"path", "sha256"} record).
+    Every failure is a CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; {_STAGE_HINT.get(stage, '')}")
+    data = path.read_bytes()
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # weights_only refused a Python object: never executed, never loaded
         raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain types, "
                               f"which torch.load(weights_only=True) will not run; use a checkpoint written by "
@@ -140,19 +144,25 @@ def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.devi
     if ckpt["stage"] != stage:
         raise CheckpointError(f"{path}: this is {_a(ckpt['stage'])} checkpoint, but {_a(stage)} checkpoint is "
                               f"expected here; {_STAGE_HINT.get(stage, '')}")
-    return ckpt
+    return ckpt, {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def check_parent(ckpt: dict[str, Any], ckpt_path: str | Path, parent_path: str | Path) -> None:
-    """Raise if `parent_path` is not the file `ckpt` was built from (by sha256)."""
+def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`read_checkpoint` without the record."""
+    return read_checkpoint(path, stage, map_location)[0]
+
+
+def check_parent(ckpt: dict[str, Any], ckpt_path: str | Path, parent_path: str | Path) -> dict[str, str]:
+    """Raise if `parent_path` is not the file `ckpt` was built from (by sha256); returns the parent's record."""
     recorded = ckpt.get("parent")
     if not recorded:
         raise CheckpointError(f"{ckpt_path}: records no parent checkpoint to check {parent_path} against")
-    actual = sha256_file(parent_path)
-    if actual != recorded["sha256"]:
+    actual = parent_record(parent_path)
+    if actual["sha256"] != recorded["sha256"]:
         raise CheckpointError(
             f"{ckpt_path} was built from {recorded['path']} (sha256 {recorded['sha256'][:12]}), but "
-            f"{parent_path} has sha256 {actual[:12]}: retrain this stage, or pass the original file")
+            f"{parent_path} has sha256 {actual['sha256'][:12]}: retrain this stage, or pass the original file")
+    return actual
 
 
 def check_resume_config(stored: dict[str, Any], current: dict[str, Any], path: str | Path,

@@ -1,4 +1,4 @@
-"""Multi-process training with `torchrun` (spec 2, DESIGN 7): DDP on NCCL (CUDA) or gloo (CPU).
+"""Multi-process training with `torchrun` (spec 2, docs/design.md "Scale and streaming"): DDP on NCCL (CUDA) or gloo (CPU).
 
     with distributed_session(cfg.device) as dist:        # one process per GPU / per CPU worker
         model = wrap_ddp(model.to(dist.device), dist)

@@ -12,7 +12,7 @@ detection papers) adds two areas over tau in [0, 1]:
 
 For scores in [0, 1], integral_0^1 P(s > tau) dtau = E[s], so both areas are computed exactly as the
 mean normalised score over background pixels and over anomaly pixels (no threshold grid, no trapezoid
-error). The gt mask is read only here, never by a detector (DESIGN 5).
+error). The gt mask is read only here, never by a detector (docs/design.md "Labels never in the score").
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""The checkpoint chain of Stage 3: detector -> encoder -> tokenizer, each link checked by sha256.
+
+    model, info = load_universal_model("checkpoints/encoder/universal_hsi_encoder.pth", device)
+    chain = read_detector("checkpoints/anomaly/synthetic/anomaly_detector.pth", device)   # DetectorFile
+
+Every file is read and hashed once. A detector exported with its parents inside (anomaly/export_detector.py) is
+read from those embedded copies, checked the same way. This module reads files and rebuilds the frozen models;
+the detector built on top of them is anomaly/detector.py's (`HSIAnomalyDetector.from_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomaly.config import AnomalyConfig
+from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
+from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from utils.atomic import write_files
+from utils.checkpoint import check_parent, load_checkpoint, locate_parent, read_checkpoint, sha256_file
+from utils.config import from_dict
+from utils.errors import CheckpointError, ConfigError
+
+EMBEDDED_KEY = "embedded_parents"  # detector checkpoint entry: {"encoder": uint8 tensor, "tokenizer": ...}
+
+
+def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokenizer_ckpt: str | Path | None = None
+                         ) -> tuple[UniversalHSIModel, dict[str, Any]]:
+    """Tokenizer -> encoder from their checkpoints (sha256-checked); returns (model in eval mode, info).
+    `tokenizer_ckpt`: the tokenizer file when it is not where the encoder checkpoint records it (an embedded copy).
+
+    info: "tokenizer_config" (preprocessing: num_bands, normalize, patch_size, stride), "num_domains",
+    "domains", "domain_spectra" (None in checkpoints older than `domain_id: auto`), "hidden_size",
+    "encoder" / "tokenizer" parent records ({"path", "sha256"}).
+    """
+    enc_ckpt, enc_record = read_checkpoint(encoder_ckpt, "encoder")
+    tok_path = Path(tokenizer_ckpt) if tokenizer_ckpt is not None else locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
+    tok_record = check_parent(enc_ckpt, encoder_ckpt, tok_path)
+    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tok_path)
+    encoder, _ = HSIEncoderBERT.from_checkpoint(encoder_ckpt)
+    if encoder.grid_size != tokenizer.grid_size:
+        raise CheckpointError(f"{encoder_ckpt}: encoder grid {encoder.grid_size} != tokenizer grid "
+                              f"{tokenizer.grid_size} of {tok_path}")
+    k_s = encoder.spectral_codebook_size
+    if encoder.joint_vocab_size != tokenizer.joint_vocab_size or k_s not in (None, tokenizer.K_s):
+        raise CheckpointError(f"{encoder_ckpt}: encoder vocabulary {encoder.joint_vocab_size} (K_s "
+                              f"{k_s}) does not match the joint vocabulary "
+                              f"{tokenizer.joint_vocab_size} (K_s {tokenizer.K_s}) of its tokenizer {tok_path}; "
+                              f"re-run Stage 2 with that tokenizer")
+    model = UniversalHSIModel(tokenizer, encoder).to(device).eval()
+    info = {
+        "tokenizer_config": tok_ckpt["config"],
+        "num_domains": int(encoder.num_domains),
+        "domains": dict(enc_ckpt.get("domains", {})),
+        "domain_spectra": enc_ckpt.get("domain_spectra"),
+        "hidden_size": int(encoder.hidden_size),
+        "encoder": enc_record,
+        "tokenizer": tok_record,
+    }
+    return model, info
+
+
+@dataclass
+class DetectorFile:
+    """A detector checkpoint read with its parents: the dict as stored, its trained config, the frozen models
+    it builds on (`load_universal_model`'s model and info) and the file's own {"path", "sha256"}."""
+
+    ckpt: dict[str, Any]
+    trained: AnomalyConfig
+    model: UniversalHSIModel
+    info: dict[str, Any]
+    record: dict[str, str]
+
+    @property
+    def supervised(self) -> bool:
+        return self.ckpt["config"]["objective"] == "bce"
+
+
+def trained_config(ckpt: dict[str, Any], path: str | Path) -> AnomalyConfig:
+    """The validated AnomalyConfig a detector checkpoint (read from `path`) was trained with."""
+    try:
+        trained = from_dict(AnomalyConfig, ckpt["config"]["anomaly"])
+        trained.validate()
+    except (ConfigError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: its stored config is not a valid anomaly config: {err}") from None
+    return trained
+
+
+def _embedded_parents(ckpt: dict[str, Any], ckpt_path: str | Path, folder: Path) -> tuple[Path, Path]:
+    """Write the encoder and tokenizer copies a self-contained detector carries into `folder`, after checking
+    each against the sha256 its child recorded; returns (encoder path, tokenizer path)."""
+    paths = {}
+    for what, child in (("encoder", ckpt), ("tokenizer", None)):
+        data = ckpt[EMBEDDED_KEY][what].numpy().tobytes()
+        path = folder / f"{what}.pth"
+        write_files({path: data})
+        record = (child or load_checkpoint(paths["encoder"], "encoder"))["parent"]
+        if sha256_file(path) != record["sha256"]:
+            raise CheckpointError(f"{ckpt_path}: its embedded {what} checkpoint does not match the sha256 recorded "
+                                  f"for it ({record['sha256'][:12]}); the file is damaged, re-export it")
+        paths[what] = path
+    return paths["encoder"], paths["tokenizer"]
+
+
+def read_detector(detector_ckpt: str | Path, device: torch.device,
+                  read: tuple[dict[str, Any], dict[str, str]] | None = None) -> DetectorFile:
+    """Read `anomaly_detector.pth` and rebuild the frozen models it builds on (module docstring); `read`: the
+    file's (ckpt, record) when the caller has already read it (utils.checkpoint.read_checkpoint)."""
+    ckpt, record = read or read_checkpoint(detector_ckpt, "anomaly")
+    trained = trained_config(ckpt, detector_ckpt)
+    with tempfile.TemporaryDirectory(prefix="sspq-parents-") as folder:
+        if EMBEDDED_KEY in ckpt:
+            enc_path, tok_path = _embedded_parents(ckpt, detector_ckpt, Path(folder))
+        else:
+            enc_path, tok_path = locate_parent(ckpt, detector_ckpt, "encoder"), None
+            check_parent(ckpt, detector_ckpt, enc_path)
+        model, info = load_universal_model(enc_path, device, tok_path)
+        if EMBEDDED_KEY in ckpt:  # name the files the chain was built from, not the temporary copies
+            info["encoder"], info["tokenizer"] = dict(ckpt["parent"]), dict(ckpt["tokenizer"])
+    return DetectorFile(ckpt, trained, model, info, record)
