@@ -22,13 +22,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from anomaly.accumulate import ScoreAccumulator
 from anomaly.baselines import local_rx_components, mahalanobis, principal_axes, scene_stats, truncated_precision
 from anomaly.blind_spot import CONTEXT_HEADS, blind_spot_maps
 from anomaly.config import AnomalyConfig
 from anomaly.fusion import fuse_scores, normalize_scores, smooth_map
 from anomaly.heads import code_log_frequencies
 from data.blocks import read_block
-from data.datasets import HSIPatchExtractor, ScoreAccumulator
+from data.datasets import HSIPatchExtractor
 from utils.errors import DataError
 
 PATCH_HEADS = ("recon", "one_class", "rarity")  # scored patch by patch, on the tokenizer grid
