@@ -33,8 +33,9 @@ from anomaly.detector import HSIAnomalyDetector
 from anomaly.domain import DomainChoice, choose_domain
 from data.io import Scene
 from data.preprocess import SpectralPreprocessor, iter_row_chunks, mean_spectrum
-from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
-from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from encoder.checkpoint import load_encoder
+from encoder.hsi_bert_encoder import UniversalHSIModel
+from sspq_tokenizer.checkpoint import load_tokenizer
 from utils.atomic import write_files
 from utils.checkpoint import (check_parent, describe_load_error, load_checkpoint, locate_parent, parent_record,
                               sha256_file)
@@ -65,8 +66,8 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokeniz
     enc_ckpt = load_checkpoint(encoder_ckpt, "encoder")
     tok_path = Path(tokenizer_ckpt) if tokenizer_ckpt is not None else locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
     check_parent(enc_ckpt, encoder_ckpt, tok_path)
-    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tok_path)
-    encoder, _ = HSIEncoderBERT.from_checkpoint(encoder_ckpt)
+    tokenizer, tok_ckpt = load_tokenizer(tok_path)
+    encoder, _ = load_encoder(encoder_ckpt)
     if encoder.grid_size != tokenizer.grid_size:
         raise CheckpointError(f"{encoder_ckpt}: encoder grid {encoder.grid_size} != tokenizer grid "
                               f"{tokenizer.grid_size} of {tok_path}")
