@@ -79,9 +79,6 @@ class HSIPatchExtractor:
         rows, cols = np.meshgrid(*axes, indexing="ij")  # (nr, nc) each
         return np.stack([rows.ravel(), cols.ravel()], axis=1)  # (N, 2)
 
-    def num_patches(self, height: int, width: int) -> int:
-        return len(self.starts(height)) * len(self.starts(width))
-
     def gather(self, cube: np.ndarray, coords: np.ndarray) -> np.ndarray:
         """Raw patches at `coords` (n, 2): (n, S, S, B) in the cube's dtype, reading only the rows needed."""
         height, width = cube.shape[:2]

@@ -36,7 +36,7 @@ def test_every_pixel_covered_and_coords_map_back(height, width, patch_size, stri
     ext = HSIPatchExtractor(patch_size, stride)
     cube = cube_of(height, width)
     patches, coords = ext.extract_patches(cube)
-    assert patches.shape == (ext.num_patches(height, width), 3, patch_size, patch_size)
+    assert patches.shape == (len(ext.coords(height, width)), 3, patch_size, patch_size)
     assert patches.dtype == np.float32 and coords.dtype == np.int64
     # each patch pixel is the reflected image pixel at coords + offset
     offsets = np.arange(patch_size)
@@ -105,15 +105,15 @@ def test_patch_dataset_items_and_checks():
     cubes = [cube_of(6, 5, bands=4), cube_of(3, 4, bands=4)]
     ext = HSIPatchExtractor(3)
     dataset = PatchDataset(cubes, [7, 2], ext)
-    assert len(dataset) == ext.num_patches(6, 5) + ext.num_patches(3, 4)
+    assert len(dataset) == len(ext.coords(6, 5)) + len(ext.coords(3, 4))
     first, domain = dataset[0]
     assert isinstance(first, torch.Tensor) and first.dtype == torch.float32 and first.shape == (4, 3, 3)
     assert domain == 7 and dataset[len(dataset) - 1][1] == 2
     assert np.array_equal(first.numpy(), ext.extract_patches(cubes[0])[0][0])
     last, _ = dataset[len(dataset) - 1]
     assert np.array_equal(last.numpy(), ext.extract_patches(cubes[1])[0][-1])
-    assert list(np.unique(dataset.item_domains, return_counts=True)[1]) == [ext.num_patches(3, 4),
-                                                                              ext.num_patches(6, 5)]
+    assert list(np.unique(dataset.item_domains, return_counts=True)[1]) == [len(ext.coords(3, 4)),
+                                                                              len(ext.coords(6, 5))]
     with pytest.raises(IndexError):
         dataset[len(dataset)]
     with pytest.raises(DataError, match="band count"):
