@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from data.datasets import HSIPatchExtractor
-from encoder.hsi_bert_encoder import tokenize_windows
+from sspq_tokenizer.scene_tokens import tokenize_windows
 
 
 def scene_windows(tokenizer, cube, transform: Callable | None, stride: int, batch_size: int,

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 from anomaly.config import AnomalyConfig
-from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
-from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from encoder.checkpoint import load_encoder
+from encoder.hsi_bert_encoder import UniversalHSIModel
+from sspq_tokenizer.checkpoint import load_tokenizer
 from utils.atomic import write_files
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, read_checkpoint, sha256_file
 from utils.config import from_dict
@@ -39,9 +40,10 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokeniz
     """
     enc_ckpt, enc_record = read_checkpoint(encoder_ckpt, "encoder")
     tok_path = Path(tokenizer_ckpt) if tokenizer_ckpt is not None else locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
-    tok_record = check_parent(enc_ckpt, encoder_ckpt, tok_path)
-    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tok_path)
-    encoder, _ = HSIEncoderBERT.from_checkpoint(encoder_ckpt)
+    tok_ckpt, tok_record = read_checkpoint(tok_path, "tokenizer")
+    check_parent(enc_ckpt, encoder_ckpt, tok_path, tok_record)
+    tokenizer, _ = load_tokenizer(tok_path, ckpt=tok_ckpt)
+    encoder, _ = load_encoder(encoder_ckpt, ckpt=enc_ckpt)
     if encoder.grid_size != tokenizer.grid_size:
         raise CheckpointError(f"{encoder_ckpt}: encoder grid {encoder.grid_size} != tokenizer grid "
                               f"{tokenizer.grid_size} of {tok_path}")

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from anomaly.accumulate import ScoreAccumulator
 from anomaly.baselines import local_rx_components, scene_rx
 from anomaly.blind_spot import blind_spot_maps
 from anomaly.domain import DomainChoice
@@ -30,7 +31,7 @@ from anomaly.fusion import fuse_maps, normalize_scores
 from anomaly.head_registry import CONTEXT_HEADS, PATCH_HEADS, SCENE_HEADS
 from anomaly.heads import code_log_frequencies
 from data.blocks import read_block
-from data.datasets import HSIPatchExtractor, ScoreAccumulator
+from data.datasets import HSIPatchExtractor
 from utils.errors import DataError
 
 

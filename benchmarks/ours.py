@@ -29,7 +29,7 @@ from anomaly.fusion import fuse_maps
 from anomaly.head_registry import LEARNED_HEADS
 from anomaly.inference import score_with_detector
 from anomaly.train_anomaly import train_anomaly_detector
-from data.io import Scene
+from data.scene import Scene
 from encoder.pretrain_mtp import BEST_NAME, LAST_NAME
 from main_pretrain import run_pretraining
 from utils.checkpoint import load_checkpoint

@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 
 from anomaly.baselines import crd, global_rx, local_rx  # noqa: E402
 from anomaly.visualize import save_anomaly_figure  # noqa: E402
-from data.io import Scene, load_scene  # noqa: E402
+from data.io import load_scene  # noqa: E402
+from data.scene import Scene  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
 from utils.errors import ConfigError, DataError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402

@@ -1,10 +1,8 @@
-"""Patches from scenes, scores back onto the image, and the training dataset over many scenes.
+"""Patches from scenes and the training dataset over many scenes.
 
     ext = HSIPatchExtractor(patch_size=11)                   # stride 5, reflect padding of 5
     for patches, coords in ext.iter_batches(cube, 256, transform=prep.transform):
-        scores = model(patches)                              # (n, S, S)
-        acc.add(coords, scores)                              # acc = ScoreAccumulator(H, W)
-    anomaly_map = acc.result()                               # (H, W): mean over covering patches
+        scores = model(patches)                              # (n, S, S); anomaly.accumulate puts them back
 
 Patch grid: the image is reflect-padded by `pad = patch_size // 2` on every side (np.pad's 'reflect':
 ... 2 1 | 0 1 2 ... | ... ; repeated for pads wider than the image; a side of length 1 repeats its one
@@ -18,7 +16,6 @@ covered. Coords are the top-left (row, col) in the ORIGINAL image, negative in t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,7 +23,6 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from data.blocks import read_block
-from data.io import LAYOUTS
 from utils.errors import ConfigError, DataError
 
 
@@ -83,9 +79,6 @@ class HSIPatchExtractor:
         rows, cols = np.meshgrid(*axes, indexing="ij")  # (nr, nc) each
         return np.stack([rows.ravel(), cols.ravel()], axis=1)  # (N, 2)
 
-    def num_patches(self, height: int, width: int) -> int:
-        return len(self.starts(height)) * len(self.starts(width))
-
     def gather(self, cube: np.ndarray, coords: np.ndarray) -> np.ndarray:
         """Raw patches at `coords` (n, 2): (n, S, S, B) in the cube's dtype, reading only the rows needed."""
         height, width = cube.shape[:2]
@@ -124,86 +117,6 @@ class HSIPatchExtractor:
         for first in range(0, len(coords), batch_size):
             batch = coords[first:first + batch_size]  # (n, 2)
             yield self._patches(cube, batch, transform), batch
-
-
-class ScoreAccumulator:
-    """Average per-pixel patch scores over all patches covering each pixel (spec 6.2 step 3)."""
-
-    def __init__(self, height: int, width: int):
-        self.height, self.width = int(height), int(width)
-        self.total = np.zeros(self.height * self.width)  # (H*W,) float64
-        self.count = np.zeros(self.height * self.width, dtype=np.int64)  # (H*W,)
-
-    def add(self, coords: np.ndarray, values: np.ndarray | torch.Tensor) -> None:
-        """coords (N, 2) top-left corners, values (N, S, S) scores; cells outside the image are dropped."""
-        if isinstance(values, torch.Tensor):
-            values = values.detach().float().cpu().numpy()
-        values = np.asarray(values, dtype=np.float64)
-        coords = np.asarray(coords, dtype=np.int64)
-        if values.ndim != 3 or values.shape[1] != values.shape[2] or coords.shape != (values.shape[0], 2):
-            raise ValueError(f"expected coords (N, 2) and values (N, S, S), got {coords.shape} and {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError("non-finite patch scores")
-        offsets = np.arange(values.shape[1])
-        rows = coords[:, :1] + offsets  # (N, S)
-        cols = coords[:, 1:] + offsets  # (N, S)
-        inside = (((rows >= 0) & (rows < self.height))[:, :, None]
-                  & ((cols >= 0) & (cols < self.width))[:, None, :])  # (N, S, S)
-        flat = rows[:, :, None] * self.width + cols[:, None, :]  # (N, S, S) pixel index
-        size = self.height * self.width
-        self.total += np.bincount(flat[inside], weights=values[inside], minlength=size)
-        self.count += np.bincount(flat[inside], minlength=size)
-
-    def result(self) -> np.ndarray:
-        """(H, W) float32 mean score; raises if a pixel was never covered (a bug in the patch grid)."""
-        missing = int((self.count == 0).sum())
-        if missing:
-            raise RuntimeError(f"{missing} of {self.count.size} pixels were covered by no patch")
-        return (self.total / self.count).reshape(self.height, self.width).astype(np.float32)
-
-
-@dataclass
-class SceneEntry:
-    """One item of a config's `pretrain_datasets:` list (spec 3.1)."""
-
-    name: str  # unique label, used in logs and in the encoder checkpoint's domain table
-    data_path: str  # scene file for data.io.load_scene (.npz/.npy/.mat/.hdr or 'synthetic[:SEED]')
-    domain_id: int  # index into the encoder's domain embedding, one per scene
-    cube_key: str | None = None  # array name of the cube when the file's is not 'cube'
-    gt_key: str | None = None  # array name of the gt when it is not found by name (or inside gt_path)
-    gt_path: str | None = None  # a separate gt mask file: only evidence of the cube's layout here (labels unread)
-    cube_layout: str = "auto"  # auto | hwb | bhw (data.io.load_scene)
-
-
-def default_scenes() -> list[SceneEntry]:
-    """The stage configs' default `pretrain_datasets`: the embedded synthetic scene alone."""
-    return [SceneEntry(name="synthetic", data_path="synthetic", domain_id=0)]
-
-
-def check_scene_entries(entries: Sequence[SceneEntry]) -> None:
-    """ConfigError on an empty list, empty or duplicate names, duplicate or negative domain ids."""
-    if not entries:
-        raise ConfigError("pretrain_datasets is empty: list at least one scene (name, data_path, domain_id)")
-    names: set[str] = set()
-    domains: dict[int, str] = {}
-    for i, entry in enumerate(entries):
-        where = f"pretrain_datasets[{i}]"
-        if not entry.name:
-            raise ConfigError(f"{where}: name is empty")
-        if not entry.data_path:
-            raise ConfigError(f"{where} ({entry.name}): data_path is empty")
-        if entry.name in names:
-            raise ConfigError(f"{where}: duplicate name '{entry.name}'")
-        if entry.domain_id < 0:
-            raise ConfigError(f"{where} ({entry.name}): domain_id must be >= 0, got {entry.domain_id}")
-        if entry.cube_layout not in LAYOUTS:
-            raise ConfigError(f"{where} ({entry.name}): cube_layout must be one of {', '.join(LAYOUTS)}, got "
-                              f"'{entry.cube_layout}'")
-        if entry.domain_id in domains:
-            raise ConfigError(f"{where} ({entry.name}): domain_id {entry.domain_id} is already used by "
-                              f"'{domains[entry.domain_id]}'")
-        names.add(entry.name)
-        domains[entry.domain_id] = entry.name
 
 
 class PatchDataset(Dataset):

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from data.scene import Scene, synthetic_name
 from utils.errors import DataError
 from utils.logging import get_logger
 
@@ -56,21 +56,6 @@ WAVELENGTH_NAMES = ("wavelengths", "wavelength")
 LAYOUTS = ("auto", "hwb", "bhw")
 _HW_AXES = {"hwb": (0, 1, 2), "bhw": (1, 2, 0)}  # the cube's (H, W, B) axes under each layout
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
-
-
-@dataclass
-class Scene:
-    """One scene.
-
-    cube: (H, W, B) float32 ndarray, or for `.npy` / ENVI files a read-only memmap in the file's dtype.
-    gt: (H, W) uint8 with values 0/1 (1 = anomaly), or None.
-    wavelengths: (B,) float32 band centres (nm in the shared data), or None.
-    """
-
-    name: str
-    cube: np.ndarray
-    gt: np.ndarray | None = None
-    wavelengths: np.ndarray | None = None
 
 
 def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None = None,
@@ -124,10 +109,6 @@ def require_scene_file(path: str | Path) -> None:
     before slow work starts)."""
     if not _is_synthetic(str(path)) and not Path(path).is_file():
         raise DataError(f"{path}: scene file not found")
-
-
-def synthetic_name(seed: int) -> str:
-    return "synthetic" if seed == 0 else f"synthetic-{seed}"
 
 
 def _is_synthetic(text: str) -> bool:

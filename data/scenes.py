@@ -1,4 +1,5 @@
-"""Pre-training scenes from the command line: `--scenes DIR|GLOB|FILE [...]` -> `pretrain_datasets`.
+"""The pre-training scene list `pretrain_datasets` (one `SceneEntry` per scene, checked by `check_scene_entries`),
+and the same list from the command line: `--scenes DIR|GLOB|FILE [...]` -> `pretrain_datasets`.
 
     overrides = scene_overrides(["../shared/data/had", "more/*.mat", "extra.hdr"], args.overrides)
     cfg = load_config(PretrainConfig, args.config, overrides)
@@ -17,14 +18,61 @@ scenes (Stage 2 only; the tokenizer has no domains). These come before the user'
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
+from data.io import LAYOUTS
 from utils.errors import ConfigError
 
 SCENE_SUFFIXES = (".npz", ".npy", ".mat", ".hdr")  # the formats data.io.load_scene reads
 GLOB_CHARS = "*?["
+
+
+@dataclass
+class SceneEntry:
+    """One item of a config's `pretrain_datasets:` list (spec 3.1)."""
+
+    name: str  # unique label, used in logs and in the encoder checkpoint's domain table
+    data_path: str  # scene file for data.io.load_scene (.npz/.npy/.mat/.hdr or 'synthetic[:SEED]')
+    domain_id: int  # index into the encoder's domain embedding, one per scene
+    cube_key: str | None = None  # array name of the cube when the file's is not 'cube'
+    gt_key: str | None = None  # array name of the gt when it is not found by name (or inside gt_path)
+    gt_path: str | None = None  # a separate gt mask file: only evidence of the cube's layout here (labels unread)
+    cube_layout: str = "auto"  # auto | hwb | bhw (data.io.load_scene)
+
+
+def default_scenes() -> list[SceneEntry]:
+    """The stage configs' default `pretrain_datasets`: the embedded synthetic scene alone."""
+    return [SceneEntry(name="synthetic", data_path="synthetic", domain_id=0)]
+
+
+def check_scene_entries(entries: Sequence[SceneEntry]) -> None:
+    """ConfigError on an empty list, empty or duplicate names, duplicate or negative domain ids."""
+    if not entries:
+        raise ConfigError("pretrain_datasets is empty: list at least one scene (name, data_path, domain_id)")
+    names: set[str] = set()
+    domains: dict[int, str] = {}
+    for i, entry in enumerate(entries):
+        where = f"pretrain_datasets[{i}]"
+        if not entry.name:
+            raise ConfigError(f"{where}: name is empty")
+        if not entry.data_path:
+            raise ConfigError(f"{where} ({entry.name}): data_path is empty")
+        if entry.name in names:
+            raise ConfigError(f"{where}: duplicate name '{entry.name}'")
+        if entry.domain_id < 0:
+            raise ConfigError(f"{where} ({entry.name}): domain_id must be >= 0, got {entry.domain_id}")
+        if entry.cube_layout not in LAYOUTS:
+            raise ConfigError(f"{where} ({entry.name}): cube_layout must be one of {', '.join(LAYOUTS)}, got "
+                              f"'{entry.cube_layout}'")
+        if entry.domain_id in domains:
+            raise ConfigError(f"{where} ({entry.name}): domain_id {entry.domain_id} is already used by "
+                              f"'{domains[entry.domain_id]}'")
+        names.add(entry.name)
+        domains[entry.domain_id] = entry.name
 
 
 def _scene_files(spec: str) -> list[Path]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from data.io import Scene, synthetic_name
+from data.scene import Scene, synthetic_name
 from utils.errors import ConfigError
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.datasets import SceneEntry, check_scene_entries, default_scenes
-from encoder.masking import STRATEGIES
-from encoder.pretrained_lm import ARCH_KEYS, DROPOUT_KEYS
+from data.scenes import SceneEntry, check_scene_entries, default_scenes
+from encoder.choices import ARCH_KEYS, DROPOUT_KEYS, STRATEGIES
 from utils.config import check
 
 

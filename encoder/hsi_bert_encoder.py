@@ -23,12 +23,14 @@ Blind spot with continuous context (`spectral_input_dim` B > 0, `guard_radius` r
   normalised squared error (error / variance of the targets) to the cross-entropy, `spectrum_weight` times;
 - a `blind_spot_share` of the training rows is masked with one square block (side 1..`max_block`), the
   family the scoring masks belong to; the rest with the `mask_strategy` masks.
+
+Reading a checkpoint: encoder/checkpoint.py (`load_encoder`); tokenising a scene's windows:
+sspq_tokenizer/scene_tokens.py (`tokenize_windows`).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,11 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
-from data.datasets import HSIPatchExtractor
 from encoder.masking import STRATEGIES, block_mask, guard_ring, mask_tokens, sample_mask
 from encoder.pretrained_lm import NOT_LOADED, default_arch, load_pretrained_body
 from encoder.query_layer import layer_at, readout_slots
-from utils.checkpoint import describe_load_error, load_checkpoint
+from sspq_tokenizer.joint_tokenizer import frozen_tokenize
 from utils.errors import CheckpointError
 
 
@@ -303,53 +304,6 @@ class HSIEncoderBERT(nn.Module):
         """-log p(true id | context outside the mask and its guard ring) at masked positions, 0 elsewhere:
         (N, T) float32."""
         return self.masked_scores(tokens, domain_ids, mask, spectra)["lm_nll"]
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"
-                        ) -> tuple["HSIEncoderBERT", dict[str, Any]]:
-        """(encoder in eval mode, checkpoint dict) from an encoder checkpoint (encoder/pretrain_mtp.py)."""
-        ckpt = load_checkpoint(path, "encoder", map_location=map_location)
-        args = ckpt["config"].get("encoder_args")
-        if not isinstance(args, dict):
-            raise CheckpointError(f"{path}: the encoder checkpoint records no encoder_args; re-create it")
-        encoder = cls(**args)
-        try:
-            encoder.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: state_dict does not fit its encoder_args: "
-                                  f"{describe_load_error(err)}; re-create the checkpoint") from None
-        return encoder.eval(), ckpt
-
-
-@torch.no_grad()
-def tokenize_windows(tokenizer: nn.Module, cube, coords, transform=None, batch_size: int = 256,
-                     device: torch.device | str = "cpu", spectra_dtype: torch.dtype | None = torch.float32
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Joint ids (N, T) and cell spectra (N, T, B) in `spectra_dtype` (None: no spectra) of the tokenizer
-    patches at top-left `coords` (N, 2) of `cube` (H, W, B_raw), prepared by `transform` batch by batch;
-    both on the CPU (the tokenizer runs on `device`)."""
-    ids, spectra = [], []
-    extractor = HSIPatchExtractor(tokenizer.patch_size, tokenizer.patch_size)
-    for patches, _ in extractor.iter_batches(cube, batch_size, transform, coords):
-        batch = torch.from_numpy(patches).to(device)  # (n, B, S, S)
-        ids.append(frozen_tokenize(tokenizer, batch).cpu())  # (n, T)
-        if spectra_dtype is not None:
-            spectra.append(tokenizer.spectral_vqvae.cells(batch).to(spectra_dtype).cpu())  # (n, T, B)
-    return torch.cat(ids), (torch.cat(spectra) if spectra_dtype is not None else None)
-
-
-def frozen_tokenize(tokenizer: nn.Module, patches: torch.Tensor) -> torch.Tensor:
-    """(N, B, S, S) -> joint ids (N, T): the one tokenisation path of Stages 2 and 3 (`SSPQTokenizer.tokenize`,
-    no decoders), with the tokenizer in eval mode and no gradients: the VQ codebook must not move (its library
-    updates codes inside forward in train mode). The train flag is restored."""
-    was_training = tokenizer.training
-    tokenizer.eval()
-    try:
-        with torch.no_grad():
-            joint_ids = tokenizer.tokenize(patches)  # (N, T)
-    finally:
-        tokenizer.train(was_training)
-    return joint_ids
 
 
 class UniversalHSIModel(nn.Module):

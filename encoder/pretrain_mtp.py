@@ -53,8 +53,10 @@ from data.io import load_scene
 from data.preprocess import mean_spectrum, prepare_cube
 from data.scenes import scene_overrides
 from encoder.config import PretrainConfig
-from encoder.hsi_bert_encoder import HSIEncoderBERT, tokenize_windows
+from encoder.hsi_bert_encoder import HSIEncoderBERT
+from sspq_tokenizer.checkpoint import load_tokenizer
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from sspq_tokenizer.scene_tokens import tokenize_windows
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, parent_record, save_checkpoint
 from utils.config import load_config, to_dict
 from utils.distributed import DistInfo, barrier, distributed_session, shard, wrap_ddp
@@ -213,7 +215,7 @@ def _pretrain(cfg: PretrainConfig, dist: DistInfo, resume: bool) -> Path:
     if resume and not last_path.is_file():  # before the scenes are tokenised
         raise CheckpointError(f"--resume: no {last_path} to resume from; run without --resume first")
 
-    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(cfg.tokenizer_ckpt)
+    tokenizer, tok_ckpt = load_tokenizer(cfg.tokenizer_ckpt)
     tokenizer = tokenizer.to(device).requires_grad_(False)
     if any(p.requires_grad for p in tokenizer.parameters()):
         raise RuntimeError("the tokenizer must be frozen in Stage 2")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.datasets import SceneEntry, default_scenes
-from sspq_tokenizer.spectral_vqvae import TOKEN_MODES
+from data.scenes import SceneEntry, default_scenes
+from sspq_tokenizer.choices import TOKEN_MODES
 from utils.config import check
 
 NORMALIZE_METHODS = ("minmax", "zscore")

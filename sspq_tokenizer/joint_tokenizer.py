@@ -1,6 +1,6 @@
 """SSPQTokenizer (spec 4.3): spectral + spatial VQ-VAE codes joined per token-grid position.
 
-    tok, ckpt = SSPQTokenizer.from_checkpoint("checkpoints/tokenizer/best.pth")   # eval mode
+    tok, ckpt = load_tokenizer("checkpoints/tokenizer/best.pth")   # sspq_tokenizer/checkpoint.py; eval mode
     with torch.inference_mode():
         out = tok(patches)                        # patches (N, B, S, S)
         ids = out["joint_ids"]                    # (N, T), T = g*g, joint_id = k + K_s * m
@@ -21,11 +21,7 @@ from torch import nn
 
 from sspq_tokenizer.spatial_vqvae import SpatialCNNVQVAE
 from sspq_tokenizer.spectral_vqvae import SpectralTCNVQVAE
-from utils.atomic import atomic_write
-from utils.checkpoint import describe_load_error, load_checkpoint, payload_bytes
-from utils.errors import CheckpointError, ConfigError, DataError
-
-CODEBOOKS_FORMAT = 1
+from utils.errors import DataError
 
 
 class SSPQTokenizer(nn.Module):
@@ -164,56 +160,29 @@ class SSPQTokenizer(nn.Module):
         recon = self.decode_joint_ids(self.tokenize(patches))  # (N, B, S, S), fp32
         return (recon - patches.float()).pow(2).mean(dim=1)  # (N, S, S)
 
-    # ------------------------------------------------------------------ persistence
-    def _codebook_modules(self) -> dict[str, nn.Module]:
-        return {"spectral": self.spectral_vqvae.quantizer, "spatial": self.spatial_vqvae.quantizer}
-
+    # ------------------------------------------------------------------ spec 4.3 entry points
     def save_codebooks(self, path: str | Path) -> Path:
-        """Write both codebooks (code vectors + EMA statistics) atomically to `path`."""
-        payload = {"format": CODEBOOKS_FORMAT, "K_s": self.K_s, "K_x": self.K_x,
-                   **{name: {k: v.detach().cpu() for k, v in mod.state_dict().items()}
-                      for name, mod in self._codebook_modules().items()}}
-        return atomic_write(path, lambda tmp: torch.save(payload, tmp), payload_bytes(payload))
+        """Write both codebooks atomically to `path` (the file format: sspq_tokenizer/codebooks.py)."""
+        from sspq_tokenizer.codebooks import save_codebooks  # the file I/O lives there
+
+        return save_codebooks(self, path)
 
     def load_codebooks(self, path: str | Path) -> None:
         """Load codebooks written by `save_codebooks`; sizes must match this tokenizer."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: codebook file not found (SSPQTokenizer.save_codebooks writes it)")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for a corrupt file
-            raise CheckpointError(f"{path}: not a readable codebook file ({type(err).__name__})") from None
-        if not isinstance(payload, dict) or payload.get("format") != CODEBOOKS_FORMAT:
-            raise CheckpointError(f"{path}: not a codebook file of format {CODEBOOKS_FORMAT}")
-        if (payload["K_s"], payload["K_x"]) != (self.K_s, self.K_x):
-            raise CheckpointError(f"{path}: codebooks of sizes K_s={payload['K_s']}, K_x={payload['K_x']} do not "
-                                  f"fit this tokenizer (K_s={self.K_s}, K_x={self.K_x})")
-        for name, mod in self._codebook_modules().items():
-            try:
-                mod.load_state_dict(payload[name])
-            except RuntimeError as err:
-                raise CheckpointError(f"{path}: {name} codebook does not fit this tokenizer: "
-                                      f"{str(err).splitlines()[0]}") from None
+        from sspq_tokenizer.codebooks import load_codebooks  # the file I/O lives there
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path,
-                        map_location: str | torch.device = "cpu") -> tuple["SSPQTokenizer", dict[str, Any]]:
-        """Rebuild from a tokenizer checkpoint's own config (docs/design.md "Self-describing checkpoints"); returns (tokenizer in eval mode, ckpt)."""
-        from sspq_tokenizer.config import TokenizerConfig  # config imports the data layer; keep models light
-        from utils.config import from_dict
+        load_codebooks(self, path)
 
-        ckpt = load_checkpoint(path, "tokenizer", map_location=map_location)
-        try:
-            cfg = from_dict(TokenizerConfig, ckpt["config"])
-            cfg.validate()
-        except ConfigError as err:
-            raise CheckpointError(f"{path}: its stored config is not a valid tokenizer config: {err}") from None
-        model = cls(cfg.spectral_cfg(), cfg.spatial_cfg())
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: weights do not match the model its config describes "
-                                  f"(num_bands {cfg.num_bands}, K_s {cfg.K_s}, K_x {cfg.K_x}): "
-                                  f"{describe_load_error(err)}; re-create the checkpoint") from None
-        return model.eval(), ckpt
+
+def frozen_tokenize(tokenizer: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    """(N, B, S, S) -> joint ids (N, T): the one tokenisation path of Stages 2 and 3 (`SSPQTokenizer.tokenize`,
+    no decoders), with the tokenizer in eval mode and no gradients: the VQ codebook must not move (its library
+    updates codes inside forward in train mode). The train flag is restored."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        with torch.no_grad():
+            joint_ids = tokenizer.tokenize(patches)  # (N, T)
+    finally:
+        tokenizer.train(was_training)
+    return joint_ids

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
+KMEANS_ITERS = 10  # k-means passes of the codebook initialisation on the first batch
+
 
 class QuantizerOutput(NamedTuple):
     """quantized (N, L, D) (straight-through in train mode), indices (N, L) int64 in [0, K),
@@ -75,13 +77,13 @@ class Quantizer(nn.Module):
     """
 
     def __init__(self, dim: int, codebook_size: int, commitment_beta: float, ema_decay: float = 0.8,
-                 dead_code_threshold: float = 1.0, kmeans_iters: int = 10) -> None:
+                 dead_code_threshold: float = 1.0) -> None:
         super().__init__()
         self.dim = dim
         self.codebook_size = codebook_size
         self.commitment_beta = commitment_beta
         self.vq = VectorQuantize(dim=dim, codebook_size=codebook_size, decay=ema_decay, kmeans_init=True,
-                                 kmeans_iters=kmeans_iters, threshold_ema_dead_code=dead_code_threshold,
+                                 kmeans_iters=KMEANS_ITERS, threshold_ema_dead_code=dead_code_threshold,
                                  commitment_weight=commitment_beta)
 
     @property

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sspq_tokenizer.choices import TOKEN_MODES
 from sspq_tokenizer.quantizer import Quantizer, VQVAEOutput, branch_losses
-
-TOKEN_MODES = ("grid", "patch")
 
 
 class ResidualTCNBlock(nn.Module):

@@ -33,7 +33,7 @@ if __name__ == "__main__":  # parsed before torch loads: --help and usage errors
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data.datasets import HSIPatchExtractor, check_scene_entries  # noqa: E402
+from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import load_scene  # noqa: E402
 from data.preprocess import SpectralPreprocessor  # noqa: E402
 from data.transforms import Compose, GaussianNoise, RandomRot90Flip  # noqa: E402
@@ -41,7 +41,7 @@ from sspq_tokenizer.config import TokenizerConfig  # noqa: E402
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer  # noqa: E402
 from sspq_tokenizer.quantizer import codebook_usage  # noqa: E402
 from utils.checkpoint import check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
-from data.scenes import scene_overrides  # noqa: E402
+from data.scenes import check_scene_entries, scene_overrides  # noqa: E402
 from utils.config import load_config, to_dict  # noqa: E402
 from utils.errors import CheckpointError, DataError  # noqa: E402
 from utils.interrupt import interruptible  # noqa: E402

@@ -1,4 +1,4 @@
-"""data.datasets and data.transforms: patch grid coverage, coords, streaming, scores, sampling."""
+"""data.datasets and data.transforms: patch grid coverage, coords, streaming, sampling."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.datasets import (HSIPatchExtractor, PatchDataset, ScoreAccumulator, SceneEntry, balanced_sampler,
-                           check_scene_entries, reflect_index)
+from data.datasets import HSIPatchExtractor, PatchDataset, balanced_sampler, reflect_index
 from data.preprocess import SpectralPreprocessor
 from data.transforms import Compose, GaussianNoise, RandomRot90Flip
 from utils.errors import ConfigError, DataError
@@ -37,7 +36,7 @@ def test_every_pixel_covered_and_coords_map_back(height, width, patch_size, stri
     ext = HSIPatchExtractor(patch_size, stride)
     cube = cube_of(height, width)
     patches, coords = ext.extract_patches(cube)
-    assert patches.shape == (ext.num_patches(height, width), 3, patch_size, patch_size)
+    assert patches.shape == (len(ext.coords(height, width)), 3, patch_size, patch_size)
     assert patches.dtype == np.float32 and coords.dtype == np.int64
     # each patch pixel is the reflected image pixel at coords + offset
     offsets = np.arange(patch_size)
@@ -52,9 +51,6 @@ def test_every_pixel_covered_and_coords_map_back(height, width, patch_size, stri
     pixel_cols = np.broadcast_to(cols[:, None, :], inside.shape)[inside]
     rebuilt[pixel_rows, pixel_cols] = patches.transpose(0, 2, 3, 1)[inside]  # (M, 3)
     assert np.array_equal(rebuilt, cube)
-    acc = ScoreAccumulator(height, width)
-    acc.add(coords, patches[:, 0])
-    assert np.array_equal(acc.result(), cube[..., 0])  # every covering patch agrees on each pixel
 
 
 def test_first_and_last_patch_are_centred_on_the_corners():
@@ -92,18 +88,6 @@ def test_iter_batches_reads_only_the_rows_it_needs(tmp_path):
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(streamed, from_disk))
 
 
-def test_score_accumulator_averages_and_refuses_gaps():
-    acc = ScoreAccumulator(2, 3)
-    acc.add(np.array([[0, 0], [0, 1]]), np.array([np.full((2, 2), 1.0), np.full((2, 2), 3.0)]))
-    assert np.array_equal(acc.result(), np.array([[1, 2, 3], [1, 2, 3]], dtype=np.float32))
-    partial = ScoreAccumulator(3, 3)
-    partial.add(np.array([[-1, -1]]), np.ones((1, 3, 3)))  # clipped: covers rows/cols 0-1 only
-    with pytest.raises(RuntimeError, match="5 of 9 pixels"):
-        partial.result()
-    with pytest.raises(ValueError, match="non-finite"):
-        partial.add(np.array([[0, 0]]), np.full((1, 2, 2), np.nan))
-
-
 @pytest.mark.parametrize("patch_size,stride", [(0, None), (3, 0), (3, 4), (2.5, None), (3, -1)])
 def test_extractor_config_errors(patch_size, stride):
     with pytest.raises(ConfigError):
@@ -117,35 +101,19 @@ def test_extractor_data_errors():
         next(HSIPatchExtractor(3).iter_batches(np.zeros((4, 4, 2)), 0))
 
 
-def test_scene_entries_checks():
-    good = [SceneEntry("a", "a.npz", 0), SceneEntry("b", "synthetic:1", 1, cube_key="data")]
-    check_scene_entries(good)
-    bad = {
-        "empty": ([], "empty"),
-        "dup name": ([SceneEntry("a", "x.npz", 0), SceneEntry("a", "y.npz", 1)], "duplicate name 'a'"),
-        "dup domain": ([SceneEntry("a", "x.npz", 0), SceneEntry("b", "y.npz", 0)], "already used by 'a'"),
-        "negative": ([SceneEntry("a", "x.npz", -1)], ">= 0"),
-        "no path": ([SceneEntry("a", "", 0)], "data_path is empty"),
-        "layout": ([SceneEntry("a", "x.npy", 0, cube_layout="hbw")], r"\(a\): cube_layout must be one of auto, hwb"),
-    }
-    for entries, message in bad.values():
-        with pytest.raises(ConfigError, match=message):
-            check_scene_entries(entries)
-
-
 def test_patch_dataset_items_and_checks():
     cubes = [cube_of(6, 5, bands=4), cube_of(3, 4, bands=4)]
     ext = HSIPatchExtractor(3)
     dataset = PatchDataset(cubes, [7, 2], ext)
-    assert len(dataset) == ext.num_patches(6, 5) + ext.num_patches(3, 4)
+    assert len(dataset) == len(ext.coords(6, 5)) + len(ext.coords(3, 4))
     first, domain = dataset[0]
     assert isinstance(first, torch.Tensor) and first.dtype == torch.float32 and first.shape == (4, 3, 3)
     assert domain == 7 and dataset[len(dataset) - 1][1] == 2
     assert np.array_equal(first.numpy(), ext.extract_patches(cubes[0])[0][0])
     last, _ = dataset[len(dataset) - 1]
     assert np.array_equal(last.numpy(), ext.extract_patches(cubes[1])[0][-1])
-    assert list(np.unique(dataset.item_domains, return_counts=True)[1]) == [ext.num_patches(3, 4),
-                                                                              ext.num_patches(6, 5)]
+    assert list(np.unique(dataset.item_domains, return_counts=True)[1]) == [len(ext.coords(3, 4)),
+                                                                              len(ext.coords(6, 5))]
     with pytest.raises(IndexError):
         dataset[len(dataset)]
     with pytest.raises(DataError, match="band count"):

@@ -11,7 +11,8 @@ import scipy.io
 from PIL import Image
 from spectral.io import envi
 
-from data.io import Scene, load_scene, require_scene_file, scene_name
+from data.io import load_scene, require_scene_file, scene_name
+from data.scene import Scene
 from utils.errors import DataError
 from fakes import LogRecords
 

@@ -83,7 +83,7 @@ def run_pipeline(spec: dict, num_bands: int, method: str, patch_size: int, strid
     assert cube.dtype == np.float32 and cube.shape == (*scene.cube.shape[:2], num_bands)
     assert np.isfinite(cube).all()
     patches = np.concatenate([p for p, _ in extractor.iter_batches(scene.cube, 5, transform=prep.transform)])
-    assert patches.shape == (extractor.num_patches(*cube.shape[:2]), num_bands, patch_size, patch_size)
+    assert patches.shape == (len(extractor.coords(*cube.shape[:2])), num_bands, patch_size, patch_size)
     assert patches.dtype == np.float32 and np.isfinite(patches).all()
     assert scene.gt is None or (scene.gt.shape == cube.shape[:2] and set(np.unique(scene.gt)) <= {0, 1})
     return True

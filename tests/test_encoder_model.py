@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from encoder.checkpoint import load_encoder
 from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
 from utils.checkpoint import save_checkpoint
 from utils.errors import CheckpointError, ConfigError
@@ -107,7 +108,7 @@ def test_checkpoint_reload_gives_identical_hidden_states(tmp_path):
     args = enc.encoder_args()
     path = save_checkpoint(tmp_path / "enc.pth", "encoder", {"encoder_args": args}, enc.state_dict(),
                            encoder_args=args)
-    loaded, ckpt = HSIEncoderBERT.from_checkpoint(path)
+    loaded, ckpt = load_encoder(path)
     assert not loaded.training and ckpt["stage"] == "encoder" and loaded.encoder_args() == args
     tokens, domains = batch()
     enc.eval()
@@ -115,10 +116,10 @@ def test_checkpoint_reload_gives_identical_hidden_states(tmp_path):
         assert torch.equal(enc(tokens, domains, pretrain=False), loaded(tokens, domains, pretrain=False))
 
 
-def test_from_checkpoint_rejects_a_tokenizer_checkpoint(tmp_path):
+def test_loading_a_tokenizer_checkpoint_as_an_encoder_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "tok.pth", "tokenizer", {}, {})
     with pytest.raises(CheckpointError, match="tokenizer checkpoint"):
-        HSIEncoderBERT.from_checkpoint(path)
+        load_encoder(path)
 
 
 @pytest.mark.parametrize("bad", [{"hidden_sise": 32}, {"num_layers": 2}])

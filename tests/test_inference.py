@@ -207,7 +207,7 @@ def test_training_subset_keeps_ids_and_gt_of_the_same_patches():
 
     from anomaly.config import AnomalyConfig
     from anomaly.train_anomaly import _training_tokens
-    from data.io import Scene
+    from data.scene import Scene
 
     rows, cols = np.meshgrid(np.arange(12), np.arange(14), indexing="ij")
     cube = np.stack([rows * 100 + cols, rows, cols], axis=-1).astype(np.float32)  # (12, 14, 3)

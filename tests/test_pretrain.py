@@ -9,9 +9,9 @@ import torch
 import encoder.pretrain_mtp as pretrain_mtp
 from data.io import load_scene
 from data.preprocess import prepare_cube
+from encoder.checkpoint import load_encoder
 from encoder.config import PretrainConfig
-from encoder.hsi_bert_encoder import HSIEncoderBERT
-from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
+from sspq_tokenizer.checkpoint import load_tokenizer
 from sspq_tokenizer.train_tokenizer import train_sspq_tokenizer
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import load_config
@@ -64,9 +64,9 @@ def test_checkpoint_describes_itself(trained, tokenizer_ckpt):
 
 def test_reloaded_encoder_reproduces_the_stored_validation_metrics(trained, tokenizer_ckpt):
     """Reload the checkpoint, re-tokenise, rebuild the seeded validation masks: the same scores come out."""
-    encoder, ckpt = HSIEncoderBERT.from_checkpoint(trained)
+    encoder, ckpt = load_encoder(trained)
     cfg = load_config(PretrainConfig, None, [f"tokenizer_ckpt={tokenizer_ckpt}"])  # the synthetic scene
-    tokenizer, tok_ckpt = SSPQTokenizer.from_checkpoint(tokenizer_ckpt)
+    tokenizer, tok_ckpt = load_tokenizer(tokenizer_ckpt)
     grids = pretrain_mtp.tokenize_scenes(cfg, tokenizer, tok_ckpt["config"], torch.device("cpu"))
     gen = torch.Generator().manual_seed(ckpt["config"]["seed"])
     masks = [encoder.sample_mask(g.val, gen) for g in grids]

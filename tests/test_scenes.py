@@ -1,10 +1,10 @@
-"""`--scenes DIR|GLOB|FILE [...]`: pre-training scenes from the command line (data/scenes.py)."""
+"""The pre-training scene list (data/scenes.py): its entries' checks, and `--scenes DIR|GLOB|FILE [...]`."""
 
 import numpy as np
 import pytest
 
 from data.io import load_scene
-from data.scenes import SCENE_SUFFIXES, scene_entries, scene_overrides
+from data.scenes import SCENE_SUFFIXES, SceneEntry, check_scene_entries, scene_entries, scene_overrides
 from encoder.config import PretrainConfig
 from sspq_tokenizer.config import TokenizerConfig
 from utils.config import load_config
@@ -83,3 +83,19 @@ def test_overrides_replace_the_configs_list_and_size_the_domain_table(tmp_path):
 def test_scenes_and_a_listed_pretrain_datasets_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="--scenes and --set pretrain_datasets"):
         scene_overrides([str(tmp_path)], ["pretrain_datasets=[]"])
+
+
+def test_scene_entries_checks():
+    good = [SceneEntry("a", "a.npz", 0), SceneEntry("b", "synthetic:1", 1, cube_key="data")]
+    check_scene_entries(good)
+    bad = {
+        "empty": ([], "empty"),
+        "dup name": ([SceneEntry("a", "x.npz", 0), SceneEntry("a", "y.npz", 1)], "duplicate name 'a'"),
+        "dup domain": ([SceneEntry("a", "x.npz", 0), SceneEntry("b", "y.npz", 0)], "already used by 'a'"),
+        "negative": ([SceneEntry("a", "x.npz", -1)], ">= 0"),
+        "no path": ([SceneEntry("a", "", 0)], "data_path is empty"),
+        "layout": ([SceneEntry("a", "x.npy", 0, cube_layout="hbw")], r"\(a\): cube_layout must be one of auto, hwb"),
+    }
+    for entries, message in bad.values():
+        with pytest.raises(ConfigError, match=message):
+            check_scene_entries(entries)

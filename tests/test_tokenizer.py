@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from sspq_tokenizer.checkpoint import load_tokenizer
 from sspq_tokenizer.config import TokenizerConfig
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from sspq_tokenizer.quantizer import codebook_usage
@@ -154,23 +155,23 @@ def test_codebook_save_load_round_trip(tmp_path):
         tok.load_codebooks(tmp_path / "missing.pt")
 
 
-def test_from_checkpoint_gives_identical_ids(tmp_path):
+def test_a_loaded_checkpoint_gives_identical_ids(tmp_path):
     tok, cfg = tiny_tokenizer(spatial_downsample=2)
     x = patches_for(cfg)
     warmed(tok, x)
     with torch.inference_mode():
         ids = tok.tokenize(x)
     path = save_checkpoint(tmp_path / "best.pth", "tokenizer", to_dict(cfg), tok.state_dict())
-    loaded, ckpt = SSPQTokenizer.from_checkpoint(path)
+    loaded, ckpt = load_tokenizer(path)
     assert not loaded.training and ckpt["config"]["spatial_downsample"] == 2
     with torch.inference_mode():
         assert torch.equal(loaded.tokenize(x), ids)
     wrong = save_checkpoint(tmp_path / "wrong.pth", "tokenizer", to_dict(tiny_config(K_s=16)), tok.state_dict())
     with pytest.raises(CheckpointError, match="weights do not match"):
-        SSPQTokenizer.from_checkpoint(wrong)
+        load_tokenizer(wrong)
     enc = save_checkpoint(tmp_path / "enc.pth", "encoder", to_dict(cfg), tok.state_dict())
     with pytest.raises(CheckpointError, match="encoder checkpoint"):
-        SSPQTokenizer.from_checkpoint(enc)
+        load_tokenizer(enc)
 
 
 def test_codebook_usage_statistics():

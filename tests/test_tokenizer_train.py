@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from data.synthetic import make_synthetic_scene
+from sspq_tokenizer.checkpoint import load_tokenizer
 from sspq_tokenizer.config import TokenizerConfig
 from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 from sspq_tokenizer.train_tokenizer import (build_parser, epoch_line, evaluate, load_patches, main, split_indices,
@@ -70,7 +71,7 @@ def test_training_lowers_val_error_and_keeps_codes_in_use(tmp_path, scene_file):
     assert metrics["val_recon_continuous"] > 0
     last = load_checkpoint(tmp_path / "out" / "last.pth", "tokenizer")
     assert last["epoch"] == 5 and set(last) >= {"optimizer", "scaler", "rng", "metrics", "config"}
-    tok, _ = SSPQTokenizer.from_checkpoint(best)
+    tok, _ = load_tokenizer(best)
     assert tok.joint_vocab_size == 64 and tok.num_tokens == 36
 
 

@@ -152,12 +152,14 @@ def load_checkpoint(path: str | Path, stage: str, map_location: str | torch.devi
     return read_checkpoint(path, stage, map_location)[0]
 
 
-def check_parent(ckpt: dict[str, Any], ckpt_path: str | Path, parent_path: str | Path) -> dict[str, str]:
-    """Raise if `parent_path` is not the file `ckpt` was built from (by sha256); returns the parent's record."""
+def check_parent(ckpt: dict[str, Any], ckpt_path: str | Path, parent_path: str | Path,
+                 actual: dict[str, str] | None = None) -> dict[str, str]:
+    """Raise if `parent_path` is not the file `ckpt` was built from (by sha256); returns the parent's record
+    (`actual`, when the caller has read and hashed the parent already: `read_checkpoint`)."""
     recorded = ckpt.get("parent")
     if not recorded:
         raise CheckpointError(f"{ckpt_path}: records no parent checkpoint to check {parent_path} against")
-    actual = parent_record(parent_path)
+    actual = actual or parent_record(parent_path)
     if actual["sha256"] != recorded["sha256"]:
         raise CheckpointError(
             f"{ckpt_path} was built from {recorded['path']} (sha256 {recorded['sha256'][:12]}), but "
