@@ -24,7 +24,8 @@ import math
 
 import torch
 
-STRATEGIES = ("structured", "random")
+from encoder.config import STRATEGIES  # mask_strategy values: one list, which the config validates with
+
 IGNORE_INDEX = -100  # label of positions that are not masked (torch cross_entropy's ignore_index)
 
 

@@ -20,13 +20,9 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertModel
 
+from encoder.config import ARCH_KEYS, DROPOUT_KEYS  # what `bert_config` may set (with a pretrained body: the dropouts)
 from utils.errors import CheckpointError, ConfigError
 
-# BertConfig fields that describe the transformer body (what `bert_config` may set and checkpoints record).
-ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-             "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
-# Fields that may differ from a pretrained body without breaking its weights.
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 # Body parameters that are never taken from a pretrained model (new vocabulary; positions counted once).
 NOT_LOADED = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
               "embeddings.token_type_embeddings.weight")
