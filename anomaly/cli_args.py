@@ -14,6 +14,7 @@ from utils.cli import script_parser, stage_parser
 from utils.errors import ConfigError
 
 CONFIG = "configs/anomaly.yaml"
+CONFIG_CLASS = "anomaly.config:AnomalyConfig"  # the dataclass whose keys --help lists
 SCENE = "../shared/data/had/abu-urban-1.npz"
 DETECTOR_WRITES = {"<output_dir>/anomaly_detector.pth": "the trained detector; output_dir \"\" (the default) = "
                                                         "checkpoints/anomaly/<scene name>, one folder per scene",
@@ -25,7 +26,7 @@ SCORING_WRITES = {"<out_dir>/anomaly_map.npy, head_maps.npz, metrics.json, anoma
 
 def train_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Stage 3: train the anomaly detector on a target scene", CONFIG,
-                          f"python anomaly/train_anomaly.py --data_path {SCENE}", DETECTOR_WRITES)
+                          f"python anomaly/train_anomaly.py --data_path {SCENE}", DETECTOR_WRITES, CONFIG_CLASS)
     parser.add_argument("--encoder_ckpt", default=None, help="Stage 2 checkpoint (default: the config's encoder_ckpt)")
     parser.add_argument("--data_path", default=None, help="target scene (default: the config's data_path)")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
@@ -34,7 +35,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def inference_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Stage 3: score a scene with a trained anomaly detector", CONFIG,
-                          f"python anomaly/inference.py --data_path {SCENE}", SCORING_WRITES)
+                          f"python anomaly/inference.py --data_path {SCENE}", SCORING_WRITES, CONFIG_CLASS)
     parser.add_argument("--detector_ckpt", default=None,
                         help="Stage 3 checkpoint (default: <output_dir>/anomaly_detector.pth for the scene, "
                              "checkpoints/anomaly/<scene name>/ with output_dir left empty)")
@@ -68,7 +69,8 @@ def export_parser() -> argparse.ArgumentParser:
 
 def pipeline_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Stage 3: train the anomaly detector on a scene and score it", CONFIG,
-                          f"python main_anomaly.py --data_path {SCENE}", {**DETECTOR_WRITES, **SCORING_WRITES})
+                          f"python main_anomaly.py --data_path {SCENE}", {**DETECTOR_WRITES, **SCORING_WRITES},
+                          CONFIG_CLASS)
     parser.add_argument("--data_path", default=None, help="target scene (default: the config's data_path)")
     parser.add_argument("--encoder_ckpt", default=None, help="Stage 2 checkpoint (default: the config's encoder_ckpt)")
     parser.add_argument("--out_dir", default=None, help="inference output folder (default: the config's out_dir, "

@@ -8,108 +8,159 @@ size, stride) is NOT here: it comes from the tokenizer checkpoint that the encod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
-from anomaly.head_registry import HEAD_NAMES
+from anomaly.head_registry import HEAD_NAMES, HEADS
 from data.io import LAYOUTS
 from utils.config import check, load_config
 
 NORMALIZERS = ("log_z", "robust_z", "minmax", "rank")
 
 
-@dataclass
-class HeadWeights:
-    """Fusion weight of each head's per-scene normalised map; a head with weight 0 is not computed.
+def _weights_as_dict(self) -> dict[str, float]:
+    return {name: float(getattr(self, name)) for name in HEAD_NAMES}
 
-    Defaults chosen on the cross-scene protocol (benchmark --mode cross-scene --folds 2): ctx_spec + ctx_rx +
-    ctx_lrx + grx + lrx fused best there (0.9760 mean ROC AUC with rx_components 30, 0.9744 on every band; 0.9732
-    without ctx_lrx); the token heads (lm_nll, lm_spectral) invert on scenes
-    the encoder never saw, one_class lowered the fusion; recon (0.53) and rarity (0.35) fail on the synthetic scene.
-    """
 
-    lm_nll: float = 0.0
-    lm_spectral: float = 0.0
-    ctx_spec: float = 1.0
-    ctx_rx: float = 1.0
-    ctx_lrx: float = 1.0
-    recon: float = 0.0
-    one_class: float = 0.0
-    rarity: float = 0.0
-    grx: float = 1.0
-    lrx: float = 1.0
+def _active_heads(self) -> list[str]:
+    return [name for name in HEAD_NAMES if getattr(self, name) > 0]
 
-    def as_dict(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in HEAD_NAMES}
 
-    def active(self) -> list[str]:
-        return [name for name in HEAD_NAMES if getattr(self, name) > 0]
+# One field per head of the registry (anomaly/head_registry.py), its default weight and help text from there.
+HeadWeights = make_dataclass(
+    "HeadWeights", [(head.name, float, field(default=head.weight, metadata={"help": head.help}))
+                    for head in HEADS.values()],
+    namespace={"__module__": __name__, "as_dict": _weights_as_dict, "active": _active_heads,
+               "__doc__": "Fusion weight of each head's per-scene normalised map; a head with weight 0 is not "
+                          "computed. The defaults fuse the five heads that held up on scenes the encoder never saw "
+                          "(chosen on the cross-scene protocol, never on a scored scene)."})
 
 
 @dataclass
 class LoraSettings:
     """peft LoRA adapters on the BERT attention projections (use_lora: true)."""
 
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    mlm_weight: float = 1.0  # weight of the target-scene masked-token loss that keeps the adapted encoder a language model
+    r: int = field(default=8, metadata={"help": "adapter rank; small: one scene has few patches to fit"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r); 2 r, peft's "
+                                                          "usual choice"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input; light regularisation for "
+                                                            "a one-scene fit"})
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"],
+                                      metadata={"help": "BertSelfAttention projections that get adapters; query and "
+                                                        "value, as in the LoRA paper"})
+    mlm_weight: float = field(default=1.0, metadata={"help": "weight of the target-scene masked-token loss while "
+                                                              "adapters train; keeps the adapted encoder a language "
+                                                              "model"})
 
 
 @dataclass
 class OneClassSettings:
     """Deep SVDD head (Ruff et al. 2018): bias-free map, centre c fixed from the initial embeddings."""
 
-    per_token: bool = True
-    rep_dim: int = 32
-    center_eps: float = 0.1
-    weight_decay: float = 1e-6
+    per_token: bool = field(default=True, metadata={"help": "Deep SVDD per token (true: per-pixel scores) or on "
+                                                             "the patch-mean embedding (false: the spec's variant)"})
+    rep_dim: int = field(default=32, metadata={"help": "output size of the bias-free SVDD map"})
+    center_eps: float = field(default=0.1, metadata={"help": "each |c_i| is pushed to at least this, so the centre "
+                                                              "is never 0 (guards against the trivial collapse)"})
+    weight_decay: float = field(default=1e-6, metadata={"help": "Adam weight decay on the head (Deep SVDD's "
+                                                                 "regulariser)"})
 
 
 @dataclass
 class LocalRXSettings:
-    """Dual-window local RX (the `lrx` head)."""
+    """Dual-window local RX (the `lrx` and `ctx_lrx` heads)."""
 
-    inner: int = 7
-    outer: int = 21
-    n_components: int = 30
+    inner: int = field(default=7, metadata={"help": "guard window of local RX (odd, pixels); 7/21 is the field's "
+                                                     "standard dual window (ABU, HYDICE)"})
+    outer: int = field(default=21, metadata={"help": "outer window of local RX (odd, > inner); the same windows as "
+                                                      "the benchmark's LRX baseline"})
+    n_components: int = field(default=30, metadata={"help": "principal components local RX works on (capped at the "
+                                                             "band count); fewer components keep the local "
+                                                             "covariances well conditioned"})
 
 
 @dataclass
 class AnomalyConfig:
-    seed: int = 66
-    device: str = "auto"
-    amp: bool = True
-    data_path: str = "synthetic"
-    cube_key: str | None = None
-    gt_key: str | None = None
-    gt_path: str | None = None  # a separate gt mask file (.npy/.npz/.mat/.hdr/.png/.tif); gt_key names its array
-    cube_layout: str = "auto"  # auto | hwb | bhw (data.io: auto reads it from wavelengths / gt, else guesses hwb)
-    domain_id: int | str = "auto"  # "auto" (anomaly/domain.py) or an explicit pre-training domain id
-    encoder_ckpt: str = "checkpoints/encoder/universal_hsi_encoder.pth"
-    output_dir: str = ""  # detector folder; "" = checkpoints/anomaly/<scene name> (anomaly/run_folders.py)
-    out_dir: str = ""  # inference output folder; "" = outputs/<scene name>
-    anomaly_batch_size: int = 16
-    anomaly_epochs: int = 20
-    learning_rate_anomaly: float = 1e-4
-    max_train_patches: int = 0
-    freeze_encoder: bool = True
-    use_lora: bool = False
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    one_class: OneClassSettings = field(default_factory=OneClassSettings)
-    head_weights: HeadWeights = field(default_factory=HeadWeights)
-    supervised: bool = False
-    supervised_data_path: str = ""
-    lm_block: int = 2
-    score_offsets: int = 2
-    adapt_steps: int = 0
-    adapt_lr: float = 1e-2
-    normalize_scores: str = "log_z"
-    fused_smoothing: float = 0.5  # Gaussian sigma (pixels) on the fused map; 0 = off
-    inference_batch_size: int = 256
-    inference_stride: int = 0
-    local_rx: LocalRXSettings = field(default_factory=LocalRXSettings)
-    rx_components: int = 30  # leading principal components of the global RX heads (grx, ctx_rx); 0 = every band
+    seed: int = field(default=66, metadata={"help": "seeds python, numpy and torch"})
+    device: str = field(default="auto", metadata={"help": "auto = cuda:0 when present, else cpu; or cpu, cuda, "
+                                                           "cuda:N"})
+    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (no effect on the CPU)"})
+    data_path: str = field(default="synthetic", metadata={"help": "target scene (.npz/.npy/.mat/.hdr) or "
+                                                                   "'synthetic[:SEED]' (the embedded scene, so that "
+                                                                   "a fresh checkout runs)"})
+    cube_key: str | None = field(default=None, metadata={"help": "array name of the cube inside data_path when it "
+                                                                  "is not found by name"})
+    gt_key: str | None = field(default=None, metadata={"help": "array name of the gt mask (read for metrics only, "
+                                                                "never for training unless supervised)"})
+    gt_path: str | None = field(default=None, metadata={"help": "gt mask in a file of its own "
+                                                                 "(.npy/.npz/.mat/ENVI .hdr/PNG/TIFF; 0/255 images "
+                                                                 "read as 0/1); gt_key names its array"})
+    cube_layout: str = field(default="auto", metadata={"help": "auto = from wavelengths / gt (a WARNING when it must "
+                                                                "guess (H, W, B)); or hwb / bhw"})
+    domain_id: int | str = field(default="auto", metadata={"help": "pre-training domain embedding: auto = the "
+                                                                    "pre-training scene of the same name, else the "
+                                                                    "one with the nearest mean prepared spectrum "
+                                                                    "(cosine); an integer id overrides"})
+    encoder_ckpt: str = field(default="checkpoints/encoder/universal_hsi_encoder.pth",
+                              metadata={"help": "Stage 2 checkpoint (it names its tokenizer parent); where "
+                                                "encoder/pretrain_mtp.py writes by default"})
+    output_dir: str = field(default="", metadata={"help": "where train_anomaly.py writes anomaly_detector.pth (and "
+                                                           "last.pth); \"\" = checkpoints/anomaly/<scene name>, one "
+                                                           "folder per scene; a folder given here is used as it is"})
+    out_dir: str = field(default="", metadata={"help": "inference output folder; \"\" = outputs/<scene name>"})
+    anomaly_batch_size: int = field(default=16, metadata={"help": "patches per training step (spec 7)"})
+    anomaly_epochs: int = field(default=5, metadata={"help": "passes over the target scene's patches when a head "
+                                                              "trains; 5 keeps a 2-core CPU run short (the spec's GPU "
+                                                              "size is 20)"})
+    learning_rate_anomaly: float = field(default=1e-3, metadata={"help": "Adam learning rate of the trained heads "
+                                                                          "and LoRA adapters; high enough for 5 "
+                                                                          "epochs (the spec's GPU size is 1e-4)"})
+    max_train_patches: int = field(default=0, metadata={"help": "0 = train on every patch of the scene; N = a fixed "
+                                                                 "random subset of N patches (bounds the time on "
+                                                                 "large scenes)"})
+    freeze_encoder: bool = field(default=True, metadata={"help": "the tokenizer and encoder weights never train "
+                                                                  "(full fine-tuning is not supported; use use_lora)"})
+    use_lora: bool = field(default=False, metadata={"help": "true = train peft LoRA adapters in the BERT attention "
+                                                             "alongside the heads; off: the default heads need no "
+                                                             "training"})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA adapters (use_lora: true)"})
+    one_class: OneClassSettings = field(default_factory=OneClassSettings,
+                                        metadata={"help": "Deep SVDD head (head_weights.one_class > 0)"})
+    head_weights: HeadWeights = field(default_factory=HeadWeights,
+                                      metadata={"help": "fusion weights of the per-scene head maps; 0 = head off "
+                                                        "(not computed)"})
+    supervised: bool = field(default=False, metadata={"help": "true = BCE on a labelled scene other than the "
+                                                               "scored one; off: labels are never in the score"})
+    supervised_data_path: str = field(default="", metadata={"help": "that labelled training scene (must differ "
+                                                                     "from data_path)"})
+    lm_block: int = field(default=2, metadata={"help": "side (tokens) of the core blocks the context heads hide and "
+                                                        "score (anomaly/blind_spot.py); small blocks keep the context "
+                                                        "close to the hidden pixels"})
+    score_offsets: int = field(default=2, metadata={"help": "phases of the core tiling along the diagonal; a pixel's "
+                                                             "score is its maximum over them (2: every pixel sees a "
+                                                             "second block position)"})
+    adapt_steps: int = field(default=0, metadata={"help": "label-free steps fitting the scene's domain row on its "
+                                                           "own windows before scoring (anomaly/adapt.py); 0 = off"})
+    adapt_lr: float = field(default=1e-2, metadata={"help": "Adam learning rate of that adaptation (one embedding "
+                                                             "row: a high rate converges in few steps)"})
+    normalize_scores: str = field(default="log_z", metadata={"help": "per-scene head normalisation before fusion: "
+                                                                      "log_z (sign(z) log(1+|z|) of the robust z "
+                                                                      "(x-median)/(1.4826 MAD): heavy tails "
+                                                                      "compressed, so no head dominates), robust_z, "
+                                                                      "minmax or rank"})
+    fused_smoothing: float = field(default=0.5, metadata={"help": "sigma (pixels) of the Gaussian filter on the "
+                                                                   "fused map, which pools a pixel's evidence with "
+                                                                   "its neighbours'; 0 = off"})
+    inference_batch_size: int = field(default=256, metadata={"help": "patches per inference batch (memory is "
+                                                                      "bounded by this, not by the scene)"})
+    inference_stride: int = field(default=0, metadata={"help": "patch step when scoring: 0 = the patch size (each "
+                                                                "pixel in one patch: fastest); smaller steps average "
+                                                                "overlapping patches at a higher cost"})
+    local_rx: LocalRXSettings = field(default_factory=LocalRXSettings,
+                                      metadata={"help": "windows of the local RX heads (lrx, ctx_lrx)"})
+    rx_components: int = field(default=30, metadata={"help": "leading principal components global RX works on, in "
+                                                              "grx (prepared cube) and ctx_rx (residuals); 0 = every "
+                                                              "band (classical RX); fewer drop the noisy trailing "
+                                                              "bands"})
 
     def validate(self) -> None:
         check(self.anomaly_batch_size >= 1, f"anomaly_batch_size: must be >= 1, got {self.anomaly_batch_size}")

@@ -19,7 +19,7 @@ BENCHMARK_WRITES = {"OUT/benchmark.json": "one row per scene x method x seed, th
 def benchmark_parser() -> argparse.ArgumentParser:
     parser = script_parser("Benchmark: our detector against classical baselines on every labelled scene of a folder",
                            "python benchmarks/run_benchmark.py --scenes ../shared/data/had --out results/",
-                           BENCHMARK_WRITES)
+                           BENCHMARK_WRITES, (("--set", "anomaly.config:AnomalyConfig"),))
     parser.add_argument("--scenes", required=True, help="folder of labelled anomaly scenes (.npz with cube, gt)")
     parser.add_argument("--pretrain", default=None, help="folder of extra unlabelled scenes for pre-training")
     parser.add_argument("--out", default="results", help="output folder")
@@ -49,7 +49,8 @@ def merge_parser() -> argparse.ArgumentParser:
 def scale_parser() -> argparse.ArgumentParser:
     parser = script_parser("Peak memory of global RX (and our inference) on a memmapped synthetic cube",
                            "python benchmarks/scale_case.py --size 256 --bands 64 --out results/scale_case.json",
-                           {"--out": "the result as JSON, when given (the cube itself goes to a temporary folder)"})
+                           {"--out": "the result as JSON, when given (the cube itself goes to a temporary folder)"},
+                           (("--set", "anomaly.config:AnomalyConfig"),))
     parser.add_argument("--size", type=int, default=1024, help="height and width of the synthetic cube")
     parser.add_argument("--bands", type=int, default=128, help="band count of the synthetic cube")
     parser.add_argument("--out", default=None, help="also write the result as JSON here")

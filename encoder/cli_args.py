@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from sspq_tokenizer.cli_args import TOKENIZER_WRITES
+from sspq_tokenizer.cli_args import TOKENIZER_CONFIG, TOKENIZER_WRITES
 from utils.cli import add_scenes_argument, stage_parser
 
+PRETRAIN_CONFIG = "encoder.config:PretrainConfig"  # the dataclass whose keys --help lists
 ENCODER_WRITES = {"<output_dir>/universal_hsi_encoder.pth": "the encoder of the epoch with the best mean validation "
                                                            "NLL (output_dir: checkpoints/encoder in configs/pretrain.yaml)",
                   "<output_dir>/last.pth": "the latest epoch's state, for --resume"}
@@ -17,7 +18,7 @@ ENCODER_WRITES = {"<output_dir>/universal_hsi_encoder.pth": "the encoder of the 
 def pretrain_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Stage 2: cross-domain masked-token pre-training of the HSI encoder", "configs/pretrain.yaml",
                           "python encoder/pretrain_mtp.py --tokenizer_ckpt checkpoints/tokenizer/best.pth "
-                          "--scenes ../shared/data/had", ENCODER_WRITES)
+                          "--scenes ../shared/data/had", ENCODER_WRITES, PRETRAIN_CONFIG)
     parser.add_argument("--tokenizer_ckpt", default=None,
                         help="Stage 1 checkpoint (default: the config's tokenizer_ckpt)")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
@@ -29,7 +30,8 @@ def pipeline_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Stages 1 + 2: SSPQ tokenizer, then cross-domain encoder pre-training",
                           "configs/pretrain.yaml", "python main_pretrain.py --scenes ../shared/data/had",
                           {**{f"tokenizer {path}": what for path, what in TOKENIZER_WRITES.items()},
-                           **{f"encoder {path}": what for path, what in ENCODER_WRITES.items()}})
+                           **{f"encoder {path}": what for path, what in ENCODER_WRITES.items()}},
+                          PRETRAIN_CONFIG, (("--tokenizer_set", TOKENIZER_CONFIG),))
     parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
     parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")

@@ -15,36 +15,80 @@ from data.scenes import SceneEntry, check_scene_entries, default_scenes
 from encoder.choices import ARCH_KEYS, DROPOUT_KEYS, STRATEGIES
 from utils.config import check
 
+# The default body: CPU-sized (bert-base is 768 / 12 / 12 / 3072, configs/pretrain_gpu.yaml).
+BERT_CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.0}
+
 
 @dataclass
 class PretrainConfig:
-    seed: int = 66
-    device: str = "auto"
-    pretrain_datasets: list[SceneEntry] = field(default_factory=default_scenes)
-    tokenizer_ckpt: str = "checkpoints/tokenizer/best.pth"
-    bert_model_name_or_path: str = "bert-base-uncased"
-    load_pretrained_lm: bool = False
-    bert_config: dict[str, Any] = field(default_factory=dict)
-    num_domains: int = 1
-    mask_ratio: float = 0.35
-    mask_strategy: str = "structured"
-    spectral_mask_share: float = 0.25
-    spectral_input: bool = True
-    blind_spot_share: float = 0.5
-    max_block: int = 4
-    spectrum_weight: float = 1.0
-    max_seq_len: int = 256
-    pretrain_batch_size: int = 32
-    pretrain_epochs: int = 30
-    steps_per_epoch: int | None = None
-    learning_rate_pretrain: float = 1e-4
-    weight_decay: float = 0.01
-    num_warmup_steps: int = 2000
-    max_grad_norm: float = 1.0
-    val_fraction: float = 0.1
-    amp: bool = True
-    cpu_threads: int = 0
-    output_dir: str = "checkpoints/encoder"
+    seed: int = field(default=66, metadata={"help": "seeds weights, the train/val masks, domain sampling and "
+                                                     "dropout"})
+    device: str = field(default="auto", metadata={"help": "auto = cuda:0 when present (cuda:LOCAL_RANK under "
+                                                           "torchrun), else cpu; or cpu / cuda / cuda:N"})
+    pretrain_datasets: list[SceneEntry] = field(
+        default_factory=default_scenes,
+        metadata={"help": "scenes / sensors to pre-train on (name, data_path, domain_id < num_domains; optional "
+                          "cube_key, gt_key, gt_path, cube_layout); labels are never read; default: the embedded "
+                          "synthetic scene, so that a fresh checkout runs"})
+    tokenizer_ckpt: str = field(default="checkpoints/tokenizer/best.pth",
+                                metadata={"help": "Stage 1 checkpoint (--tokenizer_ckpt overrides it); where "
+                                                  "train_tokenizer.py writes by default"})
+    bert_model_name_or_path: str = field(default="bert-base-uncased",
+                                         metadata={"help": "pretrained body (local directory or hub name); read "
+                                                           "only with load_pretrained_lm: true"})
+    load_pretrained_lm: bool = field(default=False, metadata={"help": "false = BERT built from bert_config, no "
+                                                                       "download; true = reuse a pretrained body "
+                                                                       "(token/position embeddings and MLM head "
+                                                                       "stay new)"})
+    bert_config: dict[str, Any] = field(default_factory=lambda: dict(BERT_CONFIG),
+                                        metadata={"help": "BertConfig fields of the body (with load_pretrained_lm "
+                                                          "only the dropouts); CPU-sized; attention dropout 0 "
+                                                          "because it costs a CPU step time"})
+    num_domains: int = field(default=1, metadata={"help": "rows of the domain embedding (> every domain_id; spare "
+                                                           "rows leave room for new sensors)"})
+    mask_ratio: float = field(default=0.35, metadata={"help": "share of each token grid masked per step (the spec's "
+                                                               "range is 0.3-0.45)"})
+    mask_strategy: str = field(default="structured", metadata={"help": "structured = spatial runs grown to "
+                                                                        "neighbours + spectral segments (harder "
+                                                                        "than isolated tokens); random"})
+    spectral_mask_share: float = field(default=0.25, metadata={"help": "share of the masked tokens taken as whole "
+                                                                        "spectral-code groups"})
+    spectral_input: bool = field(default=True, metadata={"help": "visible tokens also carry their prepared "
+                                                                  "spectrum; masked spectra are predicted (what the "
+                                                                  "blind-spot heads score)"})
+    blind_spot_share: float = field(default=0.5, metadata={"help": "share of the training rows masked with one "
+                                                                    "square block, the family Stage 3 scores with"})
+    max_block: int = field(default=4, metadata={"help": "largest side (tokens) of those blocks"})
+    spectrum_weight: float = field(default=1.0, metadata={"help": "weight of the predicted-spectrum error (over the "
+                                                                   "targets' variance) beside the cross-entropy"})
+    max_seq_len: int = field(default=256, metadata={"help": "size of the position table (>= tokens per patch; the "
+                                                             "default tokenizer gives 64)"})
+    pretrain_batch_size: int = field(default=32, metadata={"help": "token grids per step (per process under "
+                                                                    "torchrun; spec 7)"})
+    pretrain_epochs: int = field(default=10, metadata={"help": "epochs; validation and checkpoints after each; "
+                                                                "CPU-sized (the spec's GPU size is 30)"})
+    steps_per_epoch: int | None = field(default=100, metadata={"help": "optimiser steps per epoch (null = one pass "
+                                                                        "over the training grids); bounds an "
+                                                                        "epoch's time whatever the scenes' size"})
+    learning_rate_pretrain: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate; small models "
+                                                                           "take a high one (the spec's bert-base "
+                                                                           "size is 1e-4)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay on weight matrices (not biases "
+                                                                 "/ LayerNorms)"})
+    num_warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps, then linear decay to 0 at "
+                                                                  "the last step; must be below all steps (one "
+                                                                  "epoch here)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
+    val_fraction: float = field(default=0.1, metadata={"help": "bottom share of each scene's patch rows held out "
+                                                                "for validation"})
+    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (bf16 where supported, else fp16 + "
+                                                       "GradScaler); ignored on the CPU"})
+    cpu_threads: int = field(default=1, metadata={"help": "torch CPU threads; 1 runs faster than 2 on a busy "
+                                                           "shared 2-core box; 0 = torch's default"})
+    output_dir: str = field(default="checkpoints/encoder", metadata={"help": "universal_hsi_encoder.pth (best "
+                                                                              "validation NLL) and last.pth (for "
+                                                                              "--resume) go here"})
 
     def validate(self) -> None:
         check_scene_entries(self.pretrain_datasets)

@@ -18,37 +18,70 @@ NORMALIZE_METHODS = ("minmax", "zscore")
 
 @dataclass
 class TokenizerConfig:
-    seed: int = 66
-    device: str = "auto"
-    pretrain_datasets: list[SceneEntry] = field(default_factory=default_scenes)
-    num_bands: int = 128
-    normalize: str = "minmax"
-    patch_size: int = 8
-    stride: int = 4
-    spatial_downsample: int = 1
-    spectral_tokens: str = "grid"
-    max_patches_per_scene: int | None = None
-    val_fraction: float = 0.1
-    K_s: int = 64
-    K_x: int = 64
-    hidden_dim: int = 32
-    num_layers: int = 4
-    kernel_size: int = 3
-    band_stride: int = 1
-    pooled_length: int = 8
-    encoder_channels: list[int] = field(default_factory=lambda: [32, 32])
-    commitment_beta: float = 0.25
-    ema_decay: float = 0.8
-    dead_code_threshold: float = 1.0
-    batch_size: int = 64
-    num_epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    augment: bool = True
-    noise_std: float = 0.01
-    amp: bool = True
-    cpu_threads: int = 0
-    output_dir: str = "checkpoints/tokenizer"
+    seed: int = field(default=66, metadata={"help": "seeds weights, patch subsampling, the train/val split and "
+                                                     "data order"})
+    device: str = field(default="auto", metadata={"help": "auto = cuda:0 when present, else cpu; or cpu / cuda / "
+                                                           "cuda:N"})
+    pretrain_datasets: list[SceneEntry] = field(
+        default_factory=default_scenes,
+        metadata={"help": "scenes to learn the codebooks from (name, data_path, domain_id; optional cube_key, gt_key, "
+                          "gt_path, cube_layout); labels are never read; default: the embedded synthetic scene, so "
+                          "that a fresh checkout runs"})
+    num_bands: int = field(default=128, metadata={"help": "every scene is resampled to this many bands, so one "
+                                                           "tokenizer reads every sensor"})
+    normalize: str = field(default="minmax", metadata={"help": "per-scene normalisation: minmax or zscore"})
+    patch_size: int = field(default=8, metadata={"help": "S: patches are S x S pixels; T = (S / "
+                                                          "spatial_downsample)^2 tokens feed Stage 2 (64 here: "
+                                                          "CPU-sized)"})
+    stride: int = field(default=4, metadata={"help": "patch step when cutting training patches (<= patch_size); "
+                                                      "half the patch, so patches overlap"})
+    spatial_downsample: int = field(default=1, metadata={"help": "d: a token cell is d x d pixels; 1 = one token "
+                                                                  "per pixel (per-pixel scores)"})
+    spectral_tokens: str = field(default="grid", metadata={"help": "grid = one spectral code per token cell "
+                                                                    "(per-pixel spectra); patch = the spec's one "
+                                                                    "code per patch"})
+    max_patches_per_scene: int | None = field(default=300, metadata={"help": "random subset of each scene's patches "
+                                                                              "(null = all); bounds CPU time per "
+                                                                              "epoch"})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of patches held out to pick the best epoch "
+                                                                "by reconstruction error"})
+    K_s: int = field(default=64, metadata={"help": "spectral codebook size; 64 is CPU-sized (the spec's GPU size "
+                                                    "is 256)"})
+    K_x: int = field(default=64, metadata={"help": "spatial codebook size; joint vocabulary K_s * K_x"})
+    hidden_dim: int = field(default=16, metadata={"help": "TCN width and latent / code vector size of both "
+                                                           "branches; 16 is CPU-sized (the spec's is 64)"})
+    num_layers: int = field(default=3, metadata={"help": "residual dilated TCN blocks (dilations 1, 2, 4, ...): 3 "
+                                                          "blocks span the strided band axis"})
+    kernel_size: int = field(default=3, metadata={"help": "TCN kernel along the band axis (odd, length-preserving)"})
+    band_stride: int = field(default=4, metadata={"help": "adjacent bands merged per TCN step (128 -> 32 steps): "
+                                                           "the main CPU cost lever; 1 = the TCN sees every band"})
+    pooled_length: int = field(default=8, metadata={"help": "band steps left after pooling, before the linear map "
+                                                             "to the latent"})
+    encoder_channels: list[int] = field(default_factory=lambda: [32, 32],
+                                        metadata={"help": "spatial CNN widths (a 1x1 conv from the bands, then 3x3 "
+                                                          "convs); CPU-sized"})
+    commitment_beta: float = field(default=0.25, metadata={"help": "weight of the commitment loss ||z - "
+                                                                    "sg(code)||^2 (the VQ-VAE paper's value)"})
+    ema_decay: float = field(default=0.8, metadata={"help": "EMA decay of the codebook updates; lower = faster "
+                                                             "moving codes, which suits short runs"})
+    dead_code_threshold: float = field(default=1.0, metadata={"help": "reseed codes used fewer than this many times "
+                                                                       "per batch (EMA); small, so rare (anomaly) "
+                                                                       "codes survive"})
+    batch_size: int = field(default=64, metadata={"help": "patches per step"})
+    num_epochs: int = field(default=10, metadata={"help": "passes over the training patches; the best epoch is "
+                                                           "kept"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    augment: bool = field(default=True, metadata={"help": "random rot90/flip + Gaussian noise on training patches "
+                                                           "(scenes have no canonical orientation)"})
+    noise_std: float = field(default=0.01, metadata={"help": "std of that noise, in normalised units"})
+    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (ignored on the CPU, which runs "
+                                                       "fp32)"})
+    cpu_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default (1 is faster on "
+                                                           "a busy shared box)"})
+    output_dir: str = field(default="checkpoints/tokenizer", metadata={"help": "best.pth (lowest validation "
+                                                                                "reconstruction error) and last.pth "
+                                                                                "(for --resume) go here"})
 
     @property
     def grid_size(self) -> int:

@@ -20,7 +20,7 @@ TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2
 def tiny_models(guard: bool = True, channels=(8, 8)):
     torch.manual_seed(0)
     cfg = TokenizerConfig(num_bands=BANDS, patch_size=S, stride=4, K_s=8, K_x=8, hidden_dim=8, num_layers=2,
-                          pooled_length=4, encoder_channels=list(channels))
+                          band_stride=1, pooled_length=4, encoder_channels=list(channels))
     tokenizer = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg()).eval()
     encoder = HSIEncoderBERT(tokenizer.joint_vocab_size, 1, "none", False, 0.35, S * S, grid_size=S,
                              bert_config=TINY_BERT, spectral_codebook_size=8, spectral_input_dim=BANDS,

@@ -1,6 +1,7 @@
 """Every script parses before torch loads: `--help` (defaults, an example, the files written), and the Stage 3
 pre-flight refusals, run in a fresh interpreter that never imports torch or transformers (`-X importtime`)."""
 
+import importlib
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from benchmarks.cli_args import benchmark_parser, merge_parser, scale_parser
 from encoder.cli_args import pipeline_parser as pretrain_pipeline, pretrain_parser
 from sspq_tokenizer.cli_args import tokenizer_parser
 from utils.cli import script_parser
+from utils.config import config_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers")
@@ -61,6 +63,20 @@ def test_help_shows_every_default(script):
     shown = [a for a in parser._actions if a.default not in (None, False, []) and a.dest != "help"]
     for action in shown:
         assert f"(default: {action.default})" in text, f"{script} {action.option_strings}: default not shown"
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_lists_the_config_keys_with_their_defaults_and_help(script):
+    """Every key a script's --set (or --tokenizer_set) takes, with its dataclass default and help text."""
+    parser = SCRIPTS[script]()
+    text = " ".join(parser.format_help().split())
+    for option, ref in parser.config_keys:
+        module, name = ref.split(":")
+        for key, type_name, default, help_text in config_rows(getattr(importlib.import_module(module), name)):
+            shown = f"{key} ({type_name})" if default == "(see below)" else f"{key} ({type_name}, default: {default})"
+            assert f"{shown} {' '.join(help_text.split())}" in text, f"{script} --help: {option} {key}"
+    takes_set = any(a.dest == "overrides" or "--set" in a.option_strings for a in parser._actions)
+    assert bool(parser.config_keys) == takes_set, f"{script}: --set without its config keys in --help"
 
 
 def test_help_formatter_skips_what_has_no_default_to_show():

@@ -23,7 +23,7 @@ PATCH_HEADS = {"lm_nll": 1.0, "recon": 1.0, "one_class": 1.0, "rarity": 1.0}
 def tiny_universal(seed=0, downsample=1):
     torch.manual_seed(seed)
     cfg = TokenizerConfig(num_bands=BANDS, patch_size=S, stride=3, spatial_downsample=downsample, K_s=8, K_x=8,
-                          hidden_dim=8, num_layers=2, pooled_length=4, encoder_channels=[8])
+                          hidden_dim=8, num_layers=2, band_stride=1, pooled_length=4, encoder_channels=[8])
     tokenizer = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg()).eval()
     grid = S // downsample
     encoder = HSIEncoderBERT(tokenizer.joint_vocab_size, num_domains=2, bert_model_name_or_path="none",

@@ -132,7 +132,8 @@ def test_encode_patches_keeps_the_tokenizer_frozen():
     from sspq_tokenizer.config import TokenizerConfig
     from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 
-    cfg = TokenizerConfig(num_bands=8, patch_size=GRID, stride=3, K_s=8, K_x=8, hidden_dim=8, encoder_channels=[8])
+    cfg = TokenizerConfig(num_bands=8, patch_size=GRID, stride=3, K_s=8, K_x=8, hidden_dim=8, num_layers=4,
+                          band_stride=1, encoder_channels=[8])
     torch.manual_seed(0)
     tokenizer = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())
     patches = torch.rand(5, 8, GRID, GRID)

@@ -11,7 +11,8 @@ from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 
 def tiny_tokenizer(patch_size=6, downsample=1, bands=8):
     cfg = TokenizerConfig(num_bands=bands, patch_size=patch_size, stride=3, spatial_downsample=downsample,
-                          K_s=8, K_x=8, hidden_dim=8, num_layers=2, pooled_length=4, encoder_channels=[8])
+                          K_s=8, K_x=8, hidden_dim=8, num_layers=2, band_stride=1, pooled_length=4,
+                          encoder_channels=[8])
     torch.manual_seed(0)
     return SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg()).eval()
 

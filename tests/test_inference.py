@@ -36,7 +36,7 @@ def make_stage3_ckpts(root: Path) -> Path:
     chained by sha256."""
     torch.manual_seed(0)
     cfg = TokenizerConfig(num_bands=12, patch_size=6, stride=3, K_s=8, K_x=8, hidden_dim=8, num_layers=2,
-                          pooled_length=4, encoder_channels=[8])
+                          band_stride=1, pooled_length=4, encoder_channels=[8])
     tok = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg())
     tok.eval().tokenize(torch.rand(32, 12, 6, 6))  # initialise the codebooks (k-means on first use), as training does
     save_checkpoint(root / "tok.pth", "tokenizer", to_dict(cfg), tok.state_dict())

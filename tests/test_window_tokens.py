@@ -14,7 +14,8 @@ from sspq_tokenizer.joint_tokenizer import SSPQTokenizer
 def tokenizer(downsample: int, mode: str) -> SSPQTokenizer:
     torch.manual_seed(0)
     cfg = TokenizerConfig(num_bands=10, patch_size=8, stride=4, K_s=16, K_x=16, hidden_dim=8, num_layers=2,
-                          pooled_length=4, encoder_channels=[8, 8], spatial_downsample=downsample, spectral_tokens=mode)
+                          band_stride=1, pooled_length=4, encoder_channels=[8, 8], spatial_downsample=downsample,
+                          spectral_tokens=mode)
     tok = SSPQTokenizer(cfg.spectral_cfg(), cfg.spatial_cfg()).eval()
     tok.tokenize(torch.rand(64, 10, 8, 8))  # initialise the codebooks (k-means on first use)
     return tok

@@ -4,7 +4,8 @@
     def tokenizer_parser():
         parser = stage_parser("Train the SSPQ tokenizer", "configs/tokenizer.yaml",
                               example="python sspq_tokenizer/train_tokenizer.py",
-                              writes={"<output_dir>/best.pth": "the best epoch's tokenizer"})
+                              writes={"<output_dir>/best.pth": "the best epoch's tokenizer"},
+                              config_class="sspq_tokenizer.config:TokenizerConfig")  # --help lists its keys
         parser.add_argument("--resume", action="store_true", help="...")
         return parser
 
@@ -19,7 +20,8 @@
 
 Every script keeps its parser in a `cli_args.py` of its package, which imports neither torch nor transformers,
 and parses (and runs its `check`, a cheap pre-flight such as the output-folder clash) before its own heavy
-imports; `--help` shows each option's default, an example command and the files the script writes.
+imports; `--help` shows each option's default, an example command, the files the script writes and the config
+keys with their defaults and help texts (from the config dataclass's field metadata, imported only for --help).
 
 Scripts run as `python stage/script.py` put their own folder, not the repository root, on sys.path;
 each script therefore inserts the root itself (`if __package__ in (None, ""): sys.path.insert(...)`)
@@ -56,20 +58,55 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def script_parser(description: str, example: str, writes: dict[str, str]) -> argparse.ArgumentParser:
+class ScriptParser(argparse.ArgumentParser):
+    """An ArgumentParser whose --help ends with the config keys of `config_keys` ((option, "module:Class") pairs):
+    each key's type, default and help text, read from the config dataclass's field metadata when the help is
+    shown (the dataclass is the one place they are written; docs/configuration.md is written from it too)."""
+
+    config_keys: tuple[tuple[str, str], ...] = ()
+
+    def format_help(self) -> str:
+        return super().format_help() + "".join(config_keys_help(option, ref) for option, ref in self.config_keys)
+
+
+def config_keys_help(option: str, ref: str) -> str:
+    """The --help section of config dataclass `ref` ("package.module:Class"), whose keys `option` sets."""
+    import importlib
+
+    from utils.config import config_rows
+
+    module, name = ref.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    lines = [f"\nconfig keys ({option} KEY=VALUE; the defaults of {name}, {module.replace('.', '/')}.py; a --config "
+             f"file may set others, see docs/configuration.md):"]
+    for key, type_name, default, help_text in config_rows(cls):
+        nested = default == "(see below)"  # a nested dataclass: its keys follow, dotted
+        lines.append(f"  {key} ({type_name})" if nested else f"  {key} ({type_name}, default: {default})")
+        lines.append(textwrap.fill(help_text, 100, initial_indent=" " * 6, subsequent_indent=" " * 6,
+                                   break_on_hyphens=False, break_long_words=False))
+    return "\n".join(lines) + "\n"
+
+
+def script_parser(description: str, example: str, writes: dict[str, str],
+                  config_keys: tuple[tuple[str, str], ...] = ()) -> argparse.ArgumentParser:
     """A parser whose --help ends with one example command and the files the script writes (`writes`: each
     path and what it holds); with --debug."""
     files = "\n".join(f"  {path}\n" + textwrap.fill(what, 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
                       for path, what in writes.items())
     epilog = f"example:\n  {example}\n\nwrites:\n{files}"
-    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
+    parser = ScriptParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
+    parser.config_keys = tuple(config_keys)
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
 
 
-def stage_parser(description: str, default_config: str, example: str,
-                 writes: dict[str, str]) -> argparse.ArgumentParser:
-    parser = script_parser(description, example, writes)
+def stage_parser(description: str, default_config: str, example: str, writes: dict[str, str],
+                 config_class: str | None = None,
+                 extra_keys: tuple[tuple[str, str], ...] = ()) -> argparse.ArgumentParser:
+    """A script parser with --config and --set; --help lists `config_class`'s keys ("module:Class"), then
+    `extra_keys`' ((option, "module:Class") pairs)."""
+    keys = ((("--set", config_class),) if config_class else ()) + tuple(extra_keys)
+    parser = script_parser(description, example, writes, keys)
     parser.add_argument("--config", default=default_config, help="YAML config file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (dotted keys for nested fields); repeatable")

@@ -24,7 +24,7 @@ import re
 import sys
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import yaml
 
@@ -274,3 +274,132 @@ def check(condition: bool, message: str) -> None:
     """Validation helper for `validate()` methods: raise ConfigError(message) unless condition."""
     if not condition:
         raise ConfigError(message)
+
+
+# --- The reference of a config dataclass: one row per key, from each field's `metadata={"help": ...}` ---------
+# `--help` (utils/cli.py) and docs/configuration.md (scripts/config_reference.py) are both written from these
+# rows, so the dataclass is the one place where a key's default and its meaning are written.
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """The default value of dataclass field `f` (its default_factory called); MISSING when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _plain(value: Any) -> Any:
+    """Dataclass instances (a list's SceneEntry items) as mappings of their set fields; other values as they are."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def format_value(value: Any) -> str:
+    """A default as it is written in YAML: null, true, 1.0e-3 as 0.001, lists and mappings in flow style."""
+    value = _plain(value)
+    if isinstance(value, str):
+        return '""' if value == "" else value
+    if isinstance(value, (list, tuple, dict)) or value is None or isinstance(value, bool):
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20, sort_keys=False)
+        return text.strip().removesuffix("\n...").strip()
+    return str(value)
+
+
+def config_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) of every field of config dataclass `cls`, nested dataclasses' fields
+    under their own dotted keys (`lora.r`) after the row of the nested field itself."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_"):
+            continue
+        default = field_default(f)
+        nested = default is not dataclasses.MISSING and dataclasses.is_dataclass(default)
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        shown = "(see below)" if nested else ("required" if default is dataclasses.MISSING else format_value(default))
+        rows.append((f"{prefix}{f.name}", type_name, shown, f.metadata.get("help", "")))
+        if nested:
+            rows.extend(config_rows(type(default), prefix=f"{prefix}{f.name}."))
+    return rows
+
+
+DIFFERS = "differs:"  # the marker a YAML line's comment carries where its value is not the dataclass default
+
+
+def _yaml_leaves(node: yaml.Node, prefix: str = "", parents: bool = False) -> Iterator[tuple[str, int]]:
+    """(dotted key, line number) of each leaf key of a composed YAML mapping (with `parents`, of the keys that
+    hold a mapping too); mappings nest, lists are leaves."""
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        if isinstance(value_node, yaml.MappingNode) and value_node.value:
+            if parents:
+                yield key, key_node.start_mark.line
+            yield from _yaml_leaves(value_node, f"{key}.", parents)
+        else:
+            yield key, key_node.start_mark.line
+
+
+def _lookup(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return dataclasses.MISSING
+        data = data[part]
+    return data
+
+
+def line_comment(line: str) -> str:
+    """The comment of one YAML line (after the first ` #` outside quotes; "" when none)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[i + 1:].strip()
+    return ""
+
+
+def yaml_differences(cls: type, path: str | Path) -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, dataclass default, YAML value, the line's comment) of every key that YAML file `path` sets to
+    a value other than `cls`'s default, values compared after the config's own casting (`1e-3` is 0.001)."""
+    path = Path(path)
+    text = path.read_text()
+    values = to_dict(from_dict(cls, _read_yaml(path)))
+    defaults = to_dict(cls())
+    lines = text.splitlines()
+    root = yaml.compose(text)
+    rows = []
+    leaves = dict(_yaml_leaves(root)) if root is not None else {}
+    every = dict(_yaml_leaves(root, parents=True)) if root is not None else {}
+    for key, line in leaves.items():
+        value, default = _lookup(values, key), _lookup(defaults, key)
+        if value != default:
+            rows.append((key, default, value, line_comment(lines[line])))
+    for key, default in _flat_leaves(defaults):  # a mapping-typed key (bert_config) replaces the default mapping
+        if key not in leaves and _lookup(values, key) is dataclasses.MISSING:
+            parent = key.rsplit(".", 1)[0]
+            rows.append((key, default, dataclasses.MISSING,
+                         line_comment(lines[every[parent]]) if parent in every else ""))
+    return rows
+
+
+def _flat_leaves(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _flat_leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def marked_keys(path: str | Path) -> list[str]:
+    """The dotted keys of YAML file `path` whose line's comment carries the DIFFERS marker."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    root = yaml.compose(text)
+    return [key for key, line in (_yaml_leaves(root) if root is not None else [])
+            if DIFFERS in line_comment(lines[line])]

@@ -55,7 +55,7 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r} is not an integer (set by torchrun)") from None
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+def init_distributed(device: str, timeout_s: float = 600.0) -> DistInfo:
     """Join the torchrun process group (if any) and pick this process's device."""
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
@@ -83,7 +83,7 @@ def cleanup(info: DistInfo) -> None:
 
 
 @contextlib.contextmanager
-def distributed_session(device: str = "auto") -> Iterator[DistInfo]:
+def distributed_session(device: str) -> Iterator[DistInfo]:
     """init_distributed ... cleanup, also when the body raises."""
     info = init_distributed(device)
     try:
