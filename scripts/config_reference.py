@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from anomaly.config import AnomalyConfig  # noqa: E402
 from encoder.config import PretrainConfig  # noqa: E402
 from sspq_tokenizer.config import TokenizerConfig  # noqa: E402
+from utils.atomic import write_files  # noqa: E402
 from utils.config import DIFFERS, config_rows, format_value, yaml_differences  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
@@ -75,8 +76,7 @@ def main() -> int:
             print(f"{OUT.relative_to(ROOT)} is out of date: run python scripts/config_reference.py")
             return 1
         return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
+    write_files({OUT: text})
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 

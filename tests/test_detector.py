@@ -136,7 +136,7 @@ def test_trained_state_round_trip():
 def test_anomaly_map_covers_every_pixel_for_any_size(height, width):
     det = detector({**PATCH_HEADS, "grx": 1.0})
     cube = np.random.default_rng(0).random((height, width, BANDS), dtype=np.float32)
-    scene = det.score_scene(cube, domain_id=1, batch_size=4)
+    scene = det.score_scene(cube, domain_id=1)
     assert scene.anomaly_map.shape == (height, width) and scene.anomaly_map.dtype == np.float32
     assert np.isfinite(scene.anomaly_map).all()
     assert set(scene.head_maps) == {"lm_nll", "recon", "one_class", "rarity", "grx"}
