@@ -37,19 +37,17 @@ HeadWeights = make_dataclass(
 
 @dataclass
 class LoraSettings:
-    """peft LoRA adapters on the BERT attention projections (use_lora: true)."""
+    """peft LoRA adapters on the BERT attention projections (use_lora: true), fitted to the scored scene by the
+    `adapt_steps` of the pre-training objective (anomaly/adapt.py)."""
 
     r: int = field(default=8, metadata={"help": "adapter rank; small: one scene has few patches to fit"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r); 2 r, peft's "
                                                           "usual choice"})
-    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input; light regularisation for "
-                                                            "a one-scene fit"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input; 0: the fit runs the encoder "
+                                                           "in eval mode, as scoring does"})
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"],
                                       metadata={"help": "BertSelfAttention projections that get adapters; query and "
                                                         "value, as in the LoRA paper"})
-    mlm_weight: float = field(default=1.0, metadata={"help": "weight of the target-scene masked-token loss while "
-                                                              "adapters train; keeps the adapted encoder a language "
-                                                              "model"})
 
 
 @dataclass
@@ -119,9 +117,9 @@ class AnomalyConfig:
                                                                  "large scenes)"})
     freeze_encoder: bool = field(default=True, metadata={"help": "the tokenizer and encoder weights never train "
                                                                   "(full fine-tuning is not supported; use use_lora)"})
-    use_lora: bool = field(default=False, metadata={"help": "true = train peft LoRA adapters in the BERT attention "
-                                                             "alongside the heads; off: the default heads need no "
-                                                             "training"})
+    use_lora: bool = field(default=False, metadata={"help": "true = peft LoRA adapters in the BERT attention, fitted "
+                                                             "to the scored scene with the domain row by adapt_steps "
+                                                             "(needs adapt_steps > 0)"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA adapters (use_lora: true)"})
     one_class: OneClassSettings = field(default_factory=OneClassSettings,
                                         metadata={"help": "Deep SVDD head (head_weights.one_class > 0)"})
@@ -138,10 +136,12 @@ class AnomalyConfig:
     score_offsets: int = field(default=2, metadata={"help": "phases of the core tiling along the diagonal; a pixel's "
                                                              "score is its maximum over them (2: every pixel sees a "
                                                              "second block position)"})
-    adapt_steps: int = field(default=0, metadata={"help": "label-free steps fitting the scene's domain row on its "
-                                                           "own windows before scoring (anomaly/adapt.py); 0 = off"})
-    adapt_lr: float = field(default=1e-2, metadata={"help": "Adam learning rate of that adaptation (one embedding "
-                                                             "row: a high rate converges in few steps)"})
+    adapt_steps: int = field(default=0, metadata={"help": "label-free steps of the pre-training objective fitting the "
+                                                           "scene's domain row (and LoRA adapters with use_lora) on its "
+                                                           "own blind-spot windows before scoring (anomaly/adapt.py); "
+                                                           "0 = off"})
+    adapt_lr: float = field(default=1e-2, metadata={"help": "Adam learning rate of that fit (one embedding row and "
+                                                             "low-rank adapters: a high rate converges in few steps)"})
     normalize_scores: str = field(default="log_z", metadata={"help": "per-scene head normalisation before fusion: "
                                                                       "log_z (sign(z) log(1+|z|) of the robust z "
                                                                       "(x-median)/(1.4826 MAD): heavy tails "
@@ -177,6 +177,8 @@ class AnomalyConfig:
         check(self.score_offsets >= 1, f"score_offsets: must be >= 1, got {self.score_offsets}")
         check(self.adapt_steps >= 0, f"adapt_steps: must be >= 0 (0 = no adaptation), got {self.adapt_steps}")
         check(self.adapt_lr > 0, f"adapt_lr: must be > 0, got {self.adapt_lr}")
+        check(not self.use_lora or self.adapt_steps > 0,
+              "use_lora: true needs adapt_steps > 0: the adapters are fitted to the scene by those steps")
         check(self.freeze_encoder, "freeze_encoder: false would fine-tune the whole encoder, which Stage 3 does not "
               "support; keep freeze_encoder: true and set use_lora: true to adapt the encoder")
         check(self.normalize_scores in NORMALIZERS,
@@ -198,7 +200,6 @@ class AnomalyConfig:
         check(lora.alpha > 0, f"lora.alpha: must be > 0, got {lora.alpha}")
         check(0 <= lora.dropout < 1, f"lora.dropout: must be in [0, 1), got {lora.dropout}")
         check(len(lora.target_modules) > 0, "lora.target_modules: name at least one module (e.g. [query, value])")
-        check(lora.mlm_weight >= 0, f"lora.mlm_weight: must be >= 0, got {lora.mlm_weight}")
         oc = self.one_class
         check(oc.rep_dim >= 1, f"one_class.rep_dim: must be >= 1, got {oc.rep_dim}")
         check(oc.center_eps > 0, f"one_class.center_eps: must be > 0, got {oc.center_eps}")

@@ -44,7 +44,8 @@ class HSIAnomalyDetector(nn.Module):
     """Frozen universal model (tokenizer + BERT encoder) with anomaly heads on top.
 
     freeze_encoder must be True: the tokenizer and the encoder's own weights never train. With use_lora, peft
-    LoRA adapters (`config.lora`) are injected into the BERT attention projections and train with the heads.
+    LoRA adapters (`config.lora`) are injected into the BERT attention projections; they stay frozen here and are
+    fitted to the scored scene by anomaly/adapt.py (the pre-training objective, never the heads' loss).
     `config` holds every other setting (blind-spot block and phases, normalisation, RX windows, ...); None = the
     AnomalyConfig defaults. `preprocessing` ({"num_bands", "normalize"}, the tokenizer checkpoint's) lets the
     detector prepare raw cubes itself; without it (a detector built by hand) cubes must come prepared.
@@ -77,15 +78,15 @@ class HSIAnomalyDetector(nn.Module):
         universal_model.requires_grad_(False)
         if use_lora:
             inject_lora(universal_model.encoder, self.config.lora)
+            universal_model.requires_grad_(False)  # the adapters move only in the scene fit (anomaly/adapt.py)
         self.one_class_head = None
         if "one_class" in self.head_weights:
             oc = self.config.one_class
             self.one_class_head = OneClassHead(hidden_size, rep_dim=oc.rep_dim, per_token=oc.per_token,
                                                center_eps=oc.center_eps, objective=objective)
         self.register_buffer("code_log_freq", code_log_frequencies(torch.zeros(tokenizer.K_s)))
-        expected = self.head_parameter_count() + adapter_parameter_count(self.universal_model)
-        assert self.trainable_parameter_count() == expected, (
-            f"trainable parameters {self.trainable_parameter_count()} != heads + adapters {expected}")
+        assert self.trainable_parameter_count() == self.head_parameter_count(), (
+            f"trainable parameters {self.trainable_parameter_count()} != the heads' {self.head_parameter_count()}")
         self.train(False)
 
     # ------------------------------------------------------------------ building
@@ -167,13 +168,14 @@ class HSIAnomalyDetector(nn.Module):
         self.load_state_dict(state, strict=False)
 
     def train(self, mode: bool = True) -> "HSIAnomalyDetector":
-        """Heads follow `mode`; the tokenizer always stays in eval (its VQ codebooks move in train mode),
-        and so does the encoder unless LoRA adapters train (dropout only where something learns)."""
+        """Heads follow `mode`; the tokenizer (its VQ codebooks move in train mode) and the encoder (frozen while
+        the heads train) always stay in eval."""
         super().train(mode)
-        self.universal_model.tokenizer.eval()
-        if not self.use_lora:
-            self.universal_model.encoder.eval()
+        self.universal_model.eval()
         return self
+
+    def adapter_parameter_count(self) -> int:
+        return adapter_parameter_count(self.universal_model)
 
     # ------------------------------------------------------------------ per-patch heads
     @property

@@ -1,8 +1,8 @@
-"""Stage 3's training objective: the one-class head's loss (Deep SVDD, or BCE when supervised) and, under LoRA,
-the encoder's own masked-token loss on the scene.
+"""Stage 3's head objective: the one-class head's loss (Deep SVDD, or BCE when supervised). The encoder's own
+fit to the scene (domain row, LoRA adapters) is the pre-training objective, anomaly/adapt.py.
 
     center_from(detector, [embeddings(detector, ids, domains)])
-    losses = training_losses(detector, ids, domains, labels=None, mlm_weight=1.0)   # {"one_class", "mlm", "loss"}
+    losses = training_losses(detector, ids, domains, labels=None)   # {"one_class", "loss"}
 """
 
 from __future__ import annotations
@@ -23,28 +23,19 @@ def target_labels(detector, gt_patches: torch.Tensor) -> torch.Tensor:
 
 
 def training_losses(detector, joint_ids: torch.Tensor, domain_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                    mlm_weight: float = 1.0, hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """{"one_class": SVDD or BCE loss, "mlm": masked-token loss (LoRA only), "loss": their sum}.
+                    hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """{"one_class": SVDD or BCE loss, "loss": the same}: the loss the head's training steps minimise.
 
     Takes joint ids (N, T): the tokenizer is frozen, so a training scene is tokenised once, not once per epoch.
-    Under LoRA the encoder's own masked-token loss on the target scene keeps the adapted encoder a language model,
-    a second guard (besides the bias-free map) against SVDD's collapse onto its centre. `hidden` (N, T, H): the
-    embeddings of `joint_ids` when the caller holds them (without LoRA the encoder never changes while the head
-    trains).
+    `hidden` (N, T, H): the embeddings of `joint_ids` when the caller holds them (the encoder never changes while
+    the head trains).
     """
-    encoder = detector.universal_model.encoder
-    losses: dict[str, torch.Tensor] = {}
-    if detector.one_class_head is not None:
-        if hidden is None:
-            hidden = encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
-        losses["one_class"] = detector.one_class_head.loss(hidden, labels)
-    if detector.use_lora and mlm_weight > 0:
-        mlm_loss, _, _ = encoder(joint_ids, domain_ids, pretrain=True)
-        losses["mlm"] = mlm_weight * mlm_loss
-    if not losses:
-        raise RuntimeError("nothing to train: no one-class head and no LoRA adapters")
-    losses["loss"] = sum(losses.values())
-    return losses
+    if detector.one_class_head is None:
+        raise RuntimeError("nothing to train: no one-class head")
+    if hidden is None:
+        hidden = detector.universal_model.encoder(joint_ids, domain_ids, pretrain=False)  # (N, T, H)
+    loss = detector.one_class_head.loss(hidden, labels)
+    return {"one_class": loss, "loss": loss}
 
 
 @torch.no_grad()

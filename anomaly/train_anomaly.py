@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from anomaly import objective  # noqa: E402
-from anomaly.adapt import adapt_domain_row, scene_windows  # noqa: E402
+from anomaly.adapt import fit_to_scene, scene_windows  # noqa: E402
 from anomaly.checkpoint import load_universal_model  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
@@ -90,10 +90,10 @@ def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Sc
 
 def _embedding_cache(detector: HSIAnomalyDetector, cfg: AnomalyConfig, joint_ids: torch.Tensor,
                      batches: Callable[[], Any]) -> torch.Tensor | None:
-    """The one-class head's inputs (N, T, H) on the CPU, computed once: without LoRA the frozen encoder gives every
-    epoch the same embeddings (in eval mode, as scoring sees them). None when there is no one-class head, under LoRA,
-    or when they exceed EMBEDDING_CACHE_BYTES (then each batch's are computed again, also in eval mode)."""
-    if detector.one_class_head is None or cfg.use_lora:
+    """The one-class head's inputs (N, T, H) on the CPU, computed once: the frozen (or already fitted) encoder gives
+    every epoch the same embeddings (in eval mode, as scoring sees them). None when there is no one-class head, or
+    when they exceed EMBEDDING_CACHE_BYTES (then each batch's are computed again, also in eval mode)."""
+    if detector.one_class_head is None:
         return None
     size = joint_ids.numel() * detector.universal_model.encoder.hidden_size * 4
     if size > EMBEDDING_CACHE_BYTES:
@@ -105,9 +105,9 @@ def _embedding_cache(detector: HSIAnomalyDetector, cfg: AnomalyConfig, joint_ids
 
 def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
                    detector: HSIAnomalyDetector, stride: int, domain_id: int, device: torch.device) -> list[float]:
-    """`adapt_steps` label-free steps fitting the scene's domain row on its own windows `stride` pixels apart
-    (anomaly/adapt.py); `prep` None = fit the target's own preprocessing. Returns the step losses ([] without
-    adaptation)."""
+    """`adapt_steps` label-free steps of the pre-training objective fitting the scene's domain row (and the LoRA
+    adapters under use_lora) on its own windows `stride` pixels apart (anomaly/adapt.py); `prep` None = fit the
+    target's own preprocessing. Returns the step losses ([] without a fit)."""
     if cfg.adapt_steps == 0:
         return []
     if model.encoder.spectral_input_dim == 0:
@@ -117,10 +117,10 @@ def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, 
     prep = prep or detector.prepare(target.cube, target.wavelengths, cfg.data_path)
     ids, spectra = scene_windows(model.tokenizer, target.cube, prep.transform, stride,
                                  cfg.inference_batch_size, device)  # (N, T), (N, T, B)
-    losses = adapt_domain_row(model.encoder, ids, spectra, domain_id, cfg.adapt_steps, cfg.adapt_lr, ADAPT_BATCH,
-                              cfg.seed)
+    losses = fit_to_scene(model.encoder, ids, spectra, domain_id, cfg.adapt_steps, cfg.adapt_lr, ADAPT_BATCH, cfg.seed)
     tail = losses[-max(1, len(losses) // 10):]
-    log.info(f"adapted domain {domain_id} to {target.name}: {cfg.adapt_steps} steps on {len(ids)} windows, loss "
+    fitted = f"domain {domain_id}" + (" and LoRA adapters" if cfg.use_lora else "")
+    log.info(f"fitted {fitted} to {target.name}: {cfg.adapt_steps} steps on {len(ids)} windows, loss "
              f"{losses[0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last tenth), {time.time() - tic:.1f} s")
     return losses
 
@@ -149,8 +149,8 @@ def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[to
 
     cache = _embedding_cache(detector, cfg, joint_ids, lambda: ((ids, d) for _, ids, d, _ in batches()))
 
-    def embeddings(idx, ids, d):  # (n, T, H) of a batch while the encoder stays fixed; None under LoRA
-        if detector.one_class_head is None or cfg.use_lora:
+    def embeddings(idx, ids, d):  # (n, T, H) of a batch while the encoder stays fixed; None without a head
+        if detector.one_class_head is None:
             return None
         return cache[idx].to(device) if cache is not None else objective.embeddings(detector, ids, d)
 
@@ -185,8 +185,7 @@ def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[to
         for idx, ids, d, g in batches(shuffle):
             labels = None if g is None else objective.target_labels(detector, g)
             with autocast(device, cfg.amp):
-                losses = objective.training_losses(detector, ids, d, labels, mlm_weight=cfg.lora.mlm_weight,
-                                                   hidden=embeddings(idx, ids, d))
+                losses = objective.training_losses(detector, ids, d, labels, hidden=embeddings(idx, ids, d))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             guard.check(losses["loss"], params)

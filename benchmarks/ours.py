@@ -86,9 +86,10 @@ class OursPipeline:
     pretrain_seconds: list[float] = field(default_factory=list)
 
     def _key(self, train: dict[str, str], seed: int) -> str:
-        """What Stages 1-2 depend on: the training scenes, the seed, --quick and the two stage configs."""
-        configs = [CONFIGS[name].read_text() for name in STAGE_1_2_CONFIGS]
-        text = json.dumps([sorted(train.items()), seed, self.quick, configs])
+        """What Stages 1-2 depend on: the training scenes, the seed, --quick and the two stage configs' values (their
+        comments do not count)."""
+        configs = [yaml.safe_load(CONFIGS[name].read_text()) for name in STAGE_1_2_CONFIGS]
+        text = json.dumps([sorted(train.items()), seed, self.quick, configs], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def pretrain(self, train: dict[str, str], seed: int) -> Pretrained:

@@ -94,27 +94,14 @@ def test_frozen_path_trains_only_the_head_and_changes_no_encoder_weight():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_lora_path_trains_only_adapters_and_head():
-    det = detector(None, "lora.r=2", "lora.alpha=4", "lora.dropout=0.0", "lora.target_modules=[query, value]",
-                   use_lora=True)
-    trainable = [n for n, p in det.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n or n.startswith("one_class_head.") for n in trainable)
-    assert any("lora_" in n for n in trainable)
-    before = encoder_state(det)
-    lora_before = {n: p.clone() for n, p in det.named_parameters() if "lora_B" in n}
-    opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-2)
+def test_lora_adapters_are_injected_frozen_and_travel_in_the_trained_state():
+    """The adapters move only in the scene fit (tests/test_adapt.py); the heads' training sees a fixed encoder."""
+    det = detector(None, "lora.r=2", "lora.alpha=4", "lora.target_modules=[query, value]", use_lora=True)
+    assert det.adapter_parameter_count() > 0
+    assert det.trainable_parameter_count() == det.head_parameter_count()
     det.train()
-    for _ in range(3):
-        losses = objective.training_losses(det, det.tokenize(torch.rand(4, BANDS, S, S)),
-                                           torch.zeros(4, dtype=torch.long))
-        assert set(losses) == {"one_class", "mlm", "loss"}
-        opt.zero_grad()
-        losses["loss"].backward()
-        opt.step()
-    after = encoder_state(det)
-    assert all(torch.equal(before[k], after[k]) for k in before)  # base weights untouched
-    assert any(not torch.equal(p, lora_before[n]) for n, p in det.named_parameters() if "lora_B" in n)
-    assert not det.universal_model.tokenizer.training  # VQ codebooks never move
+    assert not det.universal_model.encoder.training and not det.universal_model.tokenizer.training
+    assert any("lora_A" in k for k in det.trained_state_dict())
 
 
 def test_lora_with_unknown_module_names_the_key():

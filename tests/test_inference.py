@@ -147,13 +147,23 @@ def test_inference_stride_changes_the_patch_heads_only(ckpts, tmp_path):
     assert not (tmp_path / "s7").exists()
 
 
-def test_lora_training_round_trips_through_the_checkpoint(ckpts, tmp_path):
+def test_a_lora_fit_round_trips_through_the_checkpoint_and_changes_the_context_heads(ckpts, tmp_path):
     scene = scene_file(tmp_path / "scene.npz")
-    ckpt = train_anomaly_detector(None, sets(tmp_path, use_lora="true", **{"lora.r": 2}),
+    frozen = train_anomaly_detector(None, sets(tmp_path, output_dir=tmp_path / "frozen"),
+                                    encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
+    ckpt = train_anomaly_detector(None, sets(tmp_path, use_lora="true", adapt_steps=5, **{"lora.r": 2}),
                                   encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
-    assert any("lora_" in k for k in load_checkpoint(ckpt, "anomaly")["state_dict"])
+    stored = load_checkpoint(ckpt, "anomaly")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in stored["state_dict"].items())  # fitted, not zero
+    assert len(stored["metrics"]["adapt_losses"]) == 5
     out = run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "out"))
-    assert np.isfinite(np.load(out / "anomaly_map.npy")).all()
+    base = run_inference(None, frozen, data_path=scene, out_dir=str(tmp_path / "base"))
+    fitted, plain = np.load(out / "head_maps.npz"), np.load(base / "head_maps.npz")
+    assert np.isfinite(fitted["ctx_spec"]).all() and not np.array_equal(fitted["ctx_spec"], plain["ctx_spec"])
+    np.testing.assert_array_equal(fitted["grx"], plain["grx"])  # the fit moves only the encoder's heads
+    with pytest.raises(ConfigError, match="use_lora: true needs adapt_steps > 0"):
+        train_anomaly_detector(None, sets(tmp_path, use_lora="true", output_dir=tmp_path / "bad"),
+                               encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene)
 
 
 def test_supervised_training_on_the_scored_scene_is_refused(ckpts, tmp_path):

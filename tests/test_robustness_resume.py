@@ -82,7 +82,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, c: Chain, tmp_pa
     assert_same_state(load_checkpoint(out_dir / "last.pth", stage), load_checkpoint(reference, stage))
 
 
-@pytest.mark.parametrize("extra", [[], ["use_lora=true"]], ids=["head", "head+LoRA"])  # LoRA: dropout, masks
+@pytest.mark.parametrize("extra", [[], ["use_lora=true", "adapt_steps=3"]], ids=["head", "head+fitted LoRA"])
 def test_stage3_interrupt_then_resume_equals_an_uninterrupted_run(extra, c: Chain, tmp_path, monkeypatch):
     script = "anomaly/train_anomaly.py"
     argv = {run: c.anomaly_argv(tmp_path / run) + sets(["anomaly_epochs=3", *extra]) for run in ("whole", "cut")}
