@@ -147,6 +147,11 @@ class AnomalyConfig:
                                                                       "(x-median)/(1.4826 MAD): heavy tails "
                                                                       "compressed, so no head dominates), robust_z, "
                                                                       "minmax or rank"})
+    extent_window: int = field(default=13, metadata={"help": "side (pixels) of the square whose grey opening is "
+                                                              "subtracted from the fused map (a white top-hat): a "
+                                                              "response wider than it in every direction (a roof, a "
+                                                              "shoreline, a field) falls against targets of a few "
+                                                              "pixels; 0 = off; chosen on the cross-scene protocol"})
     fused_smoothing: float = field(default=0.5, metadata={"help": "sigma (pixels) of the Gaussian filter on the "
                                                                    "fused map, which pools a pixel's evidence with "
                                                                    "its neighbours'; 0 = off"})
@@ -183,6 +188,7 @@ class AnomalyConfig:
               "support; keep freeze_encoder: true and set use_lora: true to adapt the encoder")
         check(self.normalize_scores in NORMALIZERS,
               f"normalize_scores: must be one of {', '.join(NORMALIZERS)}, got '{self.normalize_scores}'")
+        check(self.extent_window >= 0, f"extent_window: must be >= 0 (0 = off), got {self.extent_window}")
         check(self.fused_smoothing >= 0, f"fused_smoothing: must be >= 0 (0 = off), got {self.fused_smoothing}")
         check(bool(self.data_path.strip()), "data_path: must name a scene file or 'synthetic'")
         check(self.cube_layout in LAYOUTS, f"cube_layout: must be one of {', '.join(LAYOUTS)}, got '{self.cube_layout}'")

@@ -17,9 +17,12 @@ happens to hold an anomaly would otherwise be rescaled away.
   on a scene moves a pixel by at most its weight's share.
 A constant map carries no ranking: it normalises to zeros.
 
-The fused (H, W) map is then smoothed spatially (`smooth_map`): a Gaussian of `fused_smoothing` pixels pools each
-pixel's evidence with its neighbours', so an object of a few pixels scores as a whole and a lone background
-pixel that one head finds odd is damped.
+The fused (H, W) map is then judged against its spatial extent (`discount_extent`): its grey opening with an
+`extent_window` square is subtracted (a white top-hat), so a response wider than the window in every direction (a
+large bright roof, a shoreline, a field that the global heads find rare) falls to its rim while a target of a few
+pixels keeps its height. Last it is smoothed (`smooth_map`): a Gaussian of `fused_smoothing` pixels pools each
+pixel's evidence with its neighbours', so an object of a few pixels scores as a whole and a lone background pixel
+that one head finds odd is damped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Mapping
 import numpy as np
 import torch
 from scipy import ndimage
+
+from anomaly.config import AnomalyConfig
 
 MAD_TO_STD = 1.4826
 _TINY = 1e-12
@@ -90,11 +95,26 @@ def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
     return fused
 
 
-def fuse_maps(maps: Mapping[str, np.ndarray], weights: Mapping[str, float], method: str, smoothing: float
-              ) -> np.ndarray:
-    """The detector's fused (H, W) float32 map: `fuse_scores` of the heads' (H, W) maps, smoothed (`smooth_map`)."""
+def fuse_maps(maps: Mapping[str, np.ndarray], weights: Mapping[str, float], settings: AnomalyConfig) -> np.ndarray:
+    """The detector's fused (H, W) float32 map: `fuse_scores` of the heads' (H, W) maps (`normalize_scores`), its
+    extent discounted (`extent_window`), then smoothed (`fused_smoothing`)."""
     tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
-    return smooth_map(fuse_scores(tensors, weights, method).numpy(), smoothing)
+    fused = fuse_scores(tensors, weights, settings.normalize_scores).numpy()
+    return smooth_map(discount_extent(fused, settings.extent_window), settings.fused_smoothing)
+
+
+def discount_extent(scores: np.ndarray, window: int) -> np.ndarray:
+    """(H, W) float32: `scores` (H, W) minus its grey opening with a `window` x `window` square (edges mirrored), a
+    white top-hat: what is high over a region wider than the window in every direction is lowered to its rim; window
+    0 returns the map unchanged."""
+    if window < 0:
+        raise ValueError(f"extent window must be >= 0, got {window}")
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.ndim != 2:
+        raise ValueError(f"expected an (H, W) map, got shape {scores.shape}")
+    if window == 0:
+        return scores
+    return scores - ndimage.grey_opening(scores, size=(window, window), mode="reflect")
 
 
 def smooth_map(scores: np.ndarray, sigma: float) -> np.ndarray:

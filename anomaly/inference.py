@@ -101,12 +101,11 @@ def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | No
 def trained_run_config(read: tuple[dict[str, Any], dict[str, str]], overrides: list[str] | None = None,
                        **flags: str | None) -> AnomalyConfig:
     """A read detector checkpoint's (ckpt, record) trained config with `overrides`, then the flags
-    (`data_path=...`) when given: the run config of an inference without a config file."""
+    (`data_path=...`) when given: the run config of an inference without a config file (validated with the model
+    settings, once anomaly/settings.py has refused what needs retraining)."""
     ckpt, record = read
     extra = [f"{key}={value}" for key, value in flags.items() if value]
-    run = apply_overrides(trained_config(ckpt, record["path"]), list(overrides or []) + extra)
-    run.validate()
-    return run
+    return apply_overrides(trained_config(ckpt, record["path"]), list(overrides or []) + extra)
 
 
 @dataclass
@@ -162,7 +161,7 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
         "train_scene": chain.ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
         "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": settings.normalize_scores,
-        "fused_smoothing": settings.fused_smoothing,
+        "extent_window": settings.extent_window, "fused_smoothing": settings.fused_smoothing,
         "runtime_seconds": time.time() - start, "device": str(device), "inference_stride": detector.stride,
         "checkpoints": {name: {**record, "path": shown_path(record["path"])} for name, record in (
             ("detector", chain.record), ("encoder", chain.info["encoder"]), ("tokenizer", chain.info["tokenizer"]))},

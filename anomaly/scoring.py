@@ -12,7 +12,7 @@ The scene is never held prepared whole:
 - context heads score every pixel while hidden in a blind spot (anomaly/blind_spot.py);
 - grx / lrx read the prepared cube in row chunks and keep its (H, W, d) principal components.
 Each head's (H, W) map is then normalised over the scene, the maps are fused with the head weights and the fused
-map is smoothed with a Gaussian of `fused_smoothing` pixels (anomaly/fusion.py).
+map's spatial extent is discounted and it is smoothed (anomaly/fusion.py).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int, tra
         maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, local_rx, cfg.rx_components))
     detector.train(was_training)
     head_maps = {name: np.asarray(maps[name], dtype=np.float32) for name in active}
-    fused = fuse_maps(head_maps, detector.head_weights, cfg.normalize_scores, cfg.fused_smoothing)
+    fused = fuse_maps(head_maps, detector.head_weights, cfg)
     normalized = {name: normalize_scores(torch.from_numpy(m), cfg.normalize_scores).numpy()
                   for name, m in head_maps.items()}
     return SceneScores(anomaly_map=fused, head_maps=head_maps, normalized=normalized)

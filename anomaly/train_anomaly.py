@@ -147,6 +147,8 @@ def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[to
             yield (idx, joint_ids[idx].to(device), domain.expand(len(idx)).to(device),
                    None if gt is None else gt[idx].to(device))
 
+    if last is not None:  # heads (with the SVDD centre), code frequencies, adapters, fitted domain row: before the
+        detector.load_trained_state_dict(last["state_dict"])  # embeddings below, which depend on the last two
     cache = _embedding_cache(detector, cfg, joint_ids, lambda: ((ids, d) for _, ids, d, _ in batches()))
 
     def embeddings(idx, ids, d):  # (n, T, H) of a batch while the encoder stays fixed; None without a head
@@ -154,9 +156,7 @@ def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[to
             return None
         return cache[idx].to(device) if cache is not None else objective.embeddings(detector, ids, d)
 
-    if last is not None:  # heads (with the SVDD centre), code frequencies, adapters, adapted domain row
-        detector.load_trained_state_dict(last["state_dict"])
-    else:
+    if last is None:
         if "rarity" in detector.head_weights:
             counts = torch.bincount(detector.spectral_codes(joint_ids).reshape(-1),
                                     minlength=detector.universal_model.tokenizer.K_s)

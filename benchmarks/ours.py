@@ -144,4 +144,4 @@ def learned_fusion(head_maps: dict[str, np.ndarray], overrides: list[str]) -> np
                if w > 0 and name in head_maps and name in LEARNED_HEADS}
     if not weights:
         return None
-    return fuse_maps({name: head_maps[name] for name in weights}, weights, cfg.normalize_scores, cfg.fused_smoothing)
+    return fuse_maps({name: head_maps[name] for name in weights}, weights, cfg)

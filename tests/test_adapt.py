@@ -5,10 +5,9 @@ import numpy as np
 import torch
 
 from anomaly.adapt import fit_to_scene, scene_windows
-from anomaly.blind_spot import BlindSpotWindows
 from anomaly.config import LoraSettings
 from anomaly.lora import inject_lora
-from tests.test_blind_spot import BANDS, H, S, W, core_prediction, tiny_models, window_at
+from tests.test_blind_spot import BANDS, H, W, assert_the_core_is_blind, tiny_models
 
 
 def test_only_the_scenes_domain_row_moves_and_the_loss_falls():
@@ -57,14 +56,4 @@ def test_the_fitted_encoder_keeps_the_blind_spot():
     """Fitting on the scene's own windows cannot let a pixel see itself: the core's prediction of the fitted encoder
     does not move when the pixels under the core change, and does when a context pixel does."""
     tokenizer, encoder, cube, _, _ = lora_fitted()
-    windows = BlindSpotWindows(H, W, S, 2, 0)
-    index = window_at(windows, 10, 9)
-    r0, r1, c0, c1 = windows.boxes[index]
-    before = core_prediction(tokenizer, encoder, cube, windows, index)
-    changed = cube.copy()
-    changed[r0:r1, c0:c1] = np.random.default_rng(2).random((r1 - r0, c1 - c0, BANDS)) * 5
-    after = core_prediction(tokenizer, encoder, changed, windows, index)
-    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
-    beyond = cube.copy()
-    beyond[r1 + tokenizer.spatial_vqvae.guard_radius, c0] += 3.0
-    assert not torch.equal(before[1], core_prediction(tokenizer, encoder, beyond, windows, index)[1])
+    assert_the_core_is_blind(tokenizer, encoder, cube, 0, (10, 9))

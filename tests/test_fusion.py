@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.fusion import fuse_scores, normalize_scores, smooth_map
+from anomaly.fusion import discount_extent, fuse_scores, normalize_scores, smooth_map
 
 
 def test_rank_is_the_share_of_lower_pixels_with_ties_sharing_their_mean_rank():
@@ -63,3 +63,18 @@ def test_smoothing_zero_is_the_identity_and_bad_input_is_named():
         smooth_map(fused, -1)
     with pytest.raises(ValueError, match=r"\(H, W\) map"):
         smooth_map(np.zeros((2, 3, 4)), 0.5)
+
+
+def test_the_extent_discount_lowers_a_wide_plateau_below_a_small_target():
+    """A 20 x 20 bright roof outranks a 2 x 2 target of lower height; after the 13-pixel top-hat the target wins."""
+    scores = np.zeros((40, 40), dtype=np.float32)
+    scores[5:25, 5:25] = 5.0  # the roof
+    scores[32:34, 30:32] = 3.0  # the target
+    out = discount_extent(scores, 13)
+    assert out[32:34, 30:32].min() == pytest.approx(3.0)  # a target narrower than the window keeps its height
+    assert out[5:25, 5:25].max() < 3.0  # the roof falls to its rim and below
+    np.testing.assert_array_equal(discount_extent(scores, 0), scores)
+    with pytest.raises(ValueError, match="extent window"):
+        discount_extent(scores, -1)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        discount_extent(np.zeros((2, 3, 4)), 5)

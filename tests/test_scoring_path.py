@@ -118,6 +118,18 @@ def test_fused_smoothing_is_a_run_setting_applied_after_the_fusion(trained, tmp_
                                ndimage.gaussian_filter(np.load(plain / "anomaly_map.npy"), 0.5), rtol=1e-5, atol=1e-6)
 
 
+def test_the_extent_discount_is_a_run_setting_between_fusion_and_smoothing(trained, tmp_path):
+    ckpt, scene_path = trained
+    default = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "default"))
+    raw = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "raw"),
+                        overrides=["extent_window=0", "fused_smoothing=0"])
+    assert json.loads((default / "metrics.json").read_text())["extent_window"] == 13
+    assert json.loads((raw / "metrics.json").read_text())["extent_window"] == 0
+    fused = np.load(raw / "anomaly_map.npy")
+    expected = ndimage.gaussian_filter(fused - ndimage.grey_opening(fused, size=(13, 13), mode="reflect"), 0.5)
+    np.testing.assert_allclose(np.load(default / "anomaly_map.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_one_class_can_be_switched_off_but_not_on(trained, ckpts, tmp_path):
     ckpt, scene_path = trained
     out = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "off"),
