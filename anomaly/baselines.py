@@ -39,8 +39,10 @@ def _check_windows(inner: int, outer: int) -> None:
         raise ConfigError(f"inner window ({inner}) must be smaller than the outer window ({outer})")
 
 
-def scene_stats(cube: np.ndarray, chunk_rows: int | None = None) -> spectral.GaussianStats:
-    """Mean (B,) and unbiased covariance (B, B) of all pixels, accumulated in float64 over row chunks.
+def scene_stats(cube: np.ndarray, chunk_rows: int | None = None, valid: np.ndarray | None = None
+                ) -> spectral.GaussianStats:
+    """Mean (B,) and unbiased covariance (B, B) of all pixels (of the `valid` (H, W) ones when given), accumulated in
+    float64 over row chunks.
 
     Sums are taken around the first row's mean (a shifted accumulation), so raw radiances of 1e4 do not
     lose digits to cancellation. The cube is never copied whole: a memmap is read chunk by chunk.
@@ -48,17 +50,23 @@ def scene_stats(cube: np.ndarray, chunk_rows: int | None = None) -> spectral.Gau
     _check_cube(cube)
     height, width, bands = cube.shape
     rows = chunk_rows or rows_per_chunk(width, bands)
-    shift = read_block(cube, 0, np.float64).reshape(-1, bands).mean(axis=0)  # (B,)
+
+    def pixels(r0: int, r1: int) -> np.ndarray:  # (P, B) float64: the rows' pixels that hold data
+        x = read_block(cube, slice(r0, r1), np.float64).reshape(-1, bands)
+        return x if valid is None else x[np.asarray(valid[r0:r1]).ravel()]
+
+    first = pixels(0, 1) if valid is None else next(x for r0 in range(height) if len(x := pixels(r0, r0 + 1)))
+    shift = first.mean(axis=0)  # (B,)
     total = np.zeros(bands)
     outer = np.zeros((bands, bands))
     for r0 in range(0, height, rows):
-        x = read_block(cube, slice(r0, r0 + rows), np.float64).reshape(-1, bands) - shift  # (P, B)
+        x = pixels(r0, r0 + rows) - shift  # (P, B)
         if not np.all(np.isfinite(x)):
-            raise DataError(f"cube rows {r0}..{r0 + len(x) // width - 1} hold non-finite values; "
+            raise DataError(f"cube rows {r0}..{min(height, r0 + rows) - 1} hold non-finite values; "
                             f"clean the scene (drop or interpolate NaN/inf bands) before scoring")
         total += x.sum(axis=0)
         outer += x.T @ x
-    count = height * width
+    count = height * width if valid is None else int(np.count_nonzero(valid))
     if count < 2:
         raise DataError("a covariance needs at least 2 pixels")
     mean = total / count  # (B,) around the shift
@@ -78,12 +86,13 @@ def global_rx(cube: np.ndarray, chunk_rows: int | None = None, n_components: int
 
 
 def scene_rx(cube: np.ndarray, grx_components: int | None = None, lrx_components: int | None = None,
-             chunk_rows: int | None = None, z_dtype: type = np.float64) -> dict[str, np.ndarray]:
+             chunk_rows: int | None = None, z_dtype: type = np.float64, valid: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
     """Global RX ("grx", on `grx_components` leading axes, 0 = every band) and / or the cube projected on its
     `lrx_components` leading principal axes ("z", (H, W, d) of `z_dtype`), from ONE pass of scene statistics and
     one pass of scoring over row chunks; None skips that output. The cube (H, W, B) may be any row-sliceable
-    view (a memmap, or Stage 3's prepared view of a raw cube)."""
-    stats = scene_stats(cube, chunk_rows)
+    view (a memmap, or Stage 3's prepared view of a raw cube); `valid` (H, W): the pixels the statistics read."""
+    stats = scene_stats(cube, chunk_rows, valid)
     height, width, bands = cube.shape
     rows = chunk_rows or rows_per_chunk(width, bands)
     precision = truncated_precision(stats.cov, grx_components) if grx_components is not None else None  # (B, B)
@@ -175,7 +184,7 @@ SOLVE_BUDGET = 1 << 22  # float64 elements of one column block's window sums and
 
 
 def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: float = 1e-6,
-                        chunk_rows: int | None = None) -> np.ndarray:
+                        chunk_rows: int | None = None, valid: np.ndarray | None = None) -> np.ndarray:
     """Dual-window local RX of an already projected cube z (H, W, d) -> (H, W) float32.
 
     Vectorised: the window sums of z and of the d(d+1)/2 distinct products z_i z_j come from one
@@ -183,19 +192,20 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
     covariances are assembled and solved in column blocks. A chunk's integral image holds `outer - 1` halo
     rows beside its own, so chunks are as tall as INTEGRAL_BUDGET allows (a wide scene used to get one-row
     chunks that integrated 21 rows per row scored). Peak memory: one integral image (about 128 MiB), one
-    column block (about 32 MiB) and z.
+    column block (about 32 MiB) and z. `valid` (H, W): the pixels a background window may hold (None = all); a
+    window then counts its valid pixels only.
     """
     _check_windows(inner, outer)
     height, width, d = z.shape
     starts = np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])  # product block i holds z_i * z_i..d-1
-    channels = d + int(starts[-1])
+    channels = d + int(starts[-1]) + (valid is not None)  # the last channel counts valid pixels
     halo = outer // 2
     rows = chunk_rows or max(1, INTEGRAL_BUDGET // ((width + 2 * halo + 1) * channels) - 2 * halo - 1)
     cols = max(1, SOLVE_BUDGET // (min(rows, height) * (channels + d * d)))
     # pixel counts of the background windows clipped at the image border: outer box minus inner box
     counts = (np.outer(_clipped_length(height, outer), _clipped_length(width, outer))
               - np.outer(_clipped_length(height, inner), _clipped_length(width, inner)))[..., None]  # (H, W, 1)
-    if counts.min() < 2:
+    if valid is None and counts.min() < 2:
         raise DataError(f"local RX: a background window holds {int(counts.min())} pixels; the image "
                         f"({height}x{width}) is too small for windows ({inner}, {outer})")
     out = np.empty((height, width), dtype=np.float32)
@@ -207,7 +217,13 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
         integral = np.zeros((n + 2 * halo + 1, width + 2 * halo + 1, channels))  # (h+1, w+1, C)
         values = integral[1:, 1:]  # (h, w, C), filled in place, then summed in place into the integral image
         lo, hi = max(0, r0 - halo), min(height, r1 + halo)
-        values[lo - (r0 - halo):hi - (r0 - halo), halo:halo + width, :d] = z[lo:hi]
+        inside = (slice(lo - (r0 - halo), hi - (r0 - halo)), slice(halo, halo + width))
+        if valid is None:
+            values[inside + (slice(0, d),)] = z[lo:hi]
+        else:  # no-data pixels add nothing to a window's sums
+            weight = np.asarray(valid[lo:hi], dtype=np.float64)  # (h, W)
+            values[inside + (slice(0, d),)] = z[lo:hi] * weight[..., None]
+            values[inside + (-1,)] = weight
         zb = values[..., :d]
         for i in range(d):
             values[..., d + starts[i]:d + starts[i + 1]] = zb[..., i:i + 1] * zb[..., i:]
@@ -217,7 +233,7 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
             c1 = min(width, c0 + cols)
             sums = (_window_sum(integral, 0, outer, n, c0, c1)
                     - _window_sum(integral, halo - inner // 2, inner, n, c0, c1))  # (r, c, C)
-            count = counts[r0:r1, c0:c1]  # (r, c, 1)
+            count = counts[r0:r1, c0:c1] if valid is None else np.maximum(sums[..., -1:], 2)  # (r, c, 1)
             mean = sums[..., :d] / count  # (r, c, d)
             cov = np.empty((n, c1 - c0, d, d))
             for i in range(d):
@@ -229,6 +245,9 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
             trace = np.trace(cov, axis1=-2, axis2=-1)[..., None, None]  # (r, c, 1, 1)
             cov += ridge * trace / d * eye
             diff = z[r0:r1, c0:c1] - mean  # (r, c, d)
+            if valid is not None:  # a background of fewer than 2 pixels with data has no covariance: no evidence
+                scarce = sums[..., -1] < 2  # (r, c)
+                cov[scarce], diff[scarce] = eye, 0.0
             sol = np.linalg.solve(cov, diff[..., None])[..., 0]  # (r, c, d)
             out[r0:r1, c0:c1] = np.einsum("rcd,rcd->rc", diff, sol)
     return out

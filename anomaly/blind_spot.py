@@ -133,6 +133,15 @@ def residual_axes(cov: torch.Tensor, n_components: int) -> torch.Tensor:
     return vecs.flip(-1)[:, :n_components].float()
 
 
+def _residual_pixels(windows: BlindSpotWindows, batch: np.ndarray, mask: torch.Tensor, cell: int, grid: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (M,), cols (M,)): the centre pixel of each masked cell of the windows `batch`, in `mask.nonzero()`
+    order (the order of the residuals)."""
+    window, token = (t.cpu().numpy() for t in mask.nonzero(as_tuple=True))  # (M,) each
+    corners = windows.corners[batch[window]]  # (M, 2)
+    return corners[:, 0] + (token // grid) * cell + cell // 2, corners[:, 1] + (token % grid) * cell + cell // 2
+
+
 def _paint_components(z: np.ndarray, windows: BlindSpotWindows, batch: np.ndarray, residual: torch.Tensor,
                       mask: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor], cell: int, grid: int) -> None:
     """Write the projected residuals ((M, B) at `mask` (n, T), minus the mean, on the axes (B, d)) of the windows
@@ -165,14 +174,16 @@ def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.nda
 @torch.no_grad()
 def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, heads: list[str],
                     block: int, offsets: int, batch_size: int, device: torch.device,
-                    local_rx: dict[str, int] | None = None, rx_components: int = 0) -> dict[str, np.ndarray]:
+                    local_rx: dict[str, int] | None = None, rx_components: int = 0,
+                    valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases.
 
     ctx_rx's residual mean and covariance (and ctx_lrx's principal axes) come from the cores of up to
     RESIDUAL_SAMPLE windows of phase 0, spread evenly over the scene; those windows are scored once, their other
     heads kept for the map. ctx_rx works on the residuals' `rx_components` leading axes (0 = all). ctx_lrx:
     dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0 residuals projected on those
-    axes, an (H, W, d) cube (phase 0's cores cover every pixel once)."""
+    axes, an (H, W, d) cube (phase 0's cores cover every pixel once). `valid` (H, W): the pixels that hold data;
+    the residuals of cells centred on the others enter no statistic, nor do they enter ctx_lrx's windows."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
         raise ValueError(f"not context heads: {unknown} (they are {CONTEXT_HEADS})")
@@ -211,7 +222,12 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
         if k == 0 and set(RESIDUAL_HEADS) & set(heads):
             picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))
             sample = list(batches(windows, picked))
-            mean, cov = residual_statistics(torch.cat([scores["residual"] for _, scores, _ in sample]))  # of (M, B)
+            residuals = [scores["residual"] for _, scores, _ in sample]  # (M, B) each
+            if valid is not None:  # the residuals of no-data cells enter no statistic
+                keep = [torch.from_numpy(valid[_residual_pixels(windows, batch, mask, cell, grid)]).to(r.device)
+                        for (batch, _, mask), r in zip(sample, residuals)]
+                residuals = [r[k] for r, k in zip(residuals, keep)]
+            mean, cov = residual_statistics(torch.cat(residuals))  # of (M, B)
             whitener = fit_whitener(mean, cov, rx_components)
             projection = (whitener[0], residual_axes(cov, d)) if z is not None else None
             for batch, scores, mask in sample:
@@ -220,5 +236,5 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
         for batch, scores, mask in batches(windows, rest):
             finish(windows, batch, scores, mask, k)
     if z is not None:
-        maps["ctx_lrx"] = local_rx_components(z, **windows_rx)
+        maps["ctx_lrx"] = local_rx_components(z, **windows_rx, valid=valid)
     return {name: maps[name] for name in heads}

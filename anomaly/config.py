@@ -152,7 +152,12 @@ class AnomalyConfig:
                                                               "response wider than it in every direction (a roof, a "
                                                               "shoreline, a field) falls against targets of a few "
                                                               "pixels; 0 = off; chosen on the cross-scene protocol"})
-    fused_smoothing: float = field(default=0.5, metadata={"help": "sigma (pixels) of the Gaussian filter on the "
+    line_length: int = field(default=17, metadata={"help": "length (pixels) of the lines whose largest opening (8 "
+                                                          "directions) is subtracted after the top-hat: long thin "
+                                                          "responses (shorelines, roof edges, roads) fall against "
+                                                          "targets; 0 = off; chosen on the cross-scene protocol"})
+    line_weight: float = field(default=0.5, metadata={"help": "share of that line opening subtracted; 0 = off"})
+    fused_smoothing: float = field(default=0.6, metadata={"help": "sigma (pixels) of the Gaussian filter on the "
                                                                    "fused map, which pools a pixel's evidence with "
                                                                    "its neighbours'; 0 = off"})
     inference_batch_size: int = field(default=256, metadata={"help": "patches per inference batch (memory is "
@@ -189,6 +194,8 @@ class AnomalyConfig:
         check(self.normalize_scores in NORMALIZERS,
               f"normalize_scores: must be one of {', '.join(NORMALIZERS)}, got '{self.normalize_scores}'")
         check(self.extent_window >= 0, f"extent_window: must be >= 0 (0 = off), got {self.extent_window}")
+        check(self.line_length >= 0, f"line_length: must be >= 0 (0 = off), got {self.line_length}")
+        check(self.line_weight >= 0, f"line_weight: must be >= 0 (0 = off), got {self.line_weight}")
         check(self.fused_smoothing >= 0, f"fused_smoothing: must be >= 0 (0 = off), got {self.fused_smoothing}")
         check(bool(self.data_path.strip()), "data_path: must name a scene file or 'synthetic'")
         check(self.cube_layout in LAYOUTS, f"cube_layout: must be one of {', '.join(LAYOUTS)}, got '{self.cube_layout}'")

@@ -32,12 +32,30 @@ from anomaly.heads import (OneClassHead, code_log_frequencies, compute_code_rari
 from anomaly.lora import ADAPTER_KEY, adapter_parameter_count, inject_lora
 from anomaly.scoring import SceneScores, score_scene
 from anomaly.settings import inference_settings
+from data.blocks import NoDataRows
 from data.preprocess import SpectralPreprocessor, mean_spectrum
 from utils.checkpoint import describe_load_error
 from utils.errors import CheckpointError, ConfigError, DataError
 
 SPEC_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2's constructor default
 DOMAIN_TABLE_KEY = "universal_model.encoder.domain_embedding.weight"
+MIN_VALID_SHARE = 0.1  # below this share of pixels with data a scene's statistics mean little
+
+
+def check_valid(valid: np.ndarray | None, shape: tuple[int, int], source: str | None = None) -> np.ndarray | None:
+    """A scene's no-data mask as (H, W) bool, None when every pixel holds data; a scene with fewer than
+    MIN_VALID_SHARE of its pixels holding data is an error, not a map."""
+    if valid is None:
+        return None
+    valid = np.asarray(valid, dtype=bool)
+    where = f"{source}: " if source else ""
+    if valid.shape != tuple(shape):
+        raise DataError(f"{where}a no-data mask of shape {valid.shape} for a scene of {shape[0]} x {shape[1]} pixels")
+    share = float(valid.mean())
+    if share < MIN_VALID_SHARE:
+        raise DataError(f"{where}only {share:.1%} of the pixels hold data (the rest is marked no-data): too little "
+                        f"to score; crop the scene to its data or check its no-data value")
+    return None if share == 1.0 else valid
 
 
 class HSIAnomalyDetector(nn.Module):
@@ -248,51 +266,58 @@ class HSIAnomalyDetector(nn.Module):
         return out
 
     # ------------------------------------------------------------------ whole scene
-    def prepare(self, cube: np.ndarray, wavelengths: np.ndarray | None = None,
-                source: str | None = None) -> SpectralPreprocessor | None:
-        """The tokenizer's preprocessing fitted on this raw cube (H, W, B_raw); None for a detector built by hand
-        (its cubes come prepared). `source` names the scene's file in errors."""
+    def prepare(self, cube: np.ndarray, wavelengths: np.ndarray | None = None, source: str | None = None,
+                valid: np.ndarray | None = None) -> SpectralPreprocessor | None:
+        """The tokenizer's preprocessing fitted on this raw cube (H, W, B_raw) (on its `valid` (H, W) pixels when
+        given); None for a detector built by hand (its cubes come prepared). `source` names the scene's file in
+        errors."""
         if self.preprocessing is None:
             if cube.shape[2] != self.num_bands:
                 raise DataError(f"the cube has {cube.shape[2]} bands but the tokenizer expects {self.num_bands}, "
                                 f"and this detector was built without its tokenizer's preprocessing; build it "
                                 f"from a checkpoint (HSIAnomalyDetector.from_checkpoint) or prepare the cube")
             return None
-        return SpectralPreprocessor.fit(cube, self.preprocessing["num_bands"], self.preprocessing["normalize"],
-                                        wavelengths, source=source)
+        return SpectralPreprocessor.fit(cube if valid is None else NoDataRows(cube, valid),
+                                        self.preprocessing["num_bands"], self.preprocessing["normalize"],
+                                        wavelengths, source=source, valid=valid)
 
     def choose_domain(self, setting: int | str, cube: np.ndarray, name: str | None,
-                      prep: SpectralPreprocessor | None) -> DomainChoice:
+                      prep: SpectralPreprocessor | None, valid: np.ndarray | None = None) -> DomainChoice:
         """`domain_id` (an int, or 'auto': the pre-training scene called `name`, else the nearest mean prepared
         spectrum; anomaly/domain.py) for this raw scene; `prep`: its fitted preprocessing (None = fit it if needed)."""
         table = self.domains or {"num_domains": self.universal_model.encoder.num_domains, "domains": {},
                                  "domain_spectra": None, "encoder": {"path": "this detector's encoder"}}
         def spectrum():  # only needed (and the preprocessing only fitted) when the name does not decide
-            fitted = prep if prep is not None else self.prepare(cube)
-            return mean_spectrum(cube, fitted.transform if fitted else None)
+            fitted = prep if prep is not None else self.prepare(cube, valid=valid)
+            return mean_spectrum(cube if valid is None else NoDataRows(cube, valid),
+                                 fitted.transform if fitted else None, valid)
 
         return choose_domain(setting, name or "", spectrum, table["domains"], table["domain_spectra"],
                              table["num_domains"], table["encoder"]["path"])
 
     def score(self, cube: np.ndarray, prep: SpectralPreprocessor | None, domain: DomainChoice,
-              batch_size: int | None = None) -> SceneScores:
+              batch_size: int | None = None, valid: np.ndarray | None = None) -> SceneScores:
         """`score_scene` once the preprocessing is fitted (`prepare`) and the domain chosen (`choose_domain`)."""
-        scores = score_scene(self, cube, domain.domain_id, batch_size or self.config.inference_batch_size,
-                             prep.transform if prep else None, self.stride)
+        view = cube if valid is None else NoDataRows(cube, valid)
+        scores = score_scene(self, view, domain.domain_id, batch_size or self.config.inference_batch_size,
+                             prep.transform if prep else None, self.stride, valid)
         scores.preprocessing = prep.info if prep else None
         scores.domain = domain
         return scores
 
     def score_scene(self, cube: np.ndarray, domain_id: int | str, wavelengths: np.ndarray | None = None,
-                    name: str | None = None, source: str | None = None, batch_size: int | None = None
-                    ) -> SceneScores:
+                    name: str | None = None, source: str | None = None, batch_size: int | None = None,
+                    valid: np.ndarray | None = None) -> SceneScores:
         """Every head's (H, W) map of a raw scene (H, W, B_raw) (ndarray or memmap) and their fusion, with the
         preprocessing fitted on it and the domain chosen for it (`SceneScores.preprocessing`, `.domain`).
-        `batch_size`: windows per encoder pass (default `config.inference_batch_size`)."""
+        `batch_size`: windows per encoder pass (default `config.inference_batch_size`). `valid` (H, W) bool: the
+        pixels that hold data (a product's no-data mask, `Scene.valid`): the others enter no statistic and come out
+        NaN in every map."""
         if getattr(cube, "ndim", None) != 3:
             raise DataError(f"expected a cube (H, W, B), got shape {getattr(cube, 'shape', None)}")
-        prep = self.prepare(cube, wavelengths, source)
-        return self.score(cube, prep, self.choose_domain(domain_id, cube, name, prep), batch_size)
+        valid = check_valid(valid, cube.shape[:2], source)
+        prep = self.prepare(cube, wavelengths, source, valid)
+        return self.score(cube, prep, self.choose_domain(domain_id, cube, name, prep, valid), batch_size, valid)
 
     def generate_anomaly_map(self, cube: np.ndarray, domain_id: int | str) -> np.ndarray:
         """Spec 6.2: the fused (H, W) float32 anomaly map of a raw scene (see `score_scene`)."""

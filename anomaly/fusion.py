@@ -19,10 +19,11 @@ A constant map carries no ranking: it normalises to zeros.
 
 The fused (H, W) map is then judged against its spatial extent (`discount_extent`): its grey opening with an
 `extent_window` square is subtracted (a white top-hat), so a response wider than the window in every direction (a
-large bright roof, a shoreline, a field that the global heads find rare) falls to its rim while a target of a few
-pixels keeps its height. Last it is smoothed (`smooth_map`): a Gaussian of `fused_smoothing` pixels pools each
-pixel's evidence with its neighbours', so an object of a few pixels scores as a whole and a lone background pixel
-that one head finds odd is damped.
+large bright roof, a field that the global heads find rare) falls to its rim while a target of a few pixels keeps
+its height; then `line_weight` times its largest opening by a line of `line_length` pixels (8 directions) is
+subtracted, so what is long and thin (a shoreline, a roof edge, a road) falls too. Last it is smoothed
+(`smooth_map`): a Gaussian of `fused_smoothing` pixels pools each pixel's evidence with its neighbours', so an
+object of a few pixels scores as a whole and a lone background pixel that one head finds odd is damped.
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ MAD_TO_STD = 1.4826
 _TINY = 1e-12
 
 
-def normalize_scores(scores: torch.Tensor, method: str = "log_z") -> torch.Tensor:
-    """Normalise a score tensor of any shape over all its elements; returns float32, same shape."""
+def normalize_scores(scores: torch.Tensor, method: str = "log_z", valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalise a score tensor of any shape over all its elements (over the `valid` ones, a bool tensor of the same
+    shape, when given: the others come out 0, the background's level); returns float32, same shape."""
+    if valid is not None:
+        out = torch.zeros(scores.shape, dtype=torch.float32)
+        out[valid] = normalize_scores(scores[valid], method)
+        return out
     x = scores.detach().float()
     flat = x.reshape(-1)  # (n,)
     if method == "log_z":
@@ -75,8 +81,9 @@ def normalize_scores(scores: torch.Tensor, method: str = "log_z") -> torch.Tenso
 
 
 def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
-                method: str = "log_z") -> torch.Tensor:
-    """Weighted sum of the normalised maps, divided by the sum of the weights used.
+                method: str = "log_z", valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted sum of the normalised maps (normalised over `valid` elements when given), divided by the sum of the
+    weights used.
 
     Every head in `maps` must have a weight > 0; a weighted head missing from `maps` is an error.
     """
@@ -90,31 +97,57 @@ def fuse_scores(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float],
     total = sum(used.values())
     fused = None
     for name, weight in used.items():
-        part = normalize_scores(maps[name], method) * (weight / total)
+        part = normalize_scores(maps[name], method, valid) * (weight / total)
         fused = part if fused is None else fused + part
     return fused
 
 
-def fuse_maps(maps: Mapping[str, np.ndarray], weights: Mapping[str, float], settings: AnomalyConfig) -> np.ndarray:
+def fuse_maps(maps: Mapping[str, np.ndarray], weights: Mapping[str, float], settings: AnomalyConfig,
+              valid: np.ndarray | None = None) -> np.ndarray:
     """The detector's fused (H, W) float32 map: `fuse_scores` of the heads' (H, W) maps (`normalize_scores`), its
-    extent discounted (`extent_window`), then smoothed (`fused_smoothing`)."""
+    extent discounted (`extent_window`), then smoothed (`fused_smoothing`). `valid` (H, W): the pixels that hold
+    data; the others are normalised from no statistic, enter the filters at the background's level (0) and come out
+    NaN."""
     tensors = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)) for name, m in maps.items()}
-    fused = fuse_scores(tensors, weights, settings.normalize_scores).numpy()
-    return smooth_map(discount_extent(fused, settings.extent_window), settings.fused_smoothing)
+    mask = None if valid is None else torch.from_numpy(np.asarray(valid, dtype=bool))
+    fused = fuse_scores(tensors, weights, settings.normalize_scores, mask).numpy()
+    discounted = discount_extent(fused, settings.extent_window, settings.line_length, settings.line_weight)
+    out = smooth_map(discounted, settings.fused_smoothing)
+    if valid is not None:
+        out = np.where(valid, out, np.float32(np.nan))
+    return out
 
 
-def discount_extent(scores: np.ndarray, window: int) -> np.ndarray:
+LINE_ANGLES = 8  # directions of the line openings, 180 / 8 = 22.5 degrees apart
+
+
+def line_footprint(length: int, degrees: float) -> np.ndarray:
+    """(length, length) bool: the digital line of `length` pixels through the centre at `degrees` from the rows."""
+    centre, angle = length // 2, np.deg2rad(degrees)
+    footprint = np.zeros((length, length), dtype=bool)
+    for r in np.linspace(-centre, centre, 4 * length):
+        footprint[int(round(centre - r * np.sin(angle))), int(round(centre + r * np.cos(angle)))] = True
+    return footprint
+
+
+def discount_extent(scores: np.ndarray, window: int, line_length: int, line_weight: float) -> np.ndarray:
     """(H, W) float32: `scores` (H, W) minus its grey opening with a `window` x `window` square (edges mirrored), a
-    white top-hat: what is high over a region wider than the window in every direction is lowered to its rim; window
-    0 returns the map unchanged."""
-    if window < 0:
-        raise ValueError(f"extent window must be >= 0, got {window}")
+    white top-hat: what is high over a region wider than the window in every direction is lowered to its rim; then
+    minus `line_weight` times the largest of its openings by lines of `line_length` pixels in LINE_ANGLES directions:
+    what is high along a long thin structure is lowered too. 0 switches either step off."""
+    if window < 0 or line_length < 0 or line_weight < 0:
+        raise ValueError(f"extent window, line length and weight must be >= 0, got {window}, {line_length}, "
+                         f"{line_weight}")
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 2:
         raise ValueError(f"expected an (H, W) map, got shape {scores.shape}")
-    if window == 0:
-        return scores
-    return scores - ndimage.grey_opening(scores, size=(window, window), mode="reflect")
+    if window > 0:
+        scores = scores - ndimage.grey_opening(scores, size=(window, window), mode="reflect")
+    if line_length > 0 and line_weight > 0:
+        lines = [ndimage.grey_opening(scores, footprint=line_footprint(line_length, k * 180 / LINE_ANGLES),
+                                      mode="reflect") for k in range(LINE_ANGLES)]
+        scores = scores - np.float32(line_weight) * np.max(lines, axis=0)
+    return scores
 
 
 def smooth_map(scores: np.ndarray, sigma: float) -> np.ndarray:

@@ -32,9 +32,9 @@ HEADS = {head.name: head for head in (
     Head("ctx_rx", "context", "context residual RX", 1.0,
          "Mahalanobis distance of that context residual under the scene's residual statistics; on",
          needs_spectra=True, residual=True),
-    Head("ctx_lrx", "context", "context residual local RX", 1.0,
-         "dual-window local RX (local_rx's windows) on the context residuals; on: local contrast for the context heads",
-         needs_spectra=True, residual=True),
+    Head("ctx_lrx", "context", "context residual local RX", 0.0,
+         "dual-window local RX (local_rx's windows) on the context residuals; off: with the extent and line discounts "
+         "the fusion is better without it", needs_spectra=True, residual=True),
     Head("recon", "patch", "reconstruction error", 0.0,
          "squared error of the decode from the quantised codes; off: near chance"),
     Head("one_class", "patch", "one-class (Deep SVDD)", 0.0,
@@ -43,9 +43,9 @@ HEADS = {head.name: head for head in (
          "-log frequency of the pixel's spectral code in the scene; off: below chance"),
     Head("grx", "scene", "global RX", 1.0,
          "RX on the prepared cube's leading principal components; on: a strong label-free anchor of the fusion"),
-    Head("lrx", "scene", "local RX", 1.0,
-         "dual-window local RX on the prepared cube's leading principal components; on: small targets that global RX "
-         "misses"),
+    Head("lrx", "scene", "local RX", 0.5,
+         "dual-window local RX on the prepared cube's leading principal components; half weight: the global heads "
+         "carry the fusion and the extent discounts tame their false alarms"),
 )}
 HEAD_NAMES = tuple(HEADS)
 CONTEXT_HEADS = tuple(name for name, head in HEADS.items() if head.kind == "context")

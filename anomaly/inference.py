@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 
 from anomaly.checkpoint import read_detector, trained_config  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
-from anomaly.detector import HSIAnomalyDetector  # noqa: E402
+from anomaly.detector import HSIAnomalyDetector, check_valid  # noqa: E402
 from anomaly.domain import warn_if_unseen  # noqa: E402
 from anomaly.scoring import SceneScores  # noqa: E402
 from anomaly.run_folders import default_detector, output_folder  # noqa: E402
@@ -86,9 +86,13 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | None) -> dict[str, Any]:
+def _metrics(maps: dict[str, np.ndarray], fused: np.ndarray, gt: np.ndarray | None,
+             valid: np.ndarray | None = None) -> dict[str, Any]:
+    """Detection metrics of the fused map and each head's against `gt`, over the pixels that hold data (`valid`)."""
     if gt is None:
         return {"note": "the scene has no gt mask: no detection metrics"}
+    if valid is not None:  # (P,) vectors of the pixels with data: a no-data pixel is neither hit nor false alarm
+        maps, fused, gt = {name: m[valid] for name, m in maps.items()}, fused[valid], gt[valid]
     positives = int(gt.sum())
     if positives == 0 or positives == gt.size:
         return {"note": f"the gt mask has {'no anomaly' if positives == 0 else 'no background'} pixels: "
@@ -145,8 +149,9 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
         if same_scene(train_scene, settings.supervised_data_path, scene, run.data_path):
             raise DataError(f"{detector_ckpt} was trained with the labels of {settings.supervised_data_path}, "
                             f"the scene being scored: its metrics would be meaningless (labels never score)")
-    prep = detector.prepare(scene.cube, scene.wavelengths, run.data_path)
-    domain = detector.choose_domain(settings.domain_id, scene.cube, scene.name, prep)
+    valid = check_valid(scene.valid, scene.cube.shape[:2], run.data_path)
+    prep = detector.prepare(scene.cube, scene.wavelengths, run.data_path, valid)
+    domain = detector.choose_domain(settings.domain_id, scene.cube, scene.name, prep, valid)
     log.info(f"{scene.name}: {domain.describe()}")
     warn_if_unseen(log, scene.name, chain.info["domains"], chain.ckpt["config"].get("train_scene"))
     log.info(f"scoring {scene.name} {scene.cube.shape} (-> {detector.num_bands} bands) with heads "
@@ -154,19 +159,21 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
     if before_scoring is not None:
         before_scoring()
     with autocast(device, run.amp):
-        scores = detector.score(scene.cube, prep, domain, run.inference_batch_size)
+        scores = detector.score(scene.cube, prep, domain, run.inference_batch_size, valid)
     metrics = {
         "scene": scene.name, "data_path": shown_path(run.data_path), "shape": list(scene.cube.shape), "mode": mode,
         "gt_path": shown_path(run.gt_path) if run.gt_path else None, "cube_layout": run.cube_layout,
         "train_scene": chain.ckpt["config"].get("train_scene"), "domain_id": domain.domain_id,
         "domain": domain.as_dict(),
         "head_weights": detector.head_weights, "normalize_scores": settings.normalize_scores,
-        "extent_window": settings.extent_window, "fused_smoothing": settings.fused_smoothing,
+        "extent_window": settings.extent_window, "line_length": settings.line_length,
+        "line_weight": settings.line_weight, "fused_smoothing": settings.fused_smoothing,
         "runtime_seconds": time.time() - start, "device": str(device), "inference_stride": detector.stride,
         "checkpoints": {name: {**record, "path": shown_path(record["path"])} for name, record in (
             ("detector", chain.record), ("encoder", chain.info["encoder"]), ("tokenizer", chain.info["tokenizer"]))},
         "preprocessing": scores.preprocessing,
-        **_metrics(scores.head_maps, scores.anomaly_map, scene.gt),
+        **_metrics(scores.head_maps, scores.anomaly_map, scene.gt, valid),
+        "bad_bands": scene.bad_bands, "nodata_pixels": 0 if valid is None else int((~valid).sum()),
     }
     return ScoredScene(scene, scores, metrics)
 

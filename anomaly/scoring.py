@@ -99,30 +99,33 @@ def patch_head_maps(detector, cube: np.ndarray, domain_id: int, heads: list[str]
 
 
 def rx_head_maps(cube: np.ndarray, transform: Callable | None, num_bands: int, heads: list[str],
-                 local_rx: dict[str, int], rx_components: int) -> dict[str, np.ndarray]:
+                 local_rx: dict[str, int], rx_components: int, valid: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
     """grx / lrx maps (H, W) on the prepared cube, which is never held whole (`PreparedRows`): one pass of scene
     statistics, one of scoring and projection (anomaly.baselines.scene_rx). grx is RX on the leading
     `rx_components` principal components (0 = every band); lrx is dual-window local RX on the leading
-    `local_rx["n_components"]`."""
+    `local_rx["n_components"]`. `valid` (H, W): the pixels the statistics and the local windows read."""
     out = scene_rx(PreparedRows(cube, transform, num_bands),
                    grx_components=rx_components if "grx" in heads else None,
                    lrx_components=min(int(local_rx["n_components"]), num_bands) if "lrx" in heads else None,
-                   z_dtype=np.float32)
+                   z_dtype=np.float32, valid=valid)
     if "z" in out:
         windows = {k: v for k, v in local_rx.items() if k != "n_components"}
-        out["lrx"] = local_rx_components(out.pop("z"), **windows)
+        out["lrx"] = local_rx_components(out.pop("z"), **windows, valid=valid)
     return out
 
 
 @torch.no_grad()
 def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int, transform: Callable | None,
-                stride: int) -> SceneScores:
+                stride: int, valid: np.ndarray | None = None) -> SceneScores:
     """Score every pixel of a scene of any H x W with `detector` (an HSIAnomalyDetector).
 
     cube: (H, W, num_bands) prepared, or the raw (H, W, B_raw) cube (ndarray or memmap) with `transform`
     mapping (..., B_raw) -> (..., num_bands) (a fitted SpectralPreprocessor's). `stride`: the patch step of the
-    patch heads. Memory is bounded by the batch plus one (H, W) map per head and, for lrx and ctx_lrx, an
-    (H, W, d) cube of principal components.
+    patch heads. `valid` (H, W): the pixels that hold data (None = all): the others enter no statistic (RX and
+    residual covariances, principal axes, local windows, normalisation) and are NaN in every map; their values
+    must already read as one fixed spectrum (data.blocks.NoDataRows + the fitted preprocessing). Memory is bounded
+    by the batch plus one (H, W) map per head and, for lrx and ctx_lrx, an (H, W, d) cube of principal components.
     """
     if getattr(cube, "ndim", None) != 3:
         raise DataError(f"expected a cube (H, W, B), got shape {getattr(cube, 'shape', None)}")
@@ -143,13 +146,17 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int, tra
         model = detector.universal_model
         maps.update(blind_spot_maps(model.encoder, model.tokenizer, cube, transform, domain_id, context_heads,
                                     cfg.lm_block, cfg.score_offsets, batch_size, detector.device, local_rx,
-                                    cfg.rx_components))
+                                    cfg.rx_components, valid))
     scene_heads = [h for h in active if h in SCENE_HEADS]
     if scene_heads:
-        maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, local_rx, cfg.rx_components))
+        maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, local_rx, cfg.rx_components, valid))
     detector.train(was_training)
     head_maps = {name: np.asarray(maps[name], dtype=np.float32) for name in active}
-    fused = fuse_maps(head_maps, detector.head_weights, cfg)
-    normalized = {name: normalize_scores(torch.from_numpy(m), cfg.normalize_scores).numpy()
+    fused = fuse_maps(head_maps, detector.head_weights, cfg, valid)
+    mask = None if valid is None else torch.from_numpy(valid)
+    normalized = {name: normalize_scores(torch.from_numpy(m), cfg.normalize_scores, mask).numpy()
                   for name, m in head_maps.items()}
+    if valid is not None:  # no score at a pixel without data
+        for m in (*head_maps.values(), *normalized.values()):
+            m[~valid] = np.nan
     return SceneScores(anomaly_map=fused, head_maps=head_maps, normalized=normalized)

@@ -45,3 +45,19 @@ ROW_BUDGET = 1 << 23  # float64 values in one block of rows (64 MiB)
 def rows_per_chunk(width: int, values_per_pixel: int) -> int:
     """Rows of a (H, width, values_per_pixel) array whose float64 block stays near ROW_BUDGET values."""
     return max(1, ROW_BUDGET // max(1, width * values_per_pixel))
+
+
+class NoDataRows:
+    """Read-only view of a cube (H, W, B) whose no-data pixels (`valid` (H, W) False) read as NaN in every band, so
+    whatever value a product stored there (a fill value, zeros) never reaches a statistic or a score: the fitted
+    preprocessing repairs them to one fixed spectrum. Indexed by rows only (an int, a slice or an array of rows), as
+    every scene reader of the project indexes a cube."""
+
+    def __init__(self, cube: np.ndarray, valid: np.ndarray):
+        self.cube, self.valid = cube, np.asarray(valid, dtype=bool)
+        self.shape, self.ndim = cube.shape, 3
+
+    def __getitem__(self, rows) -> np.ndarray:
+        block = np.array(read_block(self.cube, rows), dtype=np.float32 if self.cube.dtype != np.float64 else None)
+        block[~self.valid[rows]] = np.nan  # (..., B): every band of a no-data pixel
+        return block

@@ -169,14 +169,16 @@ class SpectralPreprocessor:
 
     @classmethod
     def fit(cls, cube: np.ndarray, num_bands: int, method: str = "minmax",
-            wavelengths: np.ndarray | None = None, source: str | None = None) -> "SpectralPreprocessor":
-        """Fit on a (H, W, B_raw) cube (ndarray or memmap), reading it in row chunks.
+            wavelengths: np.ndarray | None = None, source: str | None = None,
+            valid: np.ndarray | None = None) -> "SpectralPreprocessor":
+        """Fit on a (H, W, B_raw) cube (ndarray or memmap), reading it in row chunks; `valid` (H, W) bool: the
+        pixels that hold data (None = all): no statistic reads the others.
 
         `source` (the scene's file) prefixes every DataError and the repair warning, so the user learns which
         scene is unusable or was repaired.
         """
         try:
-            prep = cls._fit(cube, num_bands, method, wavelengths)
+            prep = cls._fit(cube, num_bands, method, wavelengths, valid)
         except DataError as err:
             if source is None:
                 raise
@@ -185,29 +187,38 @@ class SpectralPreprocessor:
         return prep
 
     @classmethod
-    def _fit(cls, cube: np.ndarray, num_bands: int, method: str,
-             wavelengths: np.ndarray | None) -> "SpectralPreprocessor":
+    def _fit(cls, cube: np.ndarray, num_bands: int, method: str, wavelengths: np.ndarray | None,
+             valid: np.ndarray | None) -> "SpectralPreprocessor":
         _check_num_bands(num_bands)
         _check_method(method)
         if cube.ndim != 3:
             raise DataError(f"the cube must be 3-D (H, W, B), got shape {cube.shape}")
         height, width, raw = cube.shape
-        pixels = height * width
+        if valid is not None and np.shape(valid) != (height, width):
+            raise DataError(f"a no-data mask of shape {np.shape(valid)} for a cube of {height} x {width} pixels")
+        pixels = height * width if valid is None else int(np.count_nonzero(valid))
+        if pixels == 0:
+            raise DataError("every pixel is marked no-data")
         if wavelengths is not None and np.shape(wavelengths) != (raw,):
             raise DataError(f"{np.size(wavelengths)} wavelengths for a cube with {raw} bands")
+
+        def data_pixels(r0: int, block: np.ndarray) -> np.ndarray:  # (n, B_raw): the chunk's pixels that hold data
+            flat = block.reshape(-1, raw)
+            return flat if valid is None else flat[np.asarray(valid[r0:r0 + block.shape[0]]).ravel()]
 
         # Pass 1: per-band finite count, min, max, and a regular pixel subsample for the medians.
         count = np.zeros(raw, dtype=np.int64)
         lo, hi = np.full(raw, np.inf), np.full(raw, -np.inf)
         step = -(-pixels // MEDIAN_SAMPLE)  # ceil
-        sample = []
+        sample, seen = [], 0
         for r0, block in iter_row_chunks(cube):
-            flat = block.reshape(-1, raw)  # (h*W, B)
+            flat = data_pixels(r0, block)  # (n, B)
             finite = np.isfinite(flat)
             count += finite.sum(axis=0)
-            lo = np.minimum(lo, np.where(finite, flat, np.inf).min(axis=0))
-            hi = np.maximum(hi, np.where(finite, flat, -np.inf).max(axis=0))
-            index = np.arange(r0 * width, r0 * width + flat.shape[0])
+            lo = np.minimum(lo, np.where(finite, flat, np.inf).min(axis=0, initial=np.inf))
+            hi = np.maximum(hi, np.where(finite, flat, -np.inf).max(axis=0, initial=-np.inf))
+            index = np.arange(seen, seen + flat.shape[0])
+            seen += flat.shape[0]
             sample.append(np.where(finite, flat, np.nan)[index % step == 0].astype(np.float32))
         mostly_bad = count * 2 < pixels
         span = np.maximum(np.abs(lo), np.abs(hi))
@@ -234,13 +245,14 @@ class SpectralPreprocessor:
             "dropped_constant": np.flatnonzero(constant).tolist(),
             "repaired_values": int((pixels - count[keep]).sum()),
             "resampled_over": over,
+            "nodata_pixels": int(height * width - pixels),
         }
         prep = cls(raw, num_bands, method, keep.tolist(), fill.tolist(), x_all[keep].tolist(), {}, info)
 
         # Pass 2: normalisation statistics of the repaired, resampled values.
         stats = _NormStats(num_bands)
-        for _, block in iter_row_chunks(cube):
-            stats.update(prep._resampled(block.reshape(-1, raw)))
+        for r0, block in iter_row_chunks(cube):
+            stats.update(prep._resampled(data_pixels(r0, block)))
         prep.norm = stats.params(method)
         return prep
 
@@ -293,14 +305,18 @@ def prepare_cube(cube: np.ndarray, num_bands: int, method: str = "minmax",
     return out
 
 
-def mean_spectrum(cube: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Mean spectrum (B,) float64 over every pixel of `cube` (H, W, B), or of `transform(rows)` (a fitted
-    `SpectralPreprocessor.transform`) when given; read in row chunks, so a memmapped cube is never loaded whole.
-    Stage 2 records it per pre-training scene and Stage 3 matches it (`domain_id: auto`, anomaly/domain.py)."""
+def mean_spectrum(cube: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                  valid: np.ndarray | None = None) -> np.ndarray:
+    """Mean spectrum (B,) float64 over every pixel of `cube` (H, W, B) (the `valid` (H, W) ones when given), or of
+    `transform(rows)` (a fitted `SpectralPreprocessor.transform`) when given; read in row chunks, so a memmapped cube
+    is never loaded whole. Stage 2 records it per pre-training scene and Stage 3 matches it (`domain_id: auto`,
+    anomaly/domain.py)."""
     total, count = None, 0
-    for _, block in iter_row_chunks(cube):
+    for r0, block in iter_row_chunks(cube):
         rows = np.asarray(block if transform is None else transform(block), dtype=np.float64)
         flat = rows.reshape(-1, rows.shape[-1])  # (r*W, B)
+        if valid is not None:
+            flat = flat[np.asarray(valid[r0:r0 + rows.shape[0]]).ravel()]
         total = flat.sum(axis=0) if total is None else total + flat.sum(axis=0)
         count += flat.shape[0]
     if not count:

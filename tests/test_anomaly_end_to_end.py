@@ -16,7 +16,7 @@ from main_pretrain import run_pretraining
 
 pytestmark = pytest.mark.slow
 
-# The default learned heads, each alone (synthetic: global RX 0.91; measured 0.99 for all three after this fixture's
+# The context heads (ctx_lrx is off by default), each alone (synthetic: global RX 0.91; measured 0.99 for all three after this fixture's
 # 40 pre-training steps). The token heads (lm_nll, lm_spectral) are off by default and stay at chance after so
 # short a pre-training; the benchmark measures them.
 LEARNED_FLOORS = {"ctx_rx": 0.95, "ctx_spec": 0.95, "ctx_lrx": 0.95}

@@ -8,6 +8,7 @@ from scipy import ndimage
 from anomaly import objective
 from anomaly.config import AnomalyConfig
 from anomaly.detector import HSIAnomalyDetector
+from anomaly.fusion import discount_extent
 from anomaly.heads import compute_lm_nll_scores
 from encoder.hsi_bert_encoder import HSIEncoderBERT, UniversalHSIModel
 from sspq_tokenizer.config import TokenizerConfig
@@ -159,7 +160,8 @@ def test_fused_map_is_the_weighted_mean_of_the_normalised_head_maps():
     assert np.unravel_index(scene.head_maps["grx"].argmax(), (15, 15)) == (7, 7)
     weights = {"recon": 1.0, "grx": 2.0, "rarity": 0.5}
     expected = sum(w * scene.normalized[name] for name, w in weights.items()) / sum(weights.values())
-    assert det.config.fused_smoothing == 0.5 and det.config.extent_window == 13  # the defaults
-    discounted = expected - ndimage.grey_opening(expected, size=(13, 13), mode="reflect")
-    np.testing.assert_allclose(scene.anomaly_map, ndimage.gaussian_filter(discounted, 0.5), rtol=1e-5, atol=1e-5)
+    cfg = det.config
+    discounted = discount_extent(expected, cfg.extent_window, cfg.line_length, cfg.line_weight)
+    np.testing.assert_allclose(scene.anomaly_map, ndimage.gaussian_filter(discounted, cfg.fused_smoothing),
+                               rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(det.generate_anomaly_map(cube, 0), scene.anomaly_map)

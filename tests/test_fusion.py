@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.fusion import discount_extent, fuse_scores, normalize_scores, smooth_map
+from anomaly.fusion import discount_extent, fuse_scores, line_footprint, normalize_scores, smooth_map
 
 
 def test_rank_is_the_share_of_lower_pixels_with_ties_sharing_their_mean_rank():
@@ -70,11 +70,29 @@ def test_the_extent_discount_lowers_a_wide_plateau_below_a_small_target():
     scores = np.zeros((40, 40), dtype=np.float32)
     scores[5:25, 5:25] = 5.0  # the roof
     scores[32:34, 30:32] = 3.0  # the target
-    out = discount_extent(scores, 13)
+    out = discount_extent(scores, 13, 0, 0.0)
     assert out[32:34, 30:32].min() == pytest.approx(3.0)  # a target narrower than the window keeps its height
     assert out[5:25, 5:25].max() < 3.0  # the roof falls to its rim and below
-    np.testing.assert_array_equal(discount_extent(scores, 0), scores)
+    np.testing.assert_array_equal(discount_extent(scores, 0, 0, 0.0), scores)
     with pytest.raises(ValueError, match="extent window"):
-        discount_extent(scores, -1)
+        discount_extent(scores, -1, 0, 0.0)
     with pytest.raises(ValueError, match=r"\(H, W\)"):
-        discount_extent(np.zeros((2, 3, 4)), 5)
+        discount_extent(np.zeros((2, 3, 4)), 5, 0, 0.0)
+
+
+@pytest.mark.parametrize("degrees", [0, 45, 90, 157.5])
+def test_the_line_discount_lowers_a_long_thin_edge_below_a_small_target(degrees):
+    """A 1-pixel-wide edge 30 pixels long (a shoreline) survives the square top-hat; the line openings take it down,
+    in any of the 8 directions, while a 3 x 3 target keeps its height."""
+    edge = np.zeros((41, 41), dtype=bool)
+    for t in np.linspace(-15, 15, 200):
+        angle = np.deg2rad(degrees)
+        edge[int(round(20 - t * np.sin(angle))), int(round(20 + t * np.cos(angle)))] = True
+    scores = np.where(edge, 4.0, 0.0).astype(np.float32)
+    scores[2:5, 2:5] = 3.0  # the target, away from the edge
+    square_only = discount_extent(scores, 13, 0, 0.0)
+    assert square_only[edge].max() == pytest.approx(4.0)  # thin: the square opening does not reach it
+    out = discount_extent(scores, 13, 17, 1.0)
+    assert out[2:5, 2:5].min() == pytest.approx(3.0) and np.median(out[edge]) < 1.0
+    footprint = line_footprint(17, degrees)
+    assert 12 <= footprint.sum() <= 34 and footprint[8, 8]  # a thin line through the centre

@@ -67,7 +67,7 @@ def scene_file(path, seed=0, size=(17, 19), bands=30):
 def sets(tmp, **extra):
     base = {"output_dir": tmp / "det", "anomaly_epochs": 1, "anomaly_batch_size": 32, "local_rx.inner": 3, "local_rx.outer": 5,
             "head_weights.one_class": 1, "head_weights.lm_nll": 1, "head_weights.recon": 1,
-            "head_weights.rarity": 1, "lm_block": 2}
+            "head_weights.rarity": 1, "head_weights.ctx_lrx": 1, "lm_block": 2}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 

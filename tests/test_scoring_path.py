@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from anomaly.detector import HSIAnomalyDetector
 from anomaly.export_detector import export_detector
+from anomaly.fusion import discount_extent
 from anomaly.inference import run_inference
 from anomaly.train_anomaly import train_anomaly_detector
 from data.io import load_scene
@@ -110,23 +111,23 @@ def test_fused_smoothing_is_a_run_setting_applied_after_the_fusion(trained, tmp_
     smoothed = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "smoothed"))
     plain = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "plain"),
                           overrides=["fused_smoothing=0"])
-    assert json.loads((smoothed / "metrics.json").read_text())["fused_smoothing"] == 0.5
+    assert json.loads((smoothed / "metrics.json").read_text())["fused_smoothing"] == 0.6
     assert json.loads((plain / "metrics.json").read_text())["fused_smoothing"] == 0
     for name in np.load(plain / "head_maps.npz").files:  # the heads are untouched
         np.testing.assert_array_equal(np.load(plain / "head_maps.npz")[name], np.load(smoothed / "head_maps.npz")[name])
     np.testing.assert_allclose(np.load(smoothed / "anomaly_map.npy"),
-                               ndimage.gaussian_filter(np.load(plain / "anomaly_map.npy"), 0.5), rtol=1e-5, atol=1e-6)
+                               ndimage.gaussian_filter(np.load(plain / "anomaly_map.npy"), 0.6), rtol=1e-5, atol=1e-6)
 
 
 def test_the_extent_discount_is_a_run_setting_between_fusion_and_smoothing(trained, tmp_path):
     ckpt, scene_path = trained
     default = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "default"))
     raw = run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "raw"),
-                        overrides=["extent_window=0", "fused_smoothing=0"])
+                        overrides=["extent_window=0", "line_weight=0", "fused_smoothing=0"])
     assert json.loads((default / "metrics.json").read_text())["extent_window"] == 13
     assert json.loads((raw / "metrics.json").read_text())["extent_window"] == 0
     fused = np.load(raw / "anomaly_map.npy")
-    expected = ndimage.gaussian_filter(fused - ndimage.grey_opening(fused, size=(13, 13), mode="reflect"), 0.5)
+    expected = ndimage.gaussian_filter(discount_extent(fused, 13, 17, 0.5), 0.6)
     np.testing.assert_allclose(np.load(default / "anomaly_map.npy"), expected, rtol=1e-5, atol=1e-6)
 
 

@@ -1,0 +1,101 @@
+"""No-data pixels (a product's fill value, Scene.valid False) enter no statistic and get no score: whatever value a
+product stored there, every other pixel's score is the same, and the maps hold NaN there."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.baselines import local_rx_components, scene_stats
+from anomaly.detector import HSIAnomalyDetector
+from anomaly.fusion import normalize_scores
+from anomaly.inference import score_with_detector, trained_run_config
+from anomaly.train_anomaly import train_anomaly_detector
+from data.io import load_scene
+from data.preprocess import SpectralPreprocessor
+from tests.test_inference import make_stage3_ckpts, scene_file, sets
+from utils.checkpoint import read_checkpoint
+from utils.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(detector, raw cube (17, 19, 30), gt, no-data mask): every cheap head on, the default fusion."""
+    root = tmp_path_factory.mktemp("nodata")
+    ckpts = make_stage3_ckpts(root)
+    path = scene_file(root / "scene.npz")
+    ckpt = train_anomaly_detector(None, sets(root), encoder_ckpt=str(ckpts / "enc.pth"), data_path=path)
+    detector, _ = HSIAnomalyDetector.from_checkpoint(ckpt)
+    scene = load_scene(path)
+    valid = np.ones(scene.cube.shape[:2], dtype=bool)
+    valid[:, :4] = False  # a swath edge
+    valid[12:15, 10:14] = False  # a gap
+    return detector, np.asarray(scene.cube), scene.gt, valid, ckpt, path
+
+
+def filled(cube, valid, value):
+    out = cube.copy()
+    out[~valid] = value
+    return out
+
+
+@pytest.mark.slow
+def test_the_values_under_no_data_pixels_change_no_score(trained):
+    detector, cube, _, valid, _, _ = trained
+    maps = [detector.score_scene(filled(cube, valid, v), 0, valid=valid) for v in (-9999.0, 0.0, 1e6)]
+    for other in maps[1:]:
+        np.testing.assert_array_equal(other.anomaly_map, maps[0].anomaly_map)
+        for name, m in maps[0].head_maps.items():
+            np.testing.assert_array_equal(other.head_maps[name], m)
+    assert np.isnan(maps[0].anomaly_map[~valid]).all() and np.isfinite(maps[0].anomaly_map[valid]).all()
+    for m in (*maps[0].head_maps.values(), *maps[0].normalized.values()):
+        assert np.isnan(m[~valid]).all() and np.isfinite(m[valid]).all()
+    assert maps[0].preprocessing["nodata_pixels"] == int((~valid).sum())
+
+
+@pytest.mark.slow
+def test_an_all_valid_mask_is_the_scene_without_one_and_a_mostly_empty_scene_is_an_error(trained):
+    detector, cube, _, valid, _, _ = trained
+    plain = detector.score_scene(cube, 0)
+    full = detector.score_scene(cube, 0, valid=np.ones_like(valid))
+    np.testing.assert_array_equal(full.anomaly_map, plain.anomaly_map)
+    sparse = np.zeros_like(valid)
+    sparse[:2, :2] = True
+    with pytest.raises(DataError, match=r"only 1\.2% of the pixels hold data"):
+        detector.score_scene(cube, 0, valid=sparse)
+    with pytest.raises(DataError, match="no-data mask of shape"):
+        detector.score_scene(cube, 0, valid=valid[:5])
+
+
+@pytest.mark.slow
+def test_the_command_line_path_scores_a_scene_with_no_data_and_measures_only_its_data(trained):
+    detector, cube, gt, valid, ckpt, path = trained
+    scene = load_scene(path)
+    scene.cube, scene.valid = filled(cube, valid, -9999.0), valid
+    run = trained_run_config(read_checkpoint(ckpt, "anomaly"), data_path=path)
+    scored = score_with_detector(run, ckpt, scene)
+    np.testing.assert_array_equal(scored.scores.anomaly_map, detector.score_scene(cube, 0, valid=valid).anomaly_map)
+    assert scored.metrics["nodata_pixels"] == int((~valid).sum())
+    assert 0 <= scored.metrics["fused"]["auc"] <= 1  # measured on the pixels with data only
+
+
+def test_statistics_read_only_the_pixels_with_data():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((30, 27, 4))
+    valid = np.ones((30, 27), dtype=bool)
+    valid[5:12, 3:20] = False
+    other = z.copy()
+    other[~valid] = 1e3
+    stats = scene_stats(z, valid=valid)
+    np.testing.assert_allclose(stats.mean, z[valid].mean(axis=0))
+    np.testing.assert_allclose(stats.cov, np.cov(z[valid].T))
+    np.testing.assert_array_equal(local_rx_components(z, 3, 9, valid=valid)[valid],
+                                  local_rx_components(other, 3, 9, valid=valid)[valid])
+    np.testing.assert_array_equal(local_rx_components(z, 3, 9, valid=np.ones_like(valid)), local_rx_components(z, 3, 9))
+    scores = torch.from_numpy(z[..., 0]).float()
+    mask = torch.from_numpy(valid)
+    normalised = normalize_scores(scores, "robust_z", mask)
+    np.testing.assert_allclose(normalised[mask].numpy(), normalize_scores(scores[mask], "robust_z").numpy())
+    assert (normalised[~mask] == 0).all()
+    prep = SpectralPreprocessor.fit(filled(z, valid, np.nan), 4, "zscore", valid=valid)
+    assert prep.info["repaired_values"] == 0 and prep.info["nodata_pixels"] == int((~valid).sum())
+    np.testing.assert_allclose(prep.norm["mean"], z[valid].mean(axis=0), rtol=1e-6)
