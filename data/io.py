@@ -4,6 +4,7 @@
     scene = load_scene("big.npy")                                 # cube stays a read-only memmap
     scene = load_scene("urban.mat", cube_key="data", gt_key="map")
     scene = load_scene("scene.hdr")                               # ENVI header + its data file
+    scene = load_scene("EMIT_L2A_RFL_....nc")                     # also .tif / .tiff, PRISMA .he5
     scene = load_scene("synthetic:3")                             # the embedded scene, seed 3
     scene = load_scene("scene.hdr", gt_path="mask.png")           # a gt from its own file
     scene = load_scene("bhw.npy", cube_layout="bhw")              # a (B, H, W) cube, transposed on reading
@@ -13,7 +14,14 @@ Formats (chosen by the file extension):
 - `.npy`: the cube only, opened with `mmap_mode='r'` and never read whole.
 - `.mat`: MATLAB v5 (scipy) or v7.3 (HDF5, read with h5py and transposed back from MATLAB's
   column-major order).
-- `.hdr`: ENVI header and its data file, via `spectral.envi.open`; wavelengths from the header.
+- `.hdr`: ENVI header and its data file (data/envi.py): wavelengths, fwhm, bbl, data ignore value, reflectance
+  scale factor, map info.
+- `.tif` / `.tiff`: GeoTIFF / COG cube, one raster band per spectral band (data/geotiff.py); wavelengths from band
+  metadata or an EnMAP / DESIS METADATA.XML beside it.
+- `.nc`: EMIT L1B radiance / L2A reflectance NetCDF (data/emit.py).
+- `.he5`: PRISMA L1 / L2 HDF-EOS5, VNIR and SWIR merged (data/prisma.py).
+The product readers (.hdr .tif .tiff .nc .he5) also fill `Scene.fwhm`, `valid` (no-data pixels; a scene with no,
+or at most 10%, valid pixels is an error), `bad_bands` and `geo`; see data/product.py for the no-data rule.
 
 Which array is the cube / gt when no key is given: `cube` if present, else the largest 3-D numeric
 array; `gt` (or `gt_mask`, `map`, `groundtruth`, `ground_truth`) if present, else the one 2-D
@@ -47,6 +55,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from data.envi import envi_memmap, open_envi, read_envi
+from data.emit import read_emit
+from data.geotiff import read_geotiff
+from data.prisma import read_prisma
+from data.product import check_valid
 from data.scene import Scene, synthetic_name
 from utils.errors import DataError
 from utils.logging import get_logger
@@ -56,6 +69,14 @@ WAVELENGTH_NAMES = ("wavelengths", "wavelength")
 LAYOUTS = ("auto", "hwb", "bhw")
 _HW_AXES = {"hwb": (0, 1, 2), "bhw": (1, 2, 0)}  # the cube's (H, W, B) axes under each layout
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+# sensor products: suffix -> (reader returning a Scene without gt, what to call the file in messages)
+PRODUCT_READERS: dict[str, tuple[Callable[[Path], Scene], str]] = {
+    ".hdr": (read_envi, "an ENVI file"),
+    ".tif": (read_geotiff, "a GeoTIFF"),
+    ".tiff": (read_geotiff, "a GeoTIFF"),
+    ".nc": (read_emit, "an EMIT NetCDF"),
+    ".he5": (read_prisma, "a PRISMA .he5 file"),
+}
 
 
 def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None = None,
@@ -79,21 +100,33 @@ def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None
         ".npz": _read_npz,
         ".npy": _read_npy,
         ".mat": _read_mat,
-        ".hdr": _read_envi,
     }
-    if suffix not in readers:
-        raise DataError(f"{path}: unknown scene format '{suffix}' (supported: {', '.join(readers)}, "
-                        f"or 'synthetic[:SEED]')")
+    if suffix not in readers and suffix not in PRODUCT_READERS:
+        raise DataError(f"{path}: unknown scene format '{suffix}' (supported: "
+                        f"{', '.join([*readers, *PRODUCT_READERS])}, or 'synthetic[:SEED]')")
+    product = None
+    if suffix in PRODUCT_READERS:
+        if cube_key is not None or (gt_key is not None and not gt_path):
+            raise DataError(f"{path}: {PRODUCT_READERS[suffix][1]} holds only the cube; cube_key / gt_key do not "
+                            f"apply (give the gt as gt_path)")
+        product = PRODUCT_READERS[suffix][0](path)
+        read = lambda p, ck, gk, find: (product.cube, None, product.wavelengths)  # noqa: E731
+    else:
+        read = readers[suffix]
     if gt_path:
-        cube, _, wavelengths = readers[suffix](path, cube_key, None, False)
+        cube, _, wavelengths = read(path, cube_key, None, False)
         gt_source = Path(gt_path)
         gt = read_gt_file(gt_source, gt_key)
         get_logger().info(f"{path.name}: gt from {gt_source}")
     else:
-        cube, gt, wavelengths = readers[suffix](path, cube_key, gt_key, True)
+        cube, gt, wavelengths = read(path, cube_key, gt_key, True)
         gt_source = path
     cube, gt, wavelengths = _check_scene(path, cube, gt, wavelengths, cube_layout, gt_source)
-    return Scene(name=path.stem, cube=cube, gt=gt, wavelengths=wavelengths)
+    if product is None:
+        return Scene(name=path.stem, cube=cube, gt=gt, wavelengths=wavelengths)
+    return Scene(name=path.stem, cube=cube, gt=gt, wavelengths=wavelengths,
+                 fwhm=None if product.fwhm is None else np.asarray(product.fwhm, dtype=np.float32),
+                 valid=check_valid(path, product.valid), bad_bands=list(product.bad_bands), geo=product.geo)
 
 
 def scene_name(path: str | Path) -> str:
@@ -298,39 +331,6 @@ def _open_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy file ({type(err).__name__}: {err})") from None
 
 
-def _read_envi(path: Path, cube_key: str | None, gt_key: str | None, find_gt: bool) -> tuple:
-    if cube_key is not None or gt_key is not None:
-        raise DataError(f"{path}: an ENVI file holds only the cube; cube_key / gt_key do not apply (give the gt "
-                        f"as gt_path)")
-    image = _open_envi(path)
-    centers = getattr(image.bands, "centers", None)
-    wavelengths = np.asarray(centers, dtype=np.float64) if centers else None
-    return _envi_memmap(path, image), None, wavelengths
-
-
-def _open_envi(path: Path) -> Any:
-    from spectral.io import envi
-
-    try:
-        image = envi.open(str(path))
-    except envi.EnviDataFileNotFoundError:
-        stem = path.with_suffix("").name
-        raise DataError(f"{path}: the ENVI data file is missing: no {stem}, {stem}.img, {stem}.dat (or another "
-                        f"known extension) next to the header") from None
-    except (envi.EnviException, OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a readable ENVI header ({type(err).__name__}: {err})") from None
-    if not hasattr(image, "open_memmap"):
-        raise DataError(f"{path}: an ENVI spectral library, not an image")
-    return image
-
-
-def _envi_memmap(path: Path, image: Any) -> np.ndarray:
-    try:
-        return image.open_memmap(interleave="bip")  # (rows, cols, bands), a view on the data file
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot map the ENVI data file ({type(err).__name__}: {err})") from None
-
-
 # ----------------------------------------------------------------------------------------------
 # A gt mask in a file of its own (gt_path)
 
@@ -357,7 +357,7 @@ def read_gt_file(path: Path, gt_key: str | None = None) -> np.ndarray:
 
 
 def _read_envi_gt(path: Path) -> np.ndarray:
-    mask = _envi_memmap(path, _open_envi(path))  # (H, W, bands)
+    mask = envi_memmap(path, open_envi(path))  # (H, W, bands)
     if mask.shape[2] != 1:
         raise DataError(f"{path}: an ENVI gt must have one band, this one has {mask.shape[2]}")
     return np.asarray(mask[:, :, 0])
@@ -434,6 +434,8 @@ def _layout_evidence(path: Path, shape: tuple[int, ...], gt: np.ndarray | None,
     evidence = []
     if path.suffix.lower() == ".hdr":
         evidence.append(("the ENVI header", {"hwb"}))  # read with interleave='bip': (rows, cols, bands)
+    elif path.suffix.lower() in PRODUCT_READERS:
+        evidence.append(("the product's layout", {"hwb"}))  # every product reader returns (rows, cols, bands)
     if wavelengths is not None:
         n = wavelengths.size
         fits = {layout for layout, axes in _HW_AXES.items() if shape[axes[2]] == n}

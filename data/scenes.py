@@ -27,7 +27,7 @@ import yaml
 from data.io import LAYOUTS
 from utils.errors import ConfigError
 
-SCENE_SUFFIXES = (".npz", ".npy", ".mat", ".hdr")  # the formats data.io.load_scene reads
+SCENE_SUFFIXES = (".npz", ".npy", ".mat", ".hdr", ".tif", ".tiff", ".nc", ".he5")  # the formats data.io.load_scene reads
 GLOB_CHARS = "*?["
 
 

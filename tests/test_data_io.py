@@ -286,7 +286,7 @@ def _write(tmp_path, name, **arrays):
 
 ERROR_CASES = {
     "missing file": (lambda p, c, g: p / "nope.npz", "not found"),
-    "unknown extension": (lambda p, c, g: (p / "x.tif").write_bytes(b"II*\0") and p / "x.tif", "unknown scene format"),
+    "unknown extension": (lambda p, c, g: (p / "x.jpg").write_bytes(b"\xff\xd8") and p / "x.jpg", "unknown scene format"),
     "truncated npz": (lambda p, c, g: _truncate(_write(p, "t.npz", cube=c)), "t.npz: not a readable .npz"),
     "garbage npy": (lambda p, c, g: (p / "g.npy").write_bytes(b"nonsense") and p / "g.npy", "not a .npy file"),
     "2-D cube": (lambda p, c, g: _write(p, "flat.npz", cube=c[..., 0]), "must be 3-D"),

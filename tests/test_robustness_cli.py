@@ -148,8 +148,8 @@ DATA_CASES = [
     DataCase("missing file", lambda folder: folder / "absent.npz", 2, r"absent\.npz: scene file not found"),
     DataCase("ENVI header without data", _envi_header_only, 2,
              r"scene\.hdr: the ENVI data file is missing: no scene, scene\.img, scene\.dat"),
-    DataCase("unknown format", lambda folder: Path(shutil.copy(write_scene(folder / "a.npz"), folder / "scene.tif")), 2,
-             r"scene\.tif: unknown scene format '\.tif' \(supported: \.npz, \.npy, \.mat, \.hdr"),
+    DataCase("unknown format", lambda folder: Path(shutil.copy(write_scene(folder / "a.npz"), folder / "scene.jpg")), 2,
+             r"scene\.jpg: unknown scene format '\.jpg' \(supported: \.npz, \.npy, \.mat, \.hdr"),
 ]
 
 

@@ -34,10 +34,10 @@ def test_globs_and_files_keep_the_order_given(folder):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("empty", r"--scenes .*empty: the folder holds no scene file \(.npz, .npy, .mat, .hdr\)"),
-    ("scenes/*.tif", r"--scenes .*\*.tif: the pattern matches 0 path\(s\) but no scene file"),
+    ("empty", r"--scenes .*empty: the folder holds no scene file \(.npz, .npy, .mat, .hdr, .tif, .tiff, .nc, .he5\)"),
+    ("scenes/*.jpg", r"--scenes .*\*.jpg: the pattern matches 0 path\(s\) but no scene file"),
     ("scenes/notes.*", r"the pattern matches 1 path\(s\) but no scene file"),
-    ("scenes/notes.txt", r"--scenes .*notes.txt: '.txt' is not a scene format \(supported: .npz, .npy, .mat, .hdr\)"),
+    ("scenes/notes.txt", r"--scenes .*notes.txt: '.txt' is not a scene format \(supported: .npz, .npy, .mat, .hdr, .tif, .tiff, .nc, .he5\)"),
     ("missing.npz", r"--scenes .*missing.npz: no such file, folder or glob match"),
 ])
 def test_what_names_no_scene_is_an_error_that_says_so(folder, spec, message):
@@ -60,9 +60,9 @@ def test_the_suffixes_are_the_ones_load_scene_reads(tmp_path):
         with pytest.raises(Exception) as err:
             load_scene(tmp_path / f"x{suffix}")
         assert "unknown scene format" not in str(err.value)
-    (tmp_path / "x.tif").write_bytes(b"")
+    (tmp_path / "x.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="unknown scene format"):
-        load_scene(tmp_path / "x.tif")
+        load_scene(tmp_path / "x.jpg")
 
 
 def test_overrides_replace_the_configs_list_and_size_the_domain_table(tmp_path):
