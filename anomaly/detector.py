@@ -33,29 +33,13 @@ from anomaly.lora import ADAPTER_KEY, adapter_parameter_count, inject_lora
 from anomaly.scoring import SceneScores, score_scene
 from anomaly.settings import inference_settings
 from data.blocks import NoDataRows
+from data.product import check_valid
 from data.preprocess import SpectralPreprocessor, mean_spectrum
 from utils.checkpoint import describe_load_error
 from utils.errors import CheckpointError, ConfigError, DataError
 
 SPEC_HEAD_WEIGHTS = {"lm_nll": 0.4, "recon": 0.3, "one_class": 0.3}  # spec 6.2's constructor default
 DOMAIN_TABLE_KEY = "universal_model.encoder.domain_embedding.weight"
-MIN_VALID_SHARE = 0.1  # below this share of pixels with data a scene's statistics mean little
-
-
-def check_valid(valid: np.ndarray | None, shape: tuple[int, int], source: str | None = None) -> np.ndarray | None:
-    """A scene's no-data mask as (H, W) bool, None when every pixel holds data; a scene with fewer than
-    MIN_VALID_SHARE of its pixels holding data is an error, not a map."""
-    if valid is None:
-        return None
-    valid = np.asarray(valid, dtype=bool)
-    where = f"{source}: " if source else ""
-    if valid.shape != tuple(shape):
-        raise DataError(f"{where}a no-data mask of shape {valid.shape} for a scene of {shape[0]} x {shape[1]} pixels")
-    share = float(valid.mean())
-    if share < MIN_VALID_SHARE:
-        raise DataError(f"{where}only {share:.1%} of the pixels hold data (the rest is marked no-data): too little "
-                        f"to score; crop the scene to its data or check its no-data value")
-    return None if share == 1.0 else valid
 
 
 class HSIAnomalyDetector(nn.Module):

@@ -54,13 +54,14 @@ import numpy as np  # noqa: E402
 
 from anomaly.checkpoint import read_detector, trained_config  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
-from anomaly.detector import HSIAnomalyDetector, check_valid  # noqa: E402
+from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.domain import warn_if_unseen  # noqa: E402
 from anomaly.scoring import SceneScores  # noqa: E402
 from anomaly.run_folders import default_detector, output_folder  # noqa: E402
 from anomaly.settings import inference_settings, same_scene  # noqa: E402
 from anomaly.visualize import render_anomaly_figure  # noqa: E402
 from data.io import Scene, load_scene, scene_name  # noqa: E402
+from data.product import check_valid  # noqa: E402
 from utils.atomic import write_files  # noqa: E402
 from utils.checkpoint import read_checkpoint  # noqa: E402
 from utils.config import apply_overrides  # noqa: E402

@@ -126,7 +126,8 @@ def load_scene(path: str | Path, cube_key: str | None = None, gt_key: str | None
         return Scene(name=path.stem, cube=cube, gt=gt, wavelengths=wavelengths)
     return Scene(name=path.stem, cube=cube, gt=gt, wavelengths=wavelengths,
                  fwhm=None if product.fwhm is None else np.asarray(product.fwhm, dtype=np.float32),
-                 valid=check_valid(path, product.valid), bad_bands=list(product.bad_bands), geo=product.geo)
+                 valid=check_valid(product.valid, cube.shape[:2], path), bad_bands=list(product.bad_bands),
+                 geo=product.geo)
 
 
 def scene_name(path: str | Path) -> str:

@@ -3,7 +3,7 @@ dependency with a one-line install hint, the no-data rule, and the checks on the
 
     rasterio = require("rasterio", path, "GeoTIFF")     # DataError naming `pip install rasterio>=1.3` when missing
     valid = nodata_pixels(cube, fill)                   # (H, W) bool: False where every band holds `fill`
-    check_valid(path, valid)                            # DataError when no pixel, or <= 10% of them, hold data
+    check_valid(valid, (H, W), path)                    # DataError when no pixel, or <= 10% of them, hold data
 
 The no-data rule (all readers): a pixel holds no data when EVERY band equals the product's fill value (ENVI `data
 ignore value`, a GeoTIFF's nodata, EMIT's -9999); there the cube is NaN and `Scene.valid` False. A single band equal
@@ -97,21 +97,25 @@ def bad_band_list(indices, wavelengths: np.ndarray | None) -> list[dict]:
     return out
 
 
-def check_valid(path: Path, valid: np.ndarray | None) -> np.ndarray | None:
-    """`valid` checked: None stays None, all-True becomes None; no valid pixel, or more than
-    MAX_NODATA_FRACTION of the pixels without data, is a one-line DataError."""
+def check_valid(valid: np.ndarray | None, shape: tuple[int, int], source: str | Path | None = None
+                ) -> np.ndarray | None:
+    """A scene's no-data mask checked against its (H, W) `shape`: None stays None, all-True becomes None; no valid
+    pixel, or more than MAX_NODATA_FRACTION of the pixels without data, is a one-line DataError naming `source`."""
     if valid is None:
         return None
     valid = np.asarray(valid, dtype=bool)
+    where = f"{source}: " if source else ""
+    if valid.shape != tuple(shape):
+        raise DataError(f"{where}a no-data mask of shape {valid.shape} for a scene of {shape[0]} x {shape[1]} pixels")
     total = valid.size
     good = int(valid.sum())
     if good == total:
         return None
     if good == 0:
-        raise DataError(f"{path}: every pixel is no-data (fill value); nothing to score")
+        raise DataError(f"{where}every pixel is no-data (fill value); nothing to score")
     missing = 1.0 - good / total
     if missing > MAX_NODATA_FRACTION:
-        raise DataError(f"{path}: {missing:.1%} of the pixels are no-data ({good} of {total} hold data; more than "
+        raise DataError(f"{where}{missing:.1%} of the pixels are no-data ({good} of {total} hold data; more than "
                         f"{MAX_NODATA_FRACTION:.0%} no-data is refused); crop the scene to its valid part")
     return valid
 

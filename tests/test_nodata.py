@@ -60,7 +60,7 @@ def test_an_all_valid_mask_is_the_scene_without_one_and_a_mostly_empty_scene_is_
     np.testing.assert_array_equal(full.anomaly_map, plain.anomaly_map)
     sparse = np.zeros_like(valid)
     sparse[:2, :2] = True
-    with pytest.raises(DataError, match=r"only 1\.2% of the pixels hold data"):
+    with pytest.raises(DataError, match=r"98\.8% of the pixels are no-data"):
         detector.score_scene(cube, 0, valid=sparse)
     with pytest.raises(DataError, match="no-data mask of shape"):
         detector.score_scene(cube, 0, valid=valid[:5])
