@@ -29,13 +29,12 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 
+from anomaly.run_folders import GEO_OUTPUT_FILES
 from data.scene import GeoReference
 from utils.errors import DataError
 from utils.logging import get_logger
 
-GEOTIFF = "anomaly_map.tif"
-SWATH_GEOTIFF = "anomaly_map_swath.tif"
-GEO_OUTPUT_FILES = (GEOTIFF, SWATH_GEOTIFF)
+GEOTIFF, SWATH_GEOTIFF = GEO_OUTPUT_FILES
 _BLOCK = 512  # COG tile side; GDAL's default for the COG driver
 _MIN_OVERVIEW = 256  # overviews halve the map until its longer side is at most this
 log = get_logger("anomaly")

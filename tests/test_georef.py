@@ -2,12 +2,16 @@
 lookup table; NaN as no data; no GeoTIFF without a georeference."""
 
 import contextlib
+import csv
+import io
+import json
 import logging
 import warnings
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.features
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
@@ -131,3 +135,77 @@ def test_a_lookup_table_product_gets_the_orthorectified_map_and_the_swath_map():
     on_swath, swath_crs, *_ = read(files[SWATH_GEOTIFF])
     assert swath_crs is None
     np.testing.assert_array_equal(on_swath, swath)
+
+
+# ------------------------------------------------------------------------------------------ run_inference, end to end
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """(detector checkpoint, scene path): tiny untrained models, heads that need no training (fast)."""
+    from anomaly.train_anomaly import train_anomaly_detector
+    from tests.test_inference import make_stage3_ckpts, scene_file, sets
+
+    root = tmp_path_factory.mktemp("georef_run")
+    ckpts = make_stage3_ckpts(root)
+    scene = scene_file(root / "scene.npz")
+    quick = {"head_weights.one_class": 0, "head_weights.lm_nll": 0, "head_weights.recon": 0,
+             "head_weights.rarity": 0}
+    return train_anomaly_detector(None, sets(root, **quick), encoder_ckpt=str(ckpts / "enc.pth"), data_path=scene), scene
+
+
+def test_inference_writes_every_output_of_a_georeferenced_scene(detector, tmp_path, monkeypatch):
+    import anomaly.inference as inference
+    from anomaly.run_folders import OUTPUT_FILES
+    from data.io import load_scene
+
+    ckpt, scene_path = detector
+    valid = np.ones((17, 19), bool)
+    valid[0, :5] = valid[16, 18] = False  # no-data pixels
+    rows, cols = np.indices((17, 19))
+    glt = np.full((20, 22, 2), -1, np.int32)
+    glt[1:18, 2:21, 0], glt[1:18, 2:21, 1] = rows, cols
+    geos = {"emit": GeoReference(glt=glt, glt_crs="EPSG:4326", glt_transform=(1e-4, 0, -118, 0, -1e-4, 34),
+                                 lon=-118 + cols * 1e-4, lat=34 - rows * 1e-4),
+            "utm": GeoReference(crs=UTM, transform=TRANSFORM)}
+
+    def run(kind, **kwargs):
+        def read_scene(*args):
+            scene = load_scene(*args)
+            scene.valid, scene.geo = valid, geos[kind]
+            return scene
+        monkeypatch.setattr(inference, "load_scene", read_scene)
+        return inference.run_inference(None, ckpt, data_path=scene_path, out_dir=str(tmp_path / "out"),
+                                       overrides=["pfa=0.02"], **kwargs)
+
+    out = run("emit")
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES + (GEOTIFF, SWATH_GEOTIFF))
+    fused = np.load(out / "anomaly_map.npy")
+    ortho, crs, *_ = read((out / GEOTIFF).read_bytes())
+    assert crs == rasterio.crs.CRS.from_epsg(4326)
+    np.testing.assert_array_equal(ortho, orthorectify(fused, glt))
+    emit_table = (out / "detections.csv").read_text()
+
+    out = run("utm", overwrite=True)  # the same folder: the swath GeoTIFF of the earlier run is not left behind
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES + (GEOTIFF,))
+    fused = np.load(out / "anomaly_map.npy")
+    assert fused.dtype == np.float32 and np.isnan(fused[~valid]).all() and np.isfinite(fused[valid]).all()
+    heads = np.load(out / "head_maps.npz")
+    assert all(np.isnan(heads[name][~valid]).all() for name in heads.files)
+    on_grid, crs, transform, nodata, *_ = read((out / GEOTIFF).read_bytes())
+    assert crs == rasterio.crs.CRS.from_user_input(UTM) and tuple(transform)[:6] == TRANSFORM and np.isnan(nodata)
+    np.testing.assert_array_equal(on_grid, fused)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = metrics["detections"]
+    assert summary["pfa"] == 0.02 and summary["threshold"] == pytest.approx(np.quantile(fused[valid], 0.98))
+    detected = fused > summary["threshold"]  # NaN compares False
+    assert summary["pixels"] == int(detected.sum()) > 0 and summary["gt_objects"] == 1
+    assert 0 <= summary["gt_objects_hit"] <= 1 and 0 <= metrics["fused"]["auc"] <= 1
+    table = list(csv.DictReader(io.StringIO((out / "detections.csv").read_text())))
+    assert len(table) == summary["count"] and sum(int(r["area_px"]) for r in table) == summary["pixels"]
+    assert all(float(r["area_m2"]) == 900 * int(r["area_px"]) for r in table)
+    assert (out / "detections.csv").read_text() != emit_table  # lon / lat and areas follow the georeference
+    collection = json.loads((out / "detections.geojson").read_text())
+    shapes = [(feature["geometry"], 1) for feature in collection["features"]]
+    drawn = rasterio.features.rasterize(shapes, out_shape=fused.shape, transform=rasterio.Affine(*TRANSFORM))
+    np.testing.assert_array_equal(drawn.astype(bool), detected)
+    assert (out / "anomaly_map.png").read_bytes()[:4] == b"\x89PNG"
