@@ -173,8 +173,13 @@ def _outline(ax: plt.Axes, detections: np.ndarray) -> None:
     """The detected objects' outlines (cyan) over a map panel, their count in the title."""
     mask = np.asarray(detections, dtype=bool)
     count = 0
-    if mask.any():
-        ax.contour(mask.astype(np.float32), levels=[0.5], colors="cyan", linewidths=0.8)
+    if mask.any():  # padded by a background pixel: objects at the border close, and a 1 x N map contours too
+        h, w = mask.shape
+        limits = ax.get_xlim(), ax.get_ylim()
+        ax.contour(np.arange(-1, w + 1), np.arange(-1, h + 1), np.pad(mask, 1).astype(np.float32), levels=[0.5],
+                   colors="cyan", linewidths=0.8)
+        ax.set_xlim(limits[0])
+        ax.set_ylim(limits[1])
         count = ndimage.label(mask, structure=np.ones((3, 3), bool))[1]
     ax.set_title(f"{ax.get_title()} ({count} detected, outlined)", fontsize=9)
 

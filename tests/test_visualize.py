@@ -118,3 +118,20 @@ def test_detections_are_outlined_on_the_fused_map_and_nan_is_no_data():
         plt.close(fig)
     with pytest.raises(DataError, match="detections"):
         build_anomaly_figure(cube, gt, fused, heads, "scene", detections=detections[:3])
+
+
+@pytest.mark.parametrize("shape", [(1, 20), (20, 1)])
+def test_a_strip_map_outlines_its_detections(shape):
+    rng = np.random.default_rng(0)
+    cube = rng.random((*shape, 5)).astype(np.float32)
+    fused = rng.random(shape)
+    detections = fused > 0.8
+    detections.flat[0] = True  # at the border
+    fig = build_anomaly_figure(cube, None, fused, {}, "strip", detections=detections)
+    try:
+        fused_axes = next(ax for ax in fig.axes if ax.get_title().startswith("fused"))
+        assert len(fused_axes.collections) == 1
+        h, w = shape
+        assert fused_axes.get_xlim() == (-0.5, w - 0.5)  # the outline does not widen the panel
+    finally:
+        plt.close(fig)
