@@ -7,7 +7,8 @@
 
 Runs anomaly/train_anomaly.py (writes <output_dir>/anomaly_detector.pth; output_dir "" = the default =
 checkpoints/anomaly/<scene name>) and anomaly/inference.py with that detector (writes anomaly_map.npy,
-head_maps.npz, metrics.json, anomaly_map.png into --out_dir, default outputs/<scene name>; --overwrite
+head_maps.npz, metrics.json, anomaly_map.png, detections.csv, detections.geojson and, for a georeferenced scene,
+anomaly_map.tif into --out_dir, default outputs/<scene name>; --overwrite
 replaces an earlier run's files). An earlier run's files there, a missing scene file or a supervised config
 are refused before torch is imported (anomaly/cli_args.py), so before training replaces any detector. A scene of any band count works:
 it is resampled to the tokenizer's num_bands (docs/design.md "Band resampling"). The run ends with a summary: seconds per stage,

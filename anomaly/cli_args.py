@@ -21,7 +21,11 @@ DETECTOR_WRITES = {"<output_dir>/anomaly_detector.pth": "the trained detector; o
                    "<output_dir>/last.pth": "the latest epoch's state when something trains, for --resume"}
 SCORING_WRITES = {"<out_dir>/anomaly_map.npy, head_maps.npz, metrics.json, anomaly_map.png":
                   "the fused map, each head's map, the metrics (ROC AUC when the scene has a gt mask) and the figure; "
-                  "out_dir \"\" (the default) = outputs/<scene name>"}
+                  "out_dir \"\" (the default) = outputs/<scene name>",
+                  "<out_dir>/detections.csv, detections.geojson": "the objects above the pfa threshold: table and "
+                                                                   "polygons",
+                  "<out_dir>/anomaly_map.tif": "a georeferenced scene's map as a cloud-optimised GeoTIFF (EMIT: "
+                                               "orthorectified, anomaly_map_swath.tif beside it)"}
 
 
 def train_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,8 @@ size, stride) is NOT here: it comes from the tokenizer checkpoint that the encod
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, make_dataclass
 
 from anomaly.head_registry import HEAD_NAMES, HEADS
@@ -171,6 +173,12 @@ class AnomalyConfig:
                                                               "grx (prepared cube) and ctx_rx (residuals); 0 = every "
                                                               "band (classical RX); fewer drop the noisy trailing "
                                                               "bands"})
+    pfa: float = field(default=1e-3, metadata={"help": "false-alarm rate of the detected objects: the threshold is "
+                                                        "the (1 - pfa) quantile of the scene's valid fused scores "
+                                                        "(detections.csv / .geojson; anomaly/detections.py)"})
+    detection_threshold: float | None = field(default=None, metadata={"help": "an explicit fused score to threshold "
+                                                                               "the objects at instead of pfa; null "
+                                                                               "= from pfa"})
 
     def validate(self) -> None:
         check(self.anomaly_batch_size >= 1, f"anomaly_batch_size: must be >= 1, got {self.anomaly_batch_size}")
@@ -222,6 +230,9 @@ class AnomalyConfig:
         check(lrx.outer > lrx.inner and lrx.outer % 2 == 1,
               f"local_rx.outer: must be an odd window larger than local_rx.inner ({lrx.inner}), got {lrx.outer}")
         check(lrx.n_components >= 1, f"local_rx.n_components: must be >= 1, got {lrx.n_components}")
+        check(0 < self.pfa < 1, f"pfa: must lie in (0, 1) (a false-alarm rate), got {self.pfa}")
+        check(self.detection_threshold is None or math.isfinite(self.detection_threshold),
+              f"detection_threshold: must be a finite score or null (= from pfa), got {self.detection_threshold}")
         check(self.rx_components >= 0, f"rx_components: must be >= 0 (0 = every band), got {self.rx_components}")
 
 

@@ -18,7 +18,7 @@ with an error naming the key and the checkpoint (anomaly/settings.py).
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
 
-Writes into `out_dir` (default outputs/<scene name>), all four files atomically and together (a failed
+Writes into `out_dir` (default outputs/<scene name>), all its files atomically and together (a failed
 write replaces none of them), and refuses to replace an earlier run's files without --overwrite (docs/design.md "Outputs a user can look at");
 the folder is locked against a second run and refused before scoring when it is unwritable. An earlier run's
 files (and a missing scene or default detector) are found before torch is even imported (anomaly/cli_args.py):
@@ -27,7 +27,16 @@ files (and a missing scene or default detector) are found before torch is even i
 - metrics.json      fused and per-head ROC AUC, AP, AUC(Pf,tau), AUC(Pd,tau) when the scene has a gt
                     (the gt is read for these metrics only), runtime, mode, checkpoints and hashes; every
                     path relative to the current directory when it lies under it, else absolute
-- anomaly_map.png   false colour, gt, fused map, each head's map, ROC curve
+- anomaly_map.png   false colour, gt, fused map (the detected objects outlined), each head's map, ROC curve
+- detections.csv    the detected objects (anomaly/detections.py): the fused map above the (1 - pfa) quantile of
+                    its valid pixels (or above detection_threshold), 8-connected: id, centroid row / col, lon / lat,
+                    area in pixels and m2, max and mean score; metrics.json "detections" holds the threshold, the
+                    count and, with a gt mask, how many gt objects were hit
+- detections.geojson the objects' polygons in the scene's CRS (pixel coordinates without a georeference)
+- anomaly_map.tif   a georeferenced scene's fused map as a cloud-optimised GeoTIFF (anomaly/georef.py; nodata NaN);
+                    a lookup-table product (EMIT) gets it orthorectified, and anomaly_map_swath.tif on the swath grid
+Pixels the scene marks as no data (`Scene.valid` False) are NaN in every map, and left out of the metrics and the
+detection threshold.
 A `.npy` scene stays memory-mapped: patches are read and preprocessed batch by batch.
 """
 
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -54,10 +64,13 @@ import numpy as np  # noqa: E402
 
 from anomaly.checkpoint import read_detector, trained_config  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
+from anomaly.detections import (CSV_NAME, GEOJSON_NAME, detection_summary, detections_csv,  # noqa: E402
+                                detections_geojson, find_detections)
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.domain import warn_if_unseen  # noqa: E402
 from anomaly.scoring import SceneScores  # noqa: E402
-from anomaly.run_folders import default_detector, output_folder  # noqa: E402
+from anomaly.georef import georeferenced_maps  # noqa: E402
+from anomaly.run_folders import GEO_OUTPUT_FILES, default_detector, output_folder  # noqa: E402
 from anomaly.settings import inference_settings, same_scene  # noqa: E402
 from anomaly.visualize import render_anomaly_figure  # noqa: E402
 from data.io import Scene, load_scene, scene_name  # noqa: E402
@@ -115,11 +128,13 @@ def trained_run_config(read: tuple[dict[str, Any], dict[str, str]], overrides: l
 
 @dataclass
 class ScoredScene:
-    """What scoring a scene gives: the scene, its maps (anomaly/scoring.py) and the metrics.json content."""
+    """What scoring a scene gives: the scene, its maps (anomaly/scoring.py; NaN at the scene's no-data pixels),
+    the metrics.json content and the settings the detector scored with."""
 
     scene: Scene
     scores: SceneScores
     metrics: dict[str, Any]
+    settings: AnomalyConfig | None = None
 
 
 def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Scene | None = None,
@@ -176,7 +191,15 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
         **_metrics(scores.head_maps, scores.anomaly_map, scene.gt, valid),
         "bad_bands": scene.bad_bands, "nodata_pixels": 0 if valid is None else int((~valid).sum()),
     }
-    return ScoredScene(scene, scores, metrics)
+    return ScoredScene(scene, scores, metrics, settings)
+
+
+def _detections_line(summary: dict[str, Any]) -> str:
+    rule = f"pfa {summary['pfa']:g}" if summary["pfa"] is not None else "detection_threshold"
+    line = f"{summary['count']} objects ({summary['pixels']} pixels) above {summary['threshold']:.4g} ({rule})"
+    if "gt_objects" in summary:
+        line += f"; {summary['gt_objects_hit']} of {summary['gt_objects']} gt objects hit"
+    return line
 
 
 def run_inference(config_path: str | None, detector_ckpt: str | Path | None = None, data_path: str | None = None,
@@ -204,16 +227,26 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
     scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
     scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path,
                                  read)
-    metrics, result = scored.metrics, scored.scores
+    metrics, result, settings = scored.metrics, scored.scores, scored.settings
+    found = find_detections(result.anomaly_map, scene.geo, settings.pfa, settings.detection_threshold)
+    metrics["detections"] = detection_summary(found, scene.gt)
     title = f"{scene.name}: fused {', '.join(result.head_maps)}"
     if "fused" in metrics:
         title += f" (AUC {metrics['fused']['auc']:.4f})"
     figure = render_anomaly_figure(scene.cube, scene.gt, result.anomaly_map, result.head_maps, title,
-                                   wavelengths=scene.wavelengths)
+                                   wavelengths=scene.wavelengths, detections=found.mask)
+    geotiffs = georeferenced_maps(result.anomaly_map, scene.geo, scene.name)
     write_files({folder / "anomaly_map.npy": _npy_bytes(result.anomaly_map),
                  folder / "head_maps.npz": _npz_bytes(result.head_maps),
                  folder / "metrics.json": json.dumps(metrics, indent=2) + "\n",
-                 folder / "anomaly_map.png": figure})
+                 folder / "anomaly_map.png": figure,
+                 **{folder / name: data for name, data in geotiffs.items()},
+                 folder / CSV_NAME: detections_csv(found),
+                 folder / GEOJSON_NAME: detections_geojson(found, scene.geo)})
+    for name in set(GEO_OUTPUT_FILES) - set(geotiffs):  # an earlier run's GeoTIFF (--overwrite) is not this map
+        if (folder / name).exists():
+            os.unlink(folder / name)
+    log.info(_detections_line(metrics["detections"]))
     if "note" in metrics:
         log.warning(f"{run.data_path}: {metrics['note']} (metrics.json says so)")
     if "fused" in metrics:

@@ -18,7 +18,9 @@ from utils.errors import CheckpointError, ConfigError
 CKPT_NAME = "anomaly_detector.pth"
 DETECTOR_ROOT = Path("checkpoints/anomaly")
 OUTPUTS_ROOT = Path("outputs")
-OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png")
+OUTPUT_FILES = ("anomaly_map.npy", "head_maps.npz", "metrics.json", "anomaly_map.png", "detections.csv",
+                "detections.geojson")  # every run writes these
+GEO_OUTPUT_FILES = ("anomaly_map.tif", "anomaly_map_swath.tif")  # a georeferenced scene's (anomaly/georef.py)
 
 
 def detector_dir(output_dir: str, data_path: str) -> Path:
@@ -40,7 +42,7 @@ def output_folder(out_dir: str | None, scene: str, overwrite: bool) -> Path:
     """The inference output folder (`out_dir`, else outputs/<scene name>); refuses one that holds an
     earlier run's outputs unless `overwrite`."""
     folder = Path(out_dir or OUTPUTS_ROOT / scene)
-    existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
+    existing = [name for name in OUTPUT_FILES + GEO_OUTPUT_FILES if (folder / name).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{folder} already holds an earlier run's {', '.join(existing)}; pass --overwrite "
                           f"to replace them, or choose another --out_dir")

@@ -3,7 +3,8 @@
     save_anomaly_figure("out/scene.png", cube, gt, fused, {"recon": r, "lm_nll": l}, "abu-urban-1")
 
 Panels: a false-colour composite of three bands (percentile-stretched), the gt mask (when given), the
-fused map (when given) and one panel per entry of `head_maps`, each map with a colour bar (colours clipped
+fused map (when given; the detected objects outlined on it when `detections` is given, NaN = no data drawn
+blank) and one panel per entry of `head_maps`, each map with a colour bar (colours clipped
 to the 1st..99.5th percentile of the map, the bar's arrows mark the clipping, the panel's label the full
 range) and a readable title (`HEAD_TITLES`: `lm_nll` -> "masked-LM NLL"; other names are shown as given,
 e.g. the benchmark's method labels). When a gt with both anomaly and background pixels is given, a last
@@ -23,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from anomaly.head_registry import HEADS  # noqa: E402
 from data.blocks import read_block  # noqa: E402
@@ -72,17 +74,17 @@ def _check_map(name: str, values: np.ndarray, shape: tuple[int, int]) -> np.ndar
 
 def save_anomaly_figure(path: str | Path, cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
                         head_maps: dict[str, np.ndarray], title: str,
-                        wavelengths: np.ndarray | None = None) -> Path:
+                        wavelengths: np.ndarray | None = None, detections: np.ndarray | None = None) -> Path:
     """Write the figure to `path` (PNG) and return the path; the arguments are `render_anomaly_figure`'s."""
-    write_files({Path(path): render_anomaly_figure(cube, gt, fused, head_maps, title, wavelengths)})
+    write_files({Path(path): render_anomaly_figure(cube, gt, fused, head_maps, title, wavelengths, detections)})
     return Path(path)
 
 
 def render_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
                           head_maps: dict[str, np.ndarray], title: str,
-                          wavelengths: np.ndarray | None = None) -> bytes:
+                          wavelengths: np.ndarray | None = None, detections: np.ndarray | None = None) -> bytes:
     """The figure as PNG bytes; the arguments are `build_anomaly_figure`'s."""
-    fig = build_anomaly_figure(cube, gt, fused, head_maps, title, wavelengths)
+    fig = build_anomaly_figure(cube, gt, fused, head_maps, title, wavelengths, detections)
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -93,10 +95,11 @@ def render_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.nda
 
 def build_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndarray | None,
                          head_maps: dict[str, np.ndarray], title: str,
-                         wavelengths: np.ndarray | None = None) -> plt.Figure:
+                         wavelengths: np.ndarray | None = None, detections: np.ndarray | None = None) -> plt.Figure:
     """The figure (the caller closes it).
 
-    cube (H, W, B); gt (H, W) 0/1 or None; fused (H, W) or None; head_maps {name: (H, W)}.
+    cube (H, W, B); gt (H, W) 0/1 or None; fused (H, W) or None (NaN = no data, drawn blank); head_maps
+    {name: (H, W)}; detections (H, W) bool or None: the detected objects, outlined on the fused map's panel.
     """
     if getattr(cube, "ndim", None) != 3:
         raise DataError(f"expected a cube of shape (H, W, B), got shape {getattr(cube, 'shape', None)}")
@@ -106,6 +109,8 @@ def build_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndar
         maps[name] = _check_map(name, values, shape)
     if gt is not None:
         gt = _check_map("gt", gt, shape)
+    if detections is not None:
+        detections = _check_map("detections", detections, shape)
     with_roc = gt is not None and bool(maps) and 0 < int(np.count_nonzero(gt)) < gt.size  # else AUC is undefined
     count = 1 + int(gt is not None) + len(maps)
     cols = min(_MAX_COLUMNS, count)
@@ -118,6 +123,8 @@ def build_anomaly_figure(cube: np.ndarray, gt: np.ndarray | None, fused: np.ndar
         _show_gt(fig, panels[1], gt)
     for ax, (name, values) in zip(panels[1 + int(gt is not None):], maps.items()):
         _show_map(fig, ax, panel_title(name), values)
+        if name == "fused" and detections is not None:
+            _outline(ax, detections)
     if with_roc:
         _plot_roc(fig.add_subplot(grid[rows, : max(1, cols // 2)]), maps, gt)
     fig.suptitle(title, fontsize=11)
@@ -149,15 +156,32 @@ def _show_gt(fig: plt.Figure, ax: plt.Axes, gt: np.ndarray) -> None:
 
 def _show_map(fig: plt.Figure, ax: plt.Axes, title: str, values: np.ndarray) -> None:
     """A score map (H, W) with its colour bar; colours clipped to the 1st..99.5th percentile."""
-    low, high = np.percentile(values, 1), np.percentile(values, _VMAX_PCT)
+    if not np.isfinite(values).any():  # no data at all
+        values = np.zeros(values.shape)
+    low, high = np.nanpercentile(values, 1), np.nanpercentile(values, _VMAX_PCT)
     image = ax.imshow(values, cmap="inferno", vmin=low, vmax=high, interpolation="nearest")
     _bare(ax, title)
-    lowest, highest = float(np.min(values)), float(np.max(values))
+    lowest, highest = float(np.nanmin(values)), float(np.nanmax(values))
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
         (lowest < low, highest > high)]
     bar = fig.colorbar(image, cax=_bar_axes(ax), extend=extend)
     bar.ax.tick_params(labelsize=7)
     ax.set_xlabel(f"range {lowest:.3g} .. {highest:.3g}", fontsize=7)
+
+
+def _outline(ax: plt.Axes, detections: np.ndarray) -> None:
+    """The detected objects' outlines (cyan) over a map panel, their count in the title."""
+    mask = np.asarray(detections, dtype=bool)
+    count = 0
+    if mask.any():  # padded by a background pixel: objects at the border close, and a 1 x N map contours too
+        h, w = mask.shape
+        limits = ax.get_xlim(), ax.get_ylim()
+        ax.contour(np.arange(-1, w + 1), np.arange(-1, h + 1), np.pad(mask, 1).astype(np.float32), levels=[0.5],
+                   colors="cyan", linewidths=0.8)
+        ax.set_xlim(limits[0])
+        ax.set_ylim(limits[1])
+        count = ndimage.label(mask, structure=np.ones((3, 3), bool))[1]
+    ax.set_title(f"{ax.get_title()} ({count} detected, outlined)", fontsize=9)
 
 
 def _plot_roc(ax: plt.Axes, maps: dict[str, np.ndarray], gt: np.ndarray) -> None:

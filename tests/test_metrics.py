@@ -62,7 +62,8 @@ def test_constant_scores_give_chance():
 @pytest.mark.parametrize("scores, gt, message", [
     (np.ones((3, 3)), np.zeros((3, 3)), "AUC is undefined: the gt mask has no anomaly pixels"),
     (np.ones((3, 3)), np.ones((3, 3)), "AUC is undefined"),
-    (np.array([[np.nan, 1.0]]), np.array([[0, 1]]), "non-finite"),
+    (np.array([[np.nan, np.nan]]), np.array([[0, 1]]), "no data"),
+    (np.array([[np.nan, 1.0, 2.0]]), np.array([[1, 0, 0]]), "no anomaly"),  # the NaN pixel is no data
     (np.array([[np.inf, 1.0]]), np.array([[0, 1]]), "non-finite"),
     (np.ones((3, 3)), np.zeros((3, 4)), "does not match"),
     (np.ones((1, 2)), np.array([[0, 2]]), "0/1"),
@@ -72,3 +73,11 @@ def test_errors(scores, gt, message):
         detection_metrics(scores, gt)
     with pytest.raises(DataError, match=message):
         roc_points(scores, gt)
+
+
+def test_nan_pixels_are_left_out():
+    scores = np.array([[0.1, 0.9, np.nan], [0.2, 0.8, np.nan]])
+    gt = np.array([[0, 1, 1], [0, 1, 0]])
+    assert detection_metrics(scores, gt) == detection_metrics(scores[:, :2], gt[:, :2])
+    pf, pd = roc_points(scores, gt)
+    np.testing.assert_array_equal(pf, roc_points(scores[:, :2], gt[:, :2])[0])

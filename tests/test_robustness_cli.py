@@ -362,7 +362,8 @@ def test_inference_never_overwrites_unless_asked(c: Chain, tmp_path):
     first = {p.name: sha256_file(p) for p in out.iterdir()}
     again = run_script(INFER, c.inference_argv(c.scene, out), tmp_path / "log2")
     assert_one_line_error(again, rf"{re.escape(str(out))} already holds an earlier run's anomaly_map\.npy, "
-                                 r"head_maps\.npz, metrics\.json, anomaly_map\.png; pass --overwrite")
+                                 r"head_maps\.npz, metrics\.json, anomaly_map\.png, detections\.csv, "
+                                 r"detections\.geojson; pass --overwrite")
     assert {p.name: sha256_file(p) for p in out.iterdir()} == first
     assert run_script(INFER, [*c.inference_argv(c.scene, out), "--overwrite"], tmp_path / "log3").code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(first)  # no temporary file left behind

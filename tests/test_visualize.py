@@ -98,3 +98,40 @@ def test_roc_legend_lies_outside_the_curves():
 def test_titles_map_every_head_and_pass_other_names_through():
     assert {panel_title(name) for name in HEAD_NAMES} == set(HEAD_TITLES.values()) - {"fused"}
     assert panel_title("lrx") == "local RX" and panel_title("Isolation Forest") == "Isolation Forest"
+
+
+def test_detections_are_outlined_on_the_fused_map_and_nan_is_no_data():
+    cube, gt, fused, heads = _inputs()
+    fused = fused.copy()
+    fused[0, :3] = np.nan  # invalid pixels
+    detections = np.zeros(gt.shape, bool)
+    detections[4:6, 7:9] = True
+    detections[10, 15] = True
+    fig = build_anomaly_figure(cube, gt, fused, heads, "scene", detections=detections)
+    try:
+        fused_axes = next(ax for ax in fig.axes if ax.get_title().startswith("fused"))
+        assert fused_axes.get_title() == "fused (2 detected, outlined)"
+        assert len(fused_axes.collections) == 1  # the contour of the detection mask, and only on this panel
+        assert not any(ax.collections for ax in fig.axes if ax is not fused_axes and ax.images)
+        assert fused_axes.get_xlabel() == f"range {np.nanmin(fused):.3g} .. {np.nanmax(fused):.3g}"
+    finally:
+        plt.close(fig)
+    with pytest.raises(DataError, match="detections"):
+        build_anomaly_figure(cube, gt, fused, heads, "scene", detections=detections[:3])
+
+
+@pytest.mark.parametrize("shape", [(1, 20), (20, 1)])
+def test_a_strip_map_outlines_its_detections(shape):
+    rng = np.random.default_rng(0)
+    cube = rng.random((*shape, 5)).astype(np.float32)
+    fused = rng.random(shape)
+    detections = fused > 0.8
+    detections.flat[0] = True  # at the border
+    fig = build_anomaly_figure(cube, None, fused, {}, "strip", detections=detections)
+    try:
+        fused_axes = next(ax for ax in fig.axes if ax.get_title().startswith("fused"))
+        assert len(fused_axes.collections) == 1
+        h, w = shape
+        assert fused_axes.get_xlim() == (-0.5, w - 0.5)  # the outline does not widen the panel
+    finally:
+        plt.close(fig)

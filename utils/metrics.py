@@ -3,6 +3,7 @@
     m = detection_metrics(scores, gt)   # {"auc", "ap", "auc_pf_tau", "auc_pd_tau"}
     pf, pd = roc_points(scores, gt)     # the ROC curve, false-alarm rate vs detection rate
 
+Pixels whose score is NaN hold no data (the scene marks them invalid) and are left out of every metric.
 Scores are min-max normalised to [0, 1] first (a constant map becomes all zeros), so the areas over the
 threshold tau are comparable between detectors. The 3-D ROC of Chang (used by the hyperspectral anomaly
 detection papers) adds two areas over tau in [0, 1]:
@@ -33,10 +34,14 @@ def _check(scores: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if scores.size == 0:
         raise DataError("score map is empty")
     flat = scores.astype(np.float64).ravel()  # (P,)
+    labels = gt.ravel()  # (P,)
+    scored = ~np.isnan(flat)  # NaN = no data (the scene's invalid pixels): left out
+    if not scored.any():
+        raise DataError("score map holds no data: every pixel is NaN (no data)")
+    flat, labels = flat[scored], labels[scored]
     if not np.all(np.isfinite(flat)):
         bad = int(np.count_nonzero(~np.isfinite(flat)))
-        raise DataError(f"score map holds {bad} non-finite values (NaN/inf); fix the detector or its input")
-    labels = gt.ravel()  # (P,)
+        raise DataError(f"score map holds {bad} non-finite values (inf); fix the detector or its input")
     if not np.all((labels == 0) | (labels == 1)):
         raise DataError(f"gt mask must hold only 0/1 values, found {np.unique(labels)[:5]}...")
     labels = labels.astype(bool)
@@ -52,8 +57,8 @@ def _check(scores: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def detection_metrics(scores: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """ROC AUC, average precision, AUC(Pf, tau) and AUC(Pd, tau) of a score map against a 0/1 gt mask.
 
-    scores: (H, W) any finite values, higher = more anomalous; gt: (H, W) 0/1 (1 = anomaly).
-    Raises DataError on a shape mismatch, non-finite scores, a non-binary gt, or a gt with no
+    scores: (H, W) any finite values, higher = more anomalous, NaN = no data (those pixels are left out);
+    gt: (H, W) 0/1 (1 = anomaly). Raises DataError on a shape mismatch, infinite scores, an all-NaN map, a non-binary gt, or a gt with no
     anomaly (or no background) pixels, where AUC is undefined.
     """
     flat, labels = _check(scores, gt)
