@@ -245,9 +245,9 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
             trace = np.trace(cov, axis1=-2, axis2=-1)[..., None, None]  # (r, c, 1, 1)
             cov += ridge * trace / d * eye
             diff = z[r0:r1, c0:c1] - mean  # (r, c, d)
-            if valid is not None:  # a background of fewer than 2 pixels with data has no covariance: no evidence
-                scarce = sums[..., -1] < 2  # (r, c)
-                cov[scarce], diff[scarce] = eye, 0.0
+            # a background without spread (fewer than 2 pixels with data, or all alike) has no covariance: no evidence
+            scarce = trace[..., 0, 0] <= 0 if valid is None else (sums[..., -1] < 2) | (trace[..., 0, 0] <= 0)  # (r, c)
+            cov[scarce], diff[scarce] = eye, 0.0
             sol = np.linalg.solve(cov, diff[..., None])[..., 0]  # (r, c, d)
             out[r0:r1, c0:c1] = np.einsum("rcd,rcd->rc", diff, sol)
     return out

@@ -99,3 +99,11 @@ def test_statistics_read_only_the_pixels_with_data():
     prep = SpectralPreprocessor.fit(filled(z, valid, np.nan), 4, "zscore", valid=valid)
     assert prep.info["repaired_values"] == 0 and prep.info["nodata_pixels"] == int((~valid).sum())
     np.testing.assert_allclose(prep.norm["mean"], z[valid].mean(axis=0), rtol=1e-6)
+
+
+def test_local_rx_gives_no_evidence_where_a_background_has_no_spread():
+    """A fill region of identical pixels (a product's no-data read as data) leaves local RX finite, not singular."""
+    z = np.random.default_rng(1).standard_normal((20, 20, 3))
+    z[:, :8] = 5.0  # identical pixels: their background windows have no covariance
+    out = local_rx_components(z, 3, 5)
+    assert np.isfinite(out).all() and (out[:, :5] == 0).all()
