@@ -90,6 +90,14 @@ class HSIPatchExtractor:
         local = np.searchsorted(needed, rows)  # (n, S) row index into block
         return block[local[:, :, None], cols[:, None, :]]  # (n, S, S, B)
 
+    def with_data(self, coords: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """The corners (m, 2) of `coords` (n, 2) whose patch holds no no-data pixel (`valid` (H, W) False), so that
+        a product's fill values never reach a training patch; all of them when `valid` is None."""
+        if valid is None:
+            return coords
+        inside = self.gather(np.asarray(valid, dtype=bool)[..., None], coords)[..., 0]  # (n, S, S)
+        return coords[inside.all(axis=(1, 2))]
+
     def _patches(self, cube: np.ndarray, coords: np.ndarray, transform: Callable | None) -> np.ndarray:
         raw = self.gather(cube, coords)  # (n, S, S, B)
         if transform is not None:

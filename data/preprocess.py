@@ -296,9 +296,11 @@ class SpectralPreprocessor:
 
 
 def prepare_cube(cube: np.ndarray, num_bands: int, method: str = "minmax",
-                 wavelengths: np.ndarray | None = None, source: str | None = None) -> np.ndarray:
-    """Fit a SpectralPreprocessor on `cube` and apply it chunk by chunk: (H, W, num_bands) float32."""
-    prep = SpectralPreprocessor.fit(cube, num_bands, method, wavelengths, source=source)
+                 wavelengths: np.ndarray | None = None, source: str | None = None,
+                 valid: np.ndarray | None = None) -> np.ndarray:
+    """Fit a SpectralPreprocessor on `cube` (on its `valid` (H, W) pixels when given; the others must read as NaN,
+    as the product readers leave them) and apply it chunk by chunk: (H, W, num_bands) float32."""
+    prep = SpectralPreprocessor.fit(cube, num_bands, method, wavelengths, source=source, valid=valid)
     out = np.empty((*cube.shape[:2], num_bands), dtype=np.float32)
     for r0, block in iter_row_chunks(cube):
         out[r0:r0 + block.shape[0]] = prep.transform(block)

@@ -111,18 +111,21 @@ def tokenize_scenes(cfg: PretrainConfig, tokenizer: SSPQTokenizer, tok_cfg: dict
     for entry in progress(cfg.pretrain_datasets, "tokenising scenes", log=log, show=log is not None):
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key, entry.gt_path, entry.cube_layout)
         cube = prepare_cube(scene.cube, tok_cfg["num_bands"], tok_cfg["normalize"], scene.wavelengths,
-                            source=entry.data_path)  # (H, W, B)
+                            source=entry.data_path, valid=scene.valid)  # (H, W, B)
         try:
-            coords = extractor.inside_coords(*cube.shape[:2])  # (N, 2)
+            coords = extractor.with_data(extractor.inside_coords(*cube.shape[:2]), scene.valid)  # (N, 2)
         except DataError as err:
             raise DataError(f"pretrain_datasets '{entry.name}': {err}") from None
+        if len(coords) == 0:
+            raise DataError(f"pretrain_datasets '{entry.name}': no window of {entry.data_path} is free of no-data "
+                            f"pixels")
         tokens, spectra = tokenize_windows(tokenizer, cube, coords, None, TOKENIZE_BATCH, device,
                                            torch.float16 if cfg.spectral_input else None)  # (N, T), (N, T, B)
         train, val = (torch.from_numpy(m) for m in split_by_rows(coords, extractor.patch_size, cfg.val_fraction,
                                                                  entry.name))
         grids.append(DomainGrids(entry.name, entry.domain_id, tokens[train], tokens[val],
                                  None if spectra is None else spectra[train], None if spectra is None else spectra[val]))
-        grids[-1].mean_spectrum = mean_spectrum(cube).tolist()  # (B,) of the prepared cube
+        grids[-1].mean_spectrum = mean_spectrum(cube, valid=scene.valid).tolist()  # (B,) of the prepared cube
     return grids
 
 

@@ -61,8 +61,11 @@ def load_patches(cfg: TokenizerConfig, log: Any) -> torch.Tensor:
     for i, entry in enumerate(cfg.pretrain_datasets):
         scene = load_scene(entry.data_path, entry.cube_key, entry.gt_key, entry.gt_path, entry.cube_layout)
         prep = SpectralPreprocessor.fit(scene.cube, cfg.num_bands, cfg.normalize, scene.wavelengths,
-                                        source=entry.data_path)
-        coords = extractor.coords(*scene.cube.shape[:2])  # (n, 2)
+                                        source=entry.data_path, valid=scene.valid)
+        coords = extractor.with_data(extractor.coords(*scene.cube.shape[:2]), scene.valid)  # (n, 2)
+        if len(coords) == 0:
+            raise DataError(f"pretrain_datasets '{entry.name}': no {cfg.patch_size} x {cfg.patch_size} patch of "
+                            f"{entry.data_path} is free of no-data pixels")
         if cfg.max_patches_per_scene is not None and len(coords) > cfg.max_patches_per_scene:
             pick = np.random.default_rng(cfg.seed + i).permutation(len(coords))[:cfg.max_patches_per_scene]
             coords = coords[np.sort(pick)]

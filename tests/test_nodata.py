@@ -107,3 +107,28 @@ def test_local_rx_gives_no_evidence_where_a_background_has_no_spread():
     z[:, :8] = 5.0  # identical pixels: their background windows have no covariance
     out = local_rx_components(z, 3, 5)
     assert np.isfinite(out).all() and (out[:, :5] == 0).all()
+
+
+def test_pre_training_patches_hold_no_no_data_pixel(tmp_path):
+    """Stage 1 reads a product whose border is its data ignore value: no patch touches the border, the
+    preprocessing statistics skip it, and the patches do not depend on the fill value."""
+    from data.datasets import HSIPatchExtractor
+    from data.scenes import SceneEntry
+    from sspq_tokenizer.config import TokenizerConfig
+    from sspq_tokenizer.train_tokenizer import load_patches
+    from tests.test_products import _write_envi
+    from utils.logging import get_logger
+
+    cube = np.random.default_rng(0).uniform(0.1, 1.0, (24, 24, 16)).astype(np.float32)
+    patches = []
+    for fill in (-9999.0, -1.0):
+        holed = cube.copy()
+        holed[:, :5] = fill  # a swath edge: every band holds the ignore value
+        path = _write_envi(tmp_path / f"scene{int(fill)}.hdr", holed, **{"data ignore value": fill})
+        cfg = TokenizerConfig(num_bands=8, patch_size=8, stride=4, max_patches_per_scene=None,
+                              pretrain_datasets=[SceneEntry(name="edge", data_path=str(path), domain_id=0)])
+        patches.append(load_patches(cfg, get_logger("test")).numpy())
+    extractor = HSIPatchExtractor(8, 4)
+    expected = len([c for c in extractor.coords(24, 24) if c[1] >= 5])  # patches clear of columns 0-4
+    assert len(patches[0]) == expected and np.isfinite(patches[0]).all()
+    np.testing.assert_array_equal(patches[0], patches[1])
