@@ -303,6 +303,9 @@ class HSIAnomalyDetector(nn.Module):
         prep = self.prepare(cube, wavelengths, source, valid)
         return self.score(cube, prep, self.choose_domain(domain_id, cube, name, prep, valid), batch_size, valid)
 
-    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int | str) -> np.ndarray:
-        """Spec 6.2: the fused (H, W) float32 anomaly map of a raw scene (see `score_scene`)."""
-        return self.score_scene(cube, domain_id).anomaly_map
+    def generate_anomaly_map(self, cube: np.ndarray, domain_id: int | str,
+                             wavelengths: np.ndarray | None = None) -> np.ndarray:
+        """Spec 6.2: the fused (H, W) float32 anomaly map of a raw scene (see `score_scene`). A scene whose file
+        carries band centres is resampled over them on the command line: pass them (`Scene.wavelengths`) for the
+        same map; without them the bands are resampled over their index."""
+        return self.score_scene(cube, domain_id, wavelengths).anomaly_map

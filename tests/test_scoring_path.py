@@ -180,3 +180,20 @@ def test_a_run_config_file_that_differs_is_named_not_applied(trained, tmp_path, 
     assert "--set head_weights.recon=0.0" in warning and "--set normalize_scores=\"rank\"" in warning
     assert trained_normalisation != "rank"
     assert json.loads((out / "metrics.json").read_text())["normalize_scores"] == trained_normalisation
+
+
+def test_the_spec_call_gives_the_command_line_map_of_a_scene_with_wavelengths(ckpts, tmp_path):
+    """A scene file with band centres: the command line resamples over them, and so does the spec's call given them."""
+    path = scene_file(tmp_path / "plain.npz")
+    with np.load(path) as npz:
+        cube, gt = npz["cube"], npz["gt"]
+    wavelengths = np.sort(np.random.default_rng(3).uniform(400, 2500, cube.shape[2])).astype(np.float32)
+    np.savez(tmp_path / "scene.npz", cube=cube, gt=gt, wavelengths=wavelengths)
+    ckpt = train_anomaly_detector(None, sets(tmp_path), encoder_ckpt=str(ckpts / "enc.pth"),
+                                  data_path=str(tmp_path / "scene.npz"))
+    out = run_inference(None, ckpt, data_path=str(tmp_path / "scene.npz"), out_dir=str(tmp_path / "out"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    detector, _ = HSIAnomalyDetector.from_checkpoint(ckpt)
+    api = detector.generate_anomaly_map(cube, metrics["domain_id"], wavelengths)
+    np.testing.assert_array_equal(api, np.load(out / "anomaly_map.npy"))
+    assert not np.array_equal(detector.generate_anomaly_map(cube, metrics["domain_id"]), api)  # over band index
