@@ -20,6 +20,7 @@ import torch
 from anomaly.lora import ADAPTER_KEY
 from data.datasets import HSIPatchExtractor
 from sspq_tokenizer.scene_tokens import tokenize_windows
+from utils.errors import DivergenceError
 
 
 def scene_windows(tokenizer, cube, transform: Callable | None, stride: int, batch_size: int,
@@ -55,8 +56,8 @@ def fit_to_scene(encoder, joint_ids: torch.Tensor, spectra: torch.Tensor, domain
             domains = torch.full((len(tokens),), domain_id, dtype=torch.long, device=tokens.device)  # (b,)
             loss, _, _ = encoder(tokens, domains, pretrain=True, mask=mask, spectra=spectra[index])
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"scene fit: the loss is {float(loss)} at step {step + 1} of {steps}; "
-                                         f"lower adapt_lr ({lr})")
+                raise DivergenceError(f"scene fit: the loss is {float(loss)} at step {step + 1} of {steps}; nothing "
+                                      f"was written; lower adapt_lr ({lr}) and run again")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -2,6 +2,7 @@
 the loss falls, and the fitted encoder still predicts every core from its context alone."""
 
 import numpy as np
+import pytest
 import torch
 
 from anomaly.adapt import fit_to_scene, scene_windows
@@ -57,3 +58,15 @@ def test_the_fitted_encoder_keeps_the_blind_spot():
     does not move when the pixels under the core change, and does when a context pixel does."""
     tokenizer, encoder, cube, _, _ = lora_fitted()
     assert_the_core_is_blind(tokenizer, encoder, cube, 0, (10, 9))
+
+
+def test_a_diverging_fit_stops_with_one_named_error():
+    from utils.errors import DivergenceError
+
+    tokenizer, encoder = tiny_models()
+    encoder.requires_grad_(False)
+    cube = np.random.default_rng(0).random((H, W, BANDS), dtype=np.float32)
+    ids, spectra = scene_windows(tokenizer, cube, None, 2, 16, torch.device("cpu"))
+    spectra[0, 0, 0] = float("nan")  # one poisoned value: the first step that samples it diverges
+    with pytest.raises(DivergenceError, match="scene fit: the loss is nan .* lower adapt_lr"):
+        fit_to_scene(encoder, ids, spectra, domain_id=0, steps=200, lr=0.05, batch_size=len(ids), seed=0)
