@@ -15,18 +15,23 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from anomaly.lora import ADAPTER_KEY
 from data.datasets import HSIPatchExtractor
 from sspq_tokenizer.scene_tokens import tokenize_windows
-from utils.errors import DivergenceError
+from utils.errors import DataError, DivergenceError
 
 
 def scene_windows(tokenizer, cube, transform: Callable | None, stride: int, batch_size: int,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(joint ids (N, T), cell spectra (N, T, B)) of the scene's patches inside the image, `stride` apart."""
-    coords = HSIPatchExtractor(tokenizer.patch_size, stride).inside_coords(*cube.shape[:2])  # (N, 2)
+                  device: torch.device, valid: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(joint ids (N, T), cell spectra (N, T, B)) of the scene's patches inside the image, `stride` apart, free of
+    no-data pixels (`valid` (H, W) False) when a mask is given."""
+    extractor = HSIPatchExtractor(tokenizer.patch_size, stride)
+    coords = extractor.with_data(extractor.inside_coords(*cube.shape[:2]), valid)  # (N, 2)
+    if len(coords) == 0:
+        raise DataError("scene fit: no window of the scene is free of no-data pixels")
     ids, spectra = tokenize_windows(tokenizer, cube, coords, transform, batch_size, device)
     return ids.to(device), spectra.to(device)
 

@@ -35,6 +35,7 @@ import torch
 from anomaly.baselines import local_rx_components, truncated_precision
 from anomaly.head_registry import CONTEXT_HEADS, HEADS, RESIDUAL_HEADS
 from anomaly.window_tokens import WindowTokenizer
+from utils.errors import DataError
 
 RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and covariance
 RIDGE = 1e-6  # relative ridge on the residual covariance before inversion
@@ -133,13 +134,19 @@ def residual_axes(cov: torch.Tensor, n_components: int) -> torch.Tensor:
     return vecs.flip(-1)[:, :n_components].float()
 
 
-def _residual_pixels(windows: BlindSpotWindows, batch: np.ndarray, mask: torch.Tensor, cell: int, grid: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows (M,), cols (M,)): the centre pixel of each masked cell of the windows `batch`, in `mask.nonzero()`
+def _cells_with_data(valid: np.ndarray, windows: BlindSpotWindows, batch: np.ndarray, mask: torch.Tensor, cell: int,
+                     grid: int) -> np.ndarray:
+    """(M,) bool: whether every pixel of each masked cell of the windows `batch` holds data, in `mask.nonzero()`
     order (the order of the residuals)."""
     window, token = (t.cpu().numpy() for t in mask.nonzero(as_tuple=True))  # (M,) each
     corners = windows.corners[batch[window]]  # (M, 2)
-    return corners[:, 0] + (token // grid) * cell + cell // 2, corners[:, 1] + (token % grid) * cell + cell // 2
+    top, left = corners[:, 0] + (token // grid) * cell, corners[:, 1] + (token % grid) * cell  # (M,) each
+    height, width = valid.shape
+    keep = np.ones(len(token), dtype=bool)
+    for dr in range(cell):
+        for dc in range(cell):
+            keep &= valid[np.clip(top + dr, 0, height - 1), np.clip(left + dc, 0, width - 1)]
+    return keep
 
 
 def _paint_components(z: np.ndarray, windows: BlindSpotWindows, batch: np.ndarray, residual: torch.Tensor,
@@ -223,10 +230,13 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
             picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))
             sample = list(batches(windows, picked))
             residuals = [scores["residual"] for _, scores, _ in sample]  # (M, B) each
-            if valid is not None:  # the residuals of no-data cells enter no statistic
-                keep = [torch.from_numpy(valid[_residual_pixels(windows, batch, mask, cell, grid)]).to(r.device)
+            if valid is not None:  # the residuals of cells touching no-data pixels enter no statistic
+                keep = [torch.from_numpy(_cells_with_data(valid, windows, batch, mask, cell, grid)).to(r.device)
                         for (batch, _, mask), r in zip(sample, residuals)]
                 residuals = [r[k] for r, k in zip(residuals, keep)]
+                if not sum(len(r) for r in residuals):
+                    raise DataError("no sampled blind-spot cell is free of no-data pixels: the residual statistics "
+                                    "have nothing to fit")
             mean, cov = residual_statistics(torch.cat(residuals))  # of (M, B)
             whitener = fit_whitener(mean, cov, rx_components)
             projection = (whitener[0], residual_axes(cov, d)) if z is not None else None

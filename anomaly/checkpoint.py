@@ -10,6 +10,8 @@ the detector built on top of them is anomaly/detector.py's (`HSIAnomalyDetector.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from encoder.checkpoint import load_encoder
 from encoder.hsi_bert_encoder import UniversalHSIModel
 from sspq_tokenizer.checkpoint import load_tokenizer
 from utils.atomic import write_files
-from utils.checkpoint import check_parent, load_checkpoint, locate_parent, read_checkpoint, sha256_file
+from utils.checkpoint import check_parent, locate_parent, read_checkpoint
 from utils.config import from_dict
 from utils.errors import CheckpointError, ConfigError
 
@@ -94,17 +96,18 @@ def trained_config(ckpt: dict[str, Any], path: str | Path) -> AnomalyConfig:
 
 def _embedded_parents(ckpt: dict[str, Any], ckpt_path: str | Path, folder: Path) -> tuple[Path, Path]:
     """Write the encoder and tokenizer copies a self-contained detector carries into `folder`, after checking
-    each against the sha256 its child recorded; returns (encoder path, tokenizer path)."""
-    paths = {}
-    for what, child in (("encoder", ckpt), ("tokenizer", None)):
+    each (in memory) against the sha256 its child recorded; returns (encoder path, tokenizer path)."""
+    paths, child = {}, ckpt
+    for what in ("encoder", "tokenizer"):
         data = ckpt[EMBEDDED_KEY][what].numpy().tobytes()
-        path = folder / f"{what}.pth"
-        write_files({path: data})
-        record = (child or load_checkpoint(paths["encoder"], "encoder"))["parent"]
-        if sha256_file(path) != record["sha256"]:
+        record = child["parent"]
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
             raise CheckpointError(f"{ckpt_path}: its embedded {what} checkpoint does not match the sha256 recorded "
                                   f"for it ({record['sha256'][:12]}); the file is damaged, re-export it")
-        paths[what] = path
+        paths[what] = folder / f"{what}.pth"
+        write_files({paths[what]: data})
+        if what == "encoder":  # the tokenizer's record is in the encoder checkpoint
+            child = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return paths["encoder"], paths["tokenizer"]
 
 
@@ -119,8 +122,9 @@ def read_detector(detector_ckpt: str | Path, device: torch.device,
             enc_path, tok_path = _embedded_parents(ckpt, detector_ckpt, Path(folder))
         else:
             enc_path, tok_path = locate_parent(ckpt, detector_ckpt, "encoder"), None
-            check_parent(ckpt, detector_ckpt, enc_path)
         model, info = load_universal_model(enc_path, device, tok_path)
+        if EMBEDDED_KEY not in ckpt:  # the encoder's record was taken as it was read
+            check_parent(ckpt, detector_ckpt, enc_path, info["encoder"])
         if EMBEDDED_KEY in ckpt:  # name the files the chain was built from, not the temporary copies
             info["encoder"], info["tokenizer"] = dict(ckpt["parent"]), dict(ckpt["tokenizer"])
     return DetectorFile(ckpt, trained, model, info, record)

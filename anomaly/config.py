@@ -45,8 +45,6 @@ class LoraSettings:
     r: int = field(default=8, metadata={"help": "adapter rank; small: one scene has few patches to fit"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r); 2 r, peft's "
                                                           "usual choice"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input; 0: the fit runs the encoder "
-                                                           "in eval mode, as scoring does"})
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"],
                                       metadata={"help": "BertSelfAttention projections that get adapters; query and "
                                                         "value, as in the LoRA paper"})
@@ -112,7 +110,7 @@ class AnomalyConfig:
                                                               "trains; 5 keeps a 2-core CPU run short (the spec's GPU "
                                                               "size is 20)"})
     learning_rate_anomaly: float = field(default=1e-3, metadata={"help": "Adam learning rate of the trained heads "
-                                                                          "and LoRA adapters; high enough for 5 "
+                                                                          "(the one-class head); high enough for 5 "
                                                                           "epochs (the spec's GPU size is 1e-4)"})
     max_train_patches: int = field(default=0, metadata={"help": "0 = train on every patch of the scene; N = a fixed "
                                                                  "random subset of N patches (bounds the time on "
@@ -219,7 +217,6 @@ class AnomalyConfig:
         lora = self.lora
         check(lora.r >= 1, f"lora.r: must be >= 1, got {lora.r}")
         check(lora.alpha > 0, f"lora.alpha: must be > 0, got {lora.alpha}")
-        check(0 <= lora.dropout < 1, f"lora.dropout: must be in [0, 1), got {lora.dropout}")
         check(len(lora.target_modules) > 0, "lora.target_modules: name at least one module (e.g. [query, value])")
         oc = self.one_class
         check(oc.rep_dim >= 1, f"one_class.rep_dim: must be >= 1, got {oc.rep_dim}")

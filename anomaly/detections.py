@@ -65,12 +65,12 @@ class Detections:
         return self.labels > 0
 
 
-def score_threshold(scores: np.ndarray, pfa: float | None = 1e-3, threshold: float | None = None) -> float:
+def score_threshold(scores: np.ndarray, pfa: float | None = None, threshold: float | None = None) -> float:
     """`threshold` when given, else the (1 - pfa) quantile of the finite scores (NaN = no data)."""
     if threshold is not None:
         return float(threshold)
     if pfa is None or not 0 < pfa < 1:
-        raise DataError(f"pfa must lie in (0, 1), got {pfa}")
+        raise DataError(f"pfa must lie in (0, 1) when no detection_threshold is given, got {pfa}")
     finite = np.asarray(scores, dtype=np.float64)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
@@ -112,7 +112,7 @@ def _lon_lat(geo: GeoReference | None, labels: np.ndarray, count: int, rows: np.
     return None
 
 
-def find_detections(scores: np.ndarray, geo: GeoReference | None = None, pfa: float | None = 1e-3,
+def find_detections(scores: np.ndarray, geo: GeoReference | None = None, pfa: float | None = None,
                     threshold: float | None = None) -> Detections:
     """The objects of `scores` (H, W; NaN = no data) above `threshold`, or above the (1 - pfa) quantile."""
     scores = np.asarray(scores)

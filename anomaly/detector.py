@@ -266,13 +266,14 @@ class HSIAnomalyDetector(nn.Module):
                                         wavelengths, source=source, valid=valid)
 
     def choose_domain(self, setting: int | str, cube: np.ndarray, name: str | None,
-                      prep: SpectralPreprocessor | None, valid: np.ndarray | None = None) -> DomainChoice:
+                      prep: SpectralPreprocessor | None, valid: np.ndarray | None = None,
+                      wavelengths: np.ndarray | None = None, source: str | None = None) -> DomainChoice:
         """`domain_id` (an int, or 'auto': the pre-training scene called `name`, else the nearest mean prepared
         spectrum; anomaly/domain.py) for this raw scene; `prep`: its fitted preprocessing (None = fit it if needed)."""
         table = self.domains or {"num_domains": self.universal_model.encoder.num_domains, "domains": {},
                                  "domain_spectra": None, "encoder": {"path": "this detector's encoder"}}
         def spectrum():  # only needed (and the preprocessing only fitted) when the name does not decide
-            fitted = prep if prep is not None else self.prepare(cube, valid=valid)
+            fitted = prep if prep is not None else self.prepare(cube, wavelengths, source, valid)
             return mean_spectrum(cube if valid is None else NoDataRows(cube, valid),
                                  fitted.transform if fitted else None, valid)
 
@@ -282,6 +283,9 @@ class HSIAnomalyDetector(nn.Module):
     def score(self, cube: np.ndarray, prep: SpectralPreprocessor | None, domain: DomainChoice,
               batch_size: int | None = None, valid: np.ndarray | None = None) -> SceneScores:
         """`score_scene` once the preprocessing is fitted (`prepare`) and the domain chosen (`choose_domain`)."""
+        if valid is not None and prep is None:
+            raise DataError("a no-data mask needs the tokenizer's preprocessing (it repairs the no-data pixels); build "
+                            "the detector from its checkpoint (HSIAnomalyDetector.from_checkpoint)")
         view = cube if valid is None else NoDataRows(cube, valid)
         scores = score_scene(self, view, domain.domain_id, batch_size or self.config.inference_batch_size,
                              prep.transform if prep else None, self.stride, valid)
@@ -301,7 +305,8 @@ class HSIAnomalyDetector(nn.Module):
             raise DataError(f"expected a cube (H, W, B), got shape {getattr(cube, 'shape', None)}")
         valid = check_valid(valid, cube.shape[:2], source)
         prep = self.prepare(cube, wavelengths, source, valid)
-        return self.score(cube, prep, self.choose_domain(domain_id, cube, name, prep, valid), batch_size, valid)
+        domain = self.choose_domain(domain_id, cube, name, prep, valid, wavelengths, source)
+        return self.score(cube, prep, domain, batch_size, valid)
 
     def generate_anomaly_map(self, cube: np.ndarray, domain_id: int | str,
                              wavelengths: np.ndarray | None = None) -> np.ndarray:

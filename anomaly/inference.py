@@ -12,8 +12,9 @@ The model is rebuilt from the checkpoints: detector -> encoder -> tokenizer, eac
 YAML / command line (device, amp, data_path, cube_key, gt_key, gt_path, cube_layout, out_dir,
 inference_batch_size). Where the run
 config's model settings differ from the trained ones, what can change without retraining is applied and
-logged (head weights of heads without trained weights, normalize_scores, fused_smoothing, local_rx, lm_block,
-score_offsets, inference_stride, domain_id), and what cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
+logged (head weights of heads without trained weights, normalize_scores, extent_window, line_length, line_weight,
+fused_smoothing, local_rx, lm_block, score_offsets, inference_stride, pfa, detection_threshold, domain_id), and what
+cannot (LoRA, one-class shape, supervised, adapt_steps) is refused
 with an error naming the key and the checkpoint (anomaly/settings.py).
 The trained `domain_id` setting is resolved for the scene being scored (`auto`: the pre-training scene of
 the same name, else the nearest mean prepared spectrum; anomaly/domain.py), logged and written to metrics.json.
@@ -229,7 +230,8 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
                                  read)
     metrics, result, settings = scored.metrics, scored.scores, scored.settings
     found = find_detections(result.anomaly_map, scene.geo, settings.pfa, settings.detection_threshold)
-    metrics["detections"] = detection_summary(found, scene.gt)
+    gt = scene.gt if scene.gt is None or scene.valid is None else scene.gt * scene.valid  # no object under no data
+    metrics["detections"] = detection_summary(found, gt)
     title = f"{scene.name}: fused {', '.join(result.head_maps)}"
     if "fused" in metrics:
         title += f" (AUC {metrics['fused']['auc']:.4f})"

@@ -11,10 +11,11 @@ ADAPTER_KEY = "lora_"  # what peft's adapter parameters have in their names
 
 
 def inject_lora(encoder: nn.Module, settings: LoraSettings) -> None:
-    """Add trainable LoRA adapters (`settings`: r, alpha, dropout, target_modules) to `encoder` in place."""
+    """Add trainable LoRA adapters (`settings`: r, alpha, target_modules) to `encoder` in place; no dropout: the scene
+    fit runs the encoder in eval mode, as scoring does."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=0.0,
                         target_modules=list(settings.target_modules))
     try:
         inject_adapter_in_model(config, encoder)

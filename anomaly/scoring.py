@@ -74,22 +74,30 @@ def _patch_batches(detector, cube: np.ndarray, batch_size: int, transform: Calla
 
 
 def scene_code_counts(detector, cube: np.ndarray, batch_size: int, transform: Callable | None,
-                      stride: int) -> torch.Tensor:
-    """How often each spectral code occurs over all tokens of all patches of the scene: (K_s,) float64."""
+                      stride: int, valid: np.ndarray | None = None) -> torch.Tensor:
+    """How often each spectral code occurs over all tokens of all patches of the scene (the tokens whose cells hold
+    only pixels with data, when a `valid` (H, W) mask is given): (K_s,) float64."""
     counts = torch.zeros(detector.universal_model.tokenizer.K_s, dtype=torch.float64)
-    for patches, _ in _patch_batches(detector, cube, batch_size, transform, stride):
+    extractor = HSIPatchExtractor(detector.patch_size, stride)
+    grid = detector.universal_model.tokenizer.grid_size
+    for patches, coords in _patch_batches(detector, cube, batch_size, transform, stride):
         codes = detector.spectral_codes(detector.tokenize(patches)).reshape(-1).cpu()  # (n*T,)
+        if valid is not None:  # a cell counts when every pixel of it holds data
+            cells = extractor.gather(valid[..., None].astype(np.float32), coords)[..., 0]  # (n, S, S)
+            pooled = -torch.nn.functional.adaptive_max_pool2d(-torch.from_numpy(cells)[:, None], grid)  # (n, 1, g, g)
+            codes = codes[pooled.reshape(-1) > 0]
         counts += torch.bincount(codes, minlength=counts.numel()).double()
     return counts
 
 
 def patch_head_maps(detector, cube: np.ndarray, domain_id: int, heads: list[str], batch_size: int,
-                    transform: Callable | None, stride: int) -> dict[str, np.ndarray]:
-    """{head: (H, W)} of the patch heads, overlapping patches averaged per pixel."""
+                    transform: Callable | None, stride: int, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """{head: (H, W)} of the patch heads, overlapping patches averaged per pixel; the rarity head's code frequencies
+    count the pixels with data only (`valid`)."""
     height, width = cube.shape[:2]
     table = None
     if "rarity" in heads:
-        table = code_log_frequencies(scene_code_counts(detector, cube, batch_size, transform, stride))
+        table = code_log_frequencies(scene_code_counts(detector, cube, batch_size, transform, stride, valid))
     accumulators = {name: ScoreAccumulator(height, width) for name in heads}
     for patches, coords in _patch_batches(detector, cube, batch_size, transform, stride):
         domains = torch.full((patches.shape[0],), int(domain_id), dtype=torch.long, device=patches.device)  # (n,)
@@ -140,7 +148,7 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int, tra
     maps: dict[str, np.ndarray] = {}
     patch_heads = [h for h in active if h in PATCH_HEADS]
     if patch_heads:
-        maps.update(patch_head_maps(detector, cube, domain_id, patch_heads, batch_size, transform, stride))
+        maps.update(patch_head_maps(detector, cube, domain_id, patch_heads, batch_size, transform, stride, valid))
     context_heads = [h for h in active if h in CONTEXT_HEADS]
     if context_heads:
         model = detector.universal_model

@@ -46,7 +46,9 @@ from anomaly.settings import same_scene  # noqa: E402
 from anomaly.run_folders import CKPT_NAME, detector_dir  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
+from data.blocks import NoDataRows  # noqa: E402
 from data.preprocess import SpectralPreprocessor  # noqa: E402
+from data.product import check_valid  # noqa: E402
 from encoder.hsi_bert_encoder import UniversalHSIModel  # noqa: E402
 from utils.checkpoint import check_parent, check_resume_config, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.config import to_dict  # noqa: E402
@@ -66,22 +68,27 @@ log = get_logger("anomaly")
 
 # ---------------------------------------------------------------------- training
 def _training_tokens(cfg: AnomalyConfig, detector: HSIAnomalyDetector, scene: Scene, prep: SpectralPreprocessor,
-                     patch_size: int, stride: int, supervised: bool, device: torch.device
+                     patch_size: int, stride: int, supervised: bool, device: torch.device,
+                     valid: np.ndarray | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Joint ids (N, T) of the training scene's patches, and their gt patches (N, S, S) when supervised.
 
     The tokenizer is frozen, so the patches are tokenised once: they stream through it batch by batch
     (prepared on the fly) and only their ids are kept, so memory does not grow with the scene's bands.
-    `max_train_patches` picks a fixed random subset of the patch positions before any patch is read.
+    `max_train_patches` picks a fixed random subset of the patch positions before any patch is read. With a no-data
+    mask (`valid` (H, W)) only patches free of no-data pixels train.
     """
     extractor = HSIPatchExtractor(patch_size, stride)
-    coords = extractor.coords(*scene.cube.shape[:2])  # (N, 2)
+    coords = extractor.with_data(extractor.coords(*scene.cube.shape[:2]), valid)  # (N, 2)
+    if len(coords) == 0:
+        raise DataError(f"{scene.name}: no {patch_size} x {patch_size} patch is free of no-data pixels")
     if cfg.max_train_patches and cfg.max_train_patches < len(coords):
         keep = torch.randperm(len(coords), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_train_patches]
         coords = coords[keep.numpy()]
     joint_ids = torch.cat([detector.tokenize(torch.from_numpy(patches).to(device)).cpu()
-                           for patches, _ in extractor.iter_batches(scene.cube, cfg.inference_batch_size,
-                                                                    prep.transform, coords)])  # (N, T)
+                           for patches, _ in extractor.iter_batches(
+                               scene.cube if valid is None else NoDataRows(scene.cube, valid),
+                               cfg.inference_batch_size, prep.transform, coords)])  # (N, T)
     gt = None
     if supervised:
         gt = torch.from_numpy(extractor.gather(scene.gt.astype(np.float32)[..., None], coords)[..., 0])  # (N, S, S)
@@ -104,7 +111,8 @@ def _embedding_cache(detector: HSIAnomalyDetector, cfg: AnomalyConfig, joint_ids
 
 
 def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, prep: SpectralPreprocessor | None,
-                   detector: HSIAnomalyDetector, stride: int, domain_id: int, device: torch.device) -> list[float]:
+                   detector: HSIAnomalyDetector, stride: int, domain_id: int, device: torch.device,
+                   valid: np.ndarray | None = None) -> list[float]:
     """`adapt_steps` label-free steps of the pre-training objective fitting the scene's domain row (and the LoRA
     adapters under use_lora) on its own windows `stride` pixels apart (anomaly/adapt.py); `prep` None = fit the
     target's own preprocessing. Returns the step losses ([] without a fit)."""
@@ -114,9 +122,10 @@ def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, 
         raise ConfigError(f"adapt_steps: {cfg.adapt_steps}, but the encoder {cfg.encoder_ckpt} was pre-trained without "
                           f"spectral_input; set adapt_steps: 0 or re-run Stage 2 with spectral_input: true")
     tic = time.time()
-    prep = prep or detector.prepare(target.cube, target.wavelengths, cfg.data_path)
-    ids, spectra = scene_windows(model.tokenizer, target.cube, prep.transform, stride,
-                                 cfg.inference_batch_size, device)  # (N, T), (N, T, B)
+    prep = prep or detector.prepare(target.cube, target.wavelengths, cfg.data_path, valid)
+    cube = target.cube if valid is None else NoDataRows(target.cube, valid)
+    ids, spectra = scene_windows(model.tokenizer, cube, prep.transform, stride, cfg.inference_batch_size, device,
+                                 valid)  # (N, T), (N, T, B)
     losses = fit_to_scene(model.encoder, ids, spectra, domain_id, cfg.adapt_steps, cfg.adapt_lr, ADAPT_BATCH, cfg.seed)
     tail = losses[-max(1, len(losses) // 10):]
     fitted = f"domain {domain_id}" + (" and LoRA adapters" if cfg.use_lora else "")
@@ -128,12 +137,14 @@ def adapt_to_scene(cfg: AnomalyConfig, model: UniversalHSIModel, target: Scene, 
 def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[torch.Tensor], trains: bool,
                train_scene: Scene, prep: SpectralPreprocessor, tok_cfg: dict[str, Any], supervised: bool,
                domain_choice, last: dict[str, Any] | None, last_path: Path, config: dict[str, Any],
-               info: dict[str, Any], adapt_losses: list[float], device: torch.device) -> list[float]:
-    """Tokenise the training scene once, set the code frequencies and the one-class centre, and train the heads
-    (and adapters) for `anomaly_epochs`, writing `last_path` after every epoch; returns the loss history."""
+               info: dict[str, Any], adapt_losses: list[float], device: torch.device,
+               valid: np.ndarray | None) -> list[float]:
+    """Tokenise the training scene once (its patches free of no-data pixels, `valid`), set the code frequencies and
+    the one-class centre, and train the one-class head for `anomaly_epochs`, writing `last_path` after every epoch;
+    returns the loss history."""
     patch_size = int(tok_cfg["patch_size"])
     joint_ids, gt = _training_tokens(cfg, detector, train_scene, prep, patch_size, int(tok_cfg["stride"]),
-                                     supervised, device)  # (N, T), (N, S, S) | None
+                                     supervised, device, valid)  # (N, T), (N, S, S) | None
     log.info(f"{'supervised (BCE on ' + train_scene.name + ')' if supervised else 'unsupervised'} training: "
              f"{len(joint_ids)} patches of {patch_size}x{patch_size} pixels, heads {detector.head_weights}, "
              f"trainable parameters {detector.trainable_parameter_count()}")
@@ -179,7 +190,7 @@ def _fit_heads(cfg: AnomalyConfig, detector: HSIAnomalyDetector, params: list[to
     guard = StepGuard("anomaly", scaler, last_path, log)
     for epoch in range(first_epoch, cfg.anomaly_epochs):
         guard.begin_epoch(epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009)  # LoRA dropout and masked-token masks
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009)  # whatever draws random numbers in the step
         shuffle = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
         total, count = 0.0, 0
         for idx, ids, d, g in batches(shuffle):
@@ -232,7 +243,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     start = time.time()
     model, info = load_universal_model(cfg.encoder_ckpt, device)
     if last is not None:
-        check_parent(last, last_path, cfg.encoder_ckpt)
+        check_parent(last, last_path, cfg.encoder_ckpt, info["encoder"])
     tok_cfg = info["tokenizer_config"]
     target = load_scene(cfg.data_path, cfg.cube_key, cfg.gt_key, cfg.gt_path, cfg.cube_layout)
     supervised = cfg.supervised
@@ -253,13 +264,16 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     # the scene's tokens feed the code frequencies, the one-class centre and training; without them nothing reads it
     needs_tokens = trains or "rarity" in detector.head_weights or detector.one_class_head is not None
     train_path = cfg.supervised_data_path if supervised else cfg.data_path
-    prep = detector.prepare(train_scene.cube, train_scene.wavelengths, train_path) if needs_tokens or (
+    target_valid = check_valid(target.valid, target.cube.shape[:2], cfg.data_path)
+    train_valid = check_valid(train_scene.valid, train_scene.cube.shape[:2], train_path) if supervised else target_valid
+    prep = detector.prepare(train_scene.cube, train_scene.wavelengths, train_path, train_valid) if needs_tokens or (
         cfg.adapt_steps > 0 and last is None) else None
-    domain_choice = detector.choose_domain(cfg.domain_id, target.cube, target.name, None if supervised else prep)
+    domain_choice = detector.choose_domain(cfg.domain_id, target.cube, target.name, None if supervised else prep,
+                                           target_valid, target.wavelengths, cfg.data_path)
     log.info(f"{target.name}: {domain_choice.describe()}")
     if last is None:
         adapt_losses = adapt_to_scene(cfg, model, target, prep if not supervised else None, detector,
-                                      int(tok_cfg["stride"]), domain_choice.domain_id, device)
+                                      int(tok_cfg["stride"]), domain_choice.domain_id, device, target_valid)
     else:  # the adapted domain row is part of the trained state loaded below
         adapt_losses = last["metrics"]["adapt_losses"]
     config = {"anomaly": to_dict(cfg), "objective": "bce" if supervised else "svdd", "train_scene": train_scene.name,
@@ -267,11 +281,11 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
               "preprocessing": {k: tok_cfg[k] for k in ("num_bands", "normalize", "patch_size", "stride")}}
     if needs_tokens:
         history = _fit_heads(cfg, detector, params, trains, train_scene, prep, tok_cfg, supervised, domain_choice,
-                             last, last_path, config, info, adapt_losses, device)
+                             last, last_path, config, info, adapt_losses, device, train_valid)
     else:
         history = []
-        log.info("nothing to train (no one-class head, no LoRA adapters, or anomaly_epochs: 0) and no head reads "
-                 "the scene's tokens: the checkpoint holds the label-free heads' settings")
+        log.info("nothing to train (no one-class head, or anomaly_epochs: 0) and no head reads the scene's tokens: "
+                 "the checkpoint holds the settings (and any scene fit)")
     path = out_dir / CKPT_NAME
     save_checkpoint(
         path, "anomaly", config, detector.trained_state_dict(), parent=info["encoder"], tokenizer=info["tokenizer"],

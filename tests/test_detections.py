@@ -124,7 +124,7 @@ def test_pfa_picks_that_share_of_the_valid_pixels(pfa, expected):
 
 def test_threshold_errors():
     with pytest.raises(DataError, match="no valid"):
-        score_threshold(np.full((3, 3), np.nan))
+        score_threshold(np.full((3, 3), np.nan), pfa=1e-3)
     with pytest.raises(DataError, match="pfa"):
         score_threshold(np.ones((3, 3)), pfa=0.0)
     assert score_threshold(np.full((3, 3), np.nan), threshold=2.0) == 2.0

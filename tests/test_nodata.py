@@ -132,3 +132,22 @@ def test_pre_training_patches_hold_no_no_data_pixel(tmp_path):
     expected = len([c for c in extractor.coords(24, 24) if c[1] >= 5])  # patches clear of columns 0-4
     assert len(patches[0]) == expected and np.isfinite(patches[0]).all()
     np.testing.assert_array_equal(patches[0], patches[1])
+
+
+@pytest.mark.slow
+def test_stage3_trains_and_scores_a_scene_that_is_mostly_no_data(tmp_path):
+    """60% of the scene is its data ignore value: the one-class head trains on clean patches only, the domain comes
+    from the pixels with data, and the maps are NaN exactly there (before, more than half no-data dropped every band)."""
+    from anomaly.inference import run_inference
+    from tests.test_products import _write_envi
+
+    ckpts = make_stage3_ckpts(tmp_path / "ckpts")
+    cube = np.load(scene_file(tmp_path / "scene.npz"))["cube"] + 1.0  # (17, 19, 30), positive
+    holed = cube.copy()
+    holed[:, :11] = -9999.0
+    path = _write_envi(tmp_path / "holed.hdr", holed, **{"data ignore value": -9999.0})
+    ckpt = train_anomaly_detector(None, sets(tmp_path, anomaly_epochs=1), encoder_ckpt=str(ckpts / "enc.pth"),
+                                  data_path=str(path))
+    out = run_inference(None, ckpt, data_path=str(path), out_dir=str(tmp_path / "out"))
+    fused = np.load(out / "anomaly_map.npy")
+    assert np.isnan(fused[:, :11]).all() and np.isfinite(fused[:, 11:]).all()
