@@ -29,6 +29,8 @@ from utils.config import from_dict
 from utils.errors import CheckpointError, ConfigError
 
 EMBEDDED_KEY = "embedded_parents"  # detector checkpoint entry: {"encoder": uint8 tensor, "tokenizer": ...}
+# LoRA settings older detectors stored: the adapters now train only in the scene fit, in eval mode, by its own loss
+RETIRED_LORA_KEYS = ("dropout", "mlm_weight")
 
 
 def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokenizer_ckpt: str | Path | None = None
@@ -85,9 +87,13 @@ class DetectorFile:
 
 
 def trained_config(ckpt: dict[str, Any], path: str | Path) -> AnomalyConfig:
-    """The validated AnomalyConfig a detector checkpoint (read from `path`) was trained with."""
+    """The validated AnomalyConfig a detector checkpoint (read from `path`) was trained with; settings that have
+    since been retired (RETIRED_LORA_KEYS) are dropped, so an older detector still scores."""
     try:
-        trained = from_dict(AnomalyConfig, ckpt["config"]["anomaly"])
+        stored = dict(ckpt["config"]["anomaly"])
+        if isinstance(stored.get("lora"), dict):
+            stored["lora"] = {k: v for k, v in stored["lora"].items() if k not in RETIRED_LORA_KEYS}
+        trained = from_dict(AnomalyConfig, stored)
         trained.validate()
     except (ConfigError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: its stored config is not a valid anomaly config: {err}") from None

@@ -38,7 +38,7 @@ from utils.errors import ConfigError  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "anomaly.yaml"  # the run config, as inference.py reads it
 # (label, function name in the profile): the parts of one inference, by where they live in the code
-PARTS = [("load checkpoints", "load_detector"), ("fit preprocessing", "fit_preprocessor"),
+PARTS = [("load checkpoints", "read_detector"), ("fit preprocessing", "prepare"),
          ("context heads (blind-spot windows), all included", "blind_spot_maps"),
          ("- window tokens (stripes prepared, spectral codes, spatial codes)", "windows"),
          ("- spectral codes", "spectral_codes"), ("- encoder passes", "masked_scores"),

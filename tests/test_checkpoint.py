@@ -89,3 +89,15 @@ def test_parent_is_found_after_the_folder_moves_and_from_another_cwd(tmp_path, m
     (moved / "tok" / "best.pth").unlink()
     with pytest.raises(CheckpointError, match="built from the tokenizer .* which is missing"):
         locate_parent(ckpt, moved / "enc" / "best.pth", "tokenizer")
+
+
+def test_a_detector_config_with_retired_lora_settings_still_loads():
+    """Detectors written before the scene fit stored lora.dropout and lora.mlm_weight; they still score."""
+    from anomaly.checkpoint import trained_config
+    from anomaly.config import AnomalyConfig
+    from utils.config import to_dict
+
+    stored = to_dict(AnomalyConfig())
+    stored["lora"] = {**stored["lora"], "dropout": 0.05, "mlm_weight": 1.0}
+    cfg = trained_config({"config": {"anomaly": stored}}, "old.pth")
+    assert cfg.lora.r == AnomalyConfig().lora.r
