@@ -190,7 +190,7 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
     heads kept for the map. ctx_rx works on the residuals' `rx_components` leading axes (0 = all). ctx_lrx:
     dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0 residuals projected on those
     axes, an (H, W, d) cube (phase 0's cores cover every pixel once). `valid` (H, W): the pixels that hold data;
-    the residuals of cells centred on the others enter no statistic, nor do they enter ctx_lrx's windows."""
+    the residuals of cells touching the others enter no statistic, nor do those pixels enter ctx_lrx's windows."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
         raise ValueError(f"not context heads: {unknown} (they are {CONTEXT_HEADS})")

@@ -261,9 +261,8 @@ class HSIAnomalyDetector(nn.Module):
                                 f"and this detector was built without its tokenizer's preprocessing; build it "
                                 f"from a checkpoint (HSIAnomalyDetector.from_checkpoint) or prepare the cube")
             return None
-        return SpectralPreprocessor.fit(cube if valid is None else NoDataRows(cube, valid),
-                                        self.preprocessing["num_bands"], self.preprocessing["normalize"],
-                                        wavelengths, source=source, valid=valid)
+        return SpectralPreprocessor.fit(cube, self.preprocessing["num_bands"], self.preprocessing["normalize"],
+                                        wavelengths, source=source, valid=valid)  # the fit reads `valid` pixels only
 
     def choose_domain(self, setting: int | str, cube: np.ndarray, name: str | None,
                       prep: SpectralPreprocessor | None, valid: np.ndarray | None = None,
@@ -274,8 +273,7 @@ class HSIAnomalyDetector(nn.Module):
                                  "domain_spectra": None, "encoder": {"path": "this detector's encoder"}}
         def spectrum():  # only needed (and the preprocessing only fitted) when the name does not decide
             fitted = prep if prep is not None else self.prepare(cube, wavelengths, source, valid)
-            return mean_spectrum(cube if valid is None else NoDataRows(cube, valid),
-                                 fitted.transform if fitted else None, valid)
+            return mean_spectrum(cube, fitted.transform if fitted else None, valid)  # over `valid` pixels only
 
         return choose_domain(setting, name or "", spectrum, table["domains"], table["domain_spectra"],
                              table["num_domains"], table["encoder"]["path"])
