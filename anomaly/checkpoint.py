@@ -22,30 +22,57 @@ import torch
 from anomaly.config import AnomalyConfig
 from encoder.checkpoint import load_encoder
 from encoder.hsi_bert_encoder import UniversalHSIModel
+from encoder.release import CONFIG_NAME, RELEASE_DIR, WEIGHT_FILES, read_release, release_folder
 from sspq_tokenizer.checkpoint import load_tokenizer
 from utils.atomic import write_files
 from utils.checkpoint import check_parent, locate_parent, read_checkpoint
 from utils.config import from_dict
 from utils.errors import CheckpointError, ConfigError
+from utils.logging import get_logger
 
 EMBEDDED_KEY = "embedded_parents"  # detector checkpoint entry: {"encoder": uint8 tensor, "tokenizer": ...}
+RELEASE_KEY = "release_config"  # ... and, for a detector built on a release, {"release_config": config.json's bytes}
 # LoRA settings older detectors stored: the adapters now train only in the scene fit, in eval mode, by its own loss
 RETIRED_LORA_KEYS = ("dropout", "mlm_weight")
 
 
+def encoder_or_release(encoder_ckpt: str | Path) -> Path:
+    """The encoder Stage 3 builds on: `encoder_ckpt`, or the released encoder (weights/) when `encoder_ckpt` is the
+    config's default path and nothing is there (a fresh clone that has not pre-trained); the log says which."""
+    path = Path(encoder_ckpt)
+    if path.exists() or str(encoder_ckpt) != AnomalyConfig.encoder_ckpt:
+        return path
+    if release_folder(RELEASE_DIR) is None:
+        raise CheckpointError(f"no encoder at {path} and no released encoder at {RELEASE_DIR}: pre-train one with "
+                              f"main_pretrain.py, restore weights/ (git checkout weights/), or pass --encoder_ckpt")
+    get_logger("anomaly").info(f"no encoder at {path}: using the released encoder {RELEASE_DIR} (pre-trained on the "
+                               f"13 shared scenes; weights/MODEL_CARD.md)")
+    return RELEASE_DIR
+
+
+def _read_pair(encoder_ckpt: str | Path, tokenizer_ckpt: str | Path | None) -> tuple[Path, dict[str, Any], dict[str, str], dict[str, Any], dict[str, str]]:
+    """(tokenizer path, tokenizer ckpt, its record, encoder ckpt, its record) from a .pth pair or a release folder."""
+    if tokenizer_ckpt is None and release_folder(encoder_ckpt) is not None:
+        tok_ckpt, tok_record, enc_ckpt, enc_record = read_release(encoder_ckpt)
+        return Path(tok_record["path"]), tok_ckpt, tok_record, enc_ckpt, enc_record
+    enc_ckpt, enc_record = read_checkpoint(encoder_ckpt, "encoder")
+    tok_path = Path(tokenizer_ckpt) if tokenizer_ckpt is not None else locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
+    tok_ckpt, tok_record = read_checkpoint(tok_path, "tokenizer")
+    check_parent(enc_ckpt, encoder_ckpt, tok_path, tok_record)
+    return tok_path, tok_ckpt, tok_record, enc_ckpt, enc_record
+
+
 def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokenizer_ckpt: str | Path | None = None
                          ) -> tuple[UniversalHSIModel, dict[str, Any]]:
-    """Tokenizer -> encoder from their checkpoints (sha256-checked); returns (model in eval mode, info).
+    """Tokenizer -> encoder from their checkpoints (sha256-checked) or from a release folder (encoder/release.py:
+    the folder or its encoder.safetensors); returns (model in eval mode, info).
     `tokenizer_ckpt`: the tokenizer file when it is not where the encoder checkpoint records it (an embedded copy).
 
     info: "tokenizer_config" (preprocessing: num_bands, normalize, patch_size, stride), "num_domains",
     "domains", "domain_spectra" (None in checkpoints older than `domain_id: auto`), "hidden_size",
     "encoder" / "tokenizer" parent records ({"path", "sha256"}).
     """
-    enc_ckpt, enc_record = read_checkpoint(encoder_ckpt, "encoder")
-    tok_path = Path(tokenizer_ckpt) if tokenizer_ckpt is not None else locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
-    tok_ckpt, tok_record = read_checkpoint(tok_path, "tokenizer")
-    check_parent(enc_ckpt, encoder_ckpt, tok_path, tok_record)
+    tok_path, tok_ckpt, tok_record, enc_ckpt, enc_record = _read_pair(encoder_ckpt, tokenizer_ckpt)
     tokenizer, _ = load_tokenizer(tok_path, ckpt=tok_ckpt)
     encoder, _ = load_encoder(encoder_ckpt, ckpt=enc_ckpt)
     if encoder.grid_size != tokenizer.grid_size:
@@ -100,21 +127,28 @@ def trained_config(ckpt: dict[str, Any], path: str | Path) -> AnomalyConfig:
     return trained
 
 
-def _embedded_parents(ckpt: dict[str, Any], ckpt_path: str | Path, folder: Path) -> tuple[Path, Path]:
+def _check_embedded(data: bytes, record: dict[str, str], ckpt_path: str | Path, what: str) -> None:
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise CheckpointError(f"{ckpt_path}: its embedded {what} checkpoint does not match the sha256 recorded "
+                              f"for it ({record['sha256'][:12]}); the file is damaged, re-export it")
+
+
+def _embedded_parents(ckpt: dict[str, Any], ckpt_path: str | Path, folder: Path) -> tuple[Path, Path | None]:
     """Write the encoder and tokenizer copies a self-contained detector carries into `folder`, after checking
-    each (in memory) against the sha256 its child recorded; returns (encoder path, tokenizer path)."""
-    paths, child = {}, ckpt
-    for what in ("encoder", "tokenizer"):
-        data = ckpt[EMBEDDED_KEY][what].numpy().tobytes()
-        record = child["parent"]
-        if hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise CheckpointError(f"{ckpt_path}: its embedded {what} checkpoint does not match the sha256 recorded "
-                                  f"for it ({record['sha256'][:12]}); the file is damaged, re-export it")
-        paths[what] = folder / f"{what}.pth"
-        write_files({paths[what]: data})
-        if what == "encoder":  # the tokenizer's record is in the encoder checkpoint
-            child = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    return paths["encoder"], paths["tokenizer"]
+    each (in memory) against the sha256 its child recorded; returns (encoder path, tokenizer path). A detector
+    built on a release carries the release's three files (its tokenizer is checked by read_release: tokenizer None)."""
+    embedded = ckpt[EMBEDDED_KEY]
+    data = {what: embedded[what].numpy().tobytes() for what in ("encoder", "tokenizer")}
+    _check_embedded(data["encoder"], ckpt["parent"], ckpt_path, "encoder")
+    if RELEASE_KEY in embedded:
+        write_files({folder / WEIGHT_FILES[what]: blob for what, blob in data.items()}
+                    | {folder / CONFIG_NAME: embedded[RELEASE_KEY].numpy().tobytes()})
+        return folder / WEIGHT_FILES["encoder"], None
+    # the tokenizer's record is in the encoder checkpoint
+    enc_ckpt = torch.load(io.BytesIO(data["encoder"]), map_location="cpu", weights_only=True)
+    _check_embedded(data["tokenizer"], enc_ckpt["parent"], ckpt_path, "tokenizer")
+    write_files({folder / f"{what}.pth": blob for what, blob in data.items()})
+    return folder / "encoder.pth", folder / "tokenizer.pth"
 
 
 def read_detector(detector_ckpt: str | Path, device: torch.device,

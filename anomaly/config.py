@@ -99,8 +99,10 @@ class AnomalyConfig:
                                                                     "one with the nearest mean prepared spectrum "
                                                                     "(cosine); an integer id overrides"})
     encoder_ckpt: str = field(default="checkpoints/encoder/universal_hsi_encoder.pth",
-                              metadata={"help": "Stage 2 checkpoint (it names its tokenizer parent); where "
-                                                "encoder/pretrain_mtp.py writes by default"})
+                              metadata={"help": "Stage 2 checkpoint (it names its tokenizer parent) or a release "
+                                                "folder; where encoder/pretrain_mtp.py writes by default; when this "
+                                                "default path holds nothing, the released encoder weights/ is used "
+                                                "(logged)"})
     output_dir: str = field(default="", metadata={"help": "where train_anomaly.py writes anomaly_detector.pth (and "
                                                            "last.pth); \"\" = checkpoints/anomaly/<scene name>, one "
                                                            "folder per scene; a folder given here is used as it is"})

@@ -27,7 +27,8 @@ if __name__ == "__main__":  # parsed before torch loads: --help and usage errors
 
 import torch  # noqa: E402
 
-from anomaly.checkpoint import EMBEDDED_KEY  # noqa: E402
+from anomaly.checkpoint import EMBEDDED_KEY, RELEASE_KEY  # noqa: E402
+from encoder.release import CONFIG_NAME, WEIGHT_FILES, read_release, release_folder  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, save_checkpoint  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
@@ -53,11 +54,18 @@ def export_detector(detector_ckpt: str | Path, out: str | Path, overwrite: bool 
         raise CheckpointError(f"{detector_ckpt} is already self-contained (it carries its encoder and tokenizer)")
     enc_path = locate_parent(ckpt, detector_ckpt, "encoder")
     check_parent(ckpt, detector_ckpt, enc_path)
-    enc_ckpt = load_checkpoint(enc_path, "encoder")
-    tok_path = locate_parent(enc_ckpt, enc_path, "tokenizer")
-    check_parent(enc_ckpt, enc_path, tok_path)
+    release = release_folder(enc_path)
+    if release is not None:  # built on a release: carry its weight files and config.json (checked as they are read)
+        read_release(release)
+        tok_path = release / WEIGHT_FILES["tokenizer"]
+    else:
+        enc_ckpt = load_checkpoint(enc_path, "encoder")
+        tok_path = locate_parent(enc_ckpt, enc_path, "tokenizer")
+        check_parent(enc_ckpt, enc_path, tok_path)
     extra = {key: value for key, value in ckpt.items() if key not in BASE_KEYS}
     extra[EMBEDDED_KEY] = {"encoder": _file_tensor(enc_path), "tokenizer": _file_tensor(tok_path)}
+    if release is not None:
+        extra[EMBEDDED_KEY][RELEASE_KEY] = _file_tensor(release / CONFIG_NAME)
     save_checkpoint(out, "anomaly", ckpt["config"], ckpt["state_dict"], **extra)
     log.info(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {detector_ckpt} with {enc_path} and {tok_path} inside")
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +39,7 @@ import torch  # noqa: E402
 
 from anomaly import objective  # noqa: E402
 from anomaly.adapt import fit_to_scene, scene_windows  # noqa: E402
-from anomaly.checkpoint import load_universal_model  # noqa: E402
+from anomaly.checkpoint import encoder_or_release, load_universal_model  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
@@ -234,6 +235,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth;
     `resume` continues from <output_dir>/last.pth (output_dir "" = checkpoints/anomaly/<scene name>)."""
     cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
+    cfg = replace(cfg, encoder_ckpt=str(encoder_or_release(cfg.encoder_ckpt)))
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     out_dir = detector_dir(cfg.output_dir, cfg.data_path)
