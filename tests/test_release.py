@@ -3,6 +3,7 @@ sha256, used by Stage 3 when the config's default encoder is absent, exported in
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,11 @@ def no_unpickling(monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
 
 
+def copy_release(release, folder):
+    shutil.copytree(release, folder)
+    return folder
+
+
 def test_a_release_loads_the_same_models_without_unpickling(tiny, monkeypatch):
     root, release = tiny
     reference, ref_info = load_universal_model(root / "enc.pth", torch.device("cpu"))
@@ -57,10 +63,7 @@ def test_a_release_loads_the_same_models_without_unpickling(tiny, monkeypatch):
 
 def test_a_damaged_or_foreign_release_is_refused(tiny, tmp_path):
     root, release = tiny
-    damaged = tmp_path / "damaged"
-    damaged.mkdir()
-    for name in (*WEIGHT_FILES.values(), CONFIG_NAME):
-        (damaged / name).write_bytes((release / name).read_bytes())
+    damaged = copy_release(release, tmp_path / "damaged")
     data = bytearray((damaged / "encoder.safetensors").read_bytes())
     data[-1] ^= 1
     (damaged / "encoder.safetensors").write_bytes(bytes(data))
@@ -101,10 +104,7 @@ def test_stage3_uses_the_release_when_the_default_encoder_is_absent(tiny, tmp_pa
 
 def test_a_detector_on_a_release_exports_with_the_release_inside(tiny, tmp_path):
     root, release = tiny
-    moved = tmp_path / "release"
-    moved.mkdir()
-    for name in (*WEIGHT_FILES.values(), CONFIG_NAME):
-        (moved / name).write_bytes((release / name).read_bytes())
+    moved = copy_release(release, tmp_path / "release")
     scene = scene_file(tmp_path / "scene.npz")
     ckpt = train_anomaly_detector(None, sets(tmp_path), encoder_ckpt=str(moved), data_path=scene)
     expected = np.load(run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "a")) / "anomaly_map.npy")
