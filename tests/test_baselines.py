@@ -89,11 +89,11 @@ def _local_rx_loop(z, inner, outer, ridge=1e-6):
     return out
 
 
-@pytest.mark.parametrize("inner, outer, chunk_rows, solve_budget", [(3, 7, None, None), (1, 5, 4, None), (3, 9, 2, None),
-                                                                  (3, 7, None, 500)])
-def test_local_rx_matches_per_pixel_loop(inner, outer, chunk_rows, solve_budget, monkeypatch):
-    if solve_budget is not None:  # column blocks of the solve: 500 elements hold one row of 2-3 columns
-        monkeypatch.setattr("anomaly.baselines.SOLVE_BUDGET", solve_budget)
+@pytest.mark.parametrize("inner, outer, chunk_rows, block_pixels", [(3, 7, None, None), (1, 5, 4, None), (3, 9, 2, None),
+                                                                  (3, 7, None, 3), (3, 7, 5, 30)])
+def test_local_rx_matches_per_pixel_loop(inner, outer, chunk_rows, block_pixels, monkeypatch):
+    if block_pixels is not None:  # pixels solved together: 3 = part of a row, 30 = two rows of 14
+        monkeypatch.setattr("anomaly.baselines.BLOCK_PIXELS", block_pixels)
     cube, _ = _scene()
     z = principal_components(cube, 4)
     expect = _local_rx_loop(z, inner, outer)
