@@ -176,3 +176,20 @@ def test_the_rx_heads_are_the_baselines_on_the_prepared_cube(rx_components):
     maps = rx_head_maps(cube, None, 8, ["grx", "lrx"], {"inner": 3, "outer": 7, "n_components": 4}, rx_components)
     np.testing.assert_allclose(maps["grx"], global_rx(cube, n_components=rx_components), rtol=1e-4)
     np.testing.assert_allclose(maps["lrx"], local_rx(cube, inner=3, outer=7, n_components=4), rtol=1e-4)
+
+
+def test_the_rx_heads_prepare_a_one_chunk_scene_once():
+    """grx and lrx share one read of a scene that fits in a chunk: each raw row goes through the preprocessing once
+    (a larger scene is read once for its statistics and once to score)."""
+    from anomaly.scoring import rx_head_maps
+
+    cube, _ = _scene(b=8)
+    prepared = []
+
+    def transform(rows):  # (r, W, B) -> (r, W, B), counting the rows it prepares
+        prepared.append(len(rows))
+        return rows
+
+    maps = rx_head_maps(cube, transform, 8, ["grx", "lrx"], {"inner": 3, "outer": 7, "n_components": 4}, 3)
+    assert sum(prepared) == len(cube)
+    np.testing.assert_array_equal(maps["grx"], rx_head_maps(cube, None, 8, ["grx"], {"n_components": 4}, 3)["grx"])
