@@ -17,6 +17,7 @@ alone is singular when two window pixels equal the tested one (ABU airport-1 hol
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import spectral
@@ -189,30 +190,31 @@ def _bordered_index(d: int) -> np.ndarray:
     return index
 
 
-def _moment_integral(z: np.ndarray, valid: np.ndarray | None, r0: int, r1: int, halo: int,
-                     pairs: np.ndarray) -> np.ndarray:
-    """Integral image (r1 - r0 + 2 halo + 1, W + 2 halo + 1, C), with a leading zero row and column, of the moments
-    of z (H, W, d) over rows r0 - halo .. r1 + halo - 1 and `halo` columns each side: z, the products z_i z_j of the
-    `pairs` (2, K) and, with `valid` (H, W), the count of pixels with data; zero outside the image and at no-data
-    pixels.
+def _moment_integral(z: np.ndarray, valid: np.ndarray | None, rows: tuple[int, int], cols: tuple[int, int],
+                     halo: int, pairs: np.ndarray) -> np.ndarray:
+    """Integral image (r1 - r0 + 2 halo + 1, c1 - c0 + 2 halo + 1, C), with a leading zero row and column, of the
+    moments of z (H, W, d) over a tile's rows and columns [start, stop) (`rows`, `cols`) and `halo` more on each
+    side: z, the products z_i z_j of the `pairs` (2, K) and, with `valid` (H, W), the count of pixels with data;
+    zero outside the image and at no-data pixels.
 
     The same additions in the same order as np.cumsum down the rows, then along the columns, over the image's pixels
     only (the zero margins stay zero above and left and are copies below and right: 45% of the work on a 100 x 100
     scene with 21-pixel windows). Each row's moments are summed into the running sum while they are in the cache."""
     height, width, d = z.shape
-    integral = np.zeros((r1 - r0 + 2 * halo + 1, width + 2 * halo + 1, d + pairs.shape[1] + (valid is not None)))
-    lo, hi = max(0, r0 - halo), min(height, r1 + halo)
-    top, left = 1 + lo - (r0 - halo), 1 + halo  # where the image's first row and column land
-    bottom, right = top + hi - lo, left + width
+    (r0, r1), (c0, c1) = rows, cols
+    integral = np.zeros((r1 - r0 + 2 * halo + 1, c1 - c0 + 2 * halo + 1, d + pairs.shape[1] + (valid is not None)))
+    lo, hi, first, last = max(0, r0 - halo), min(height, r1 + halo), max(0, c0 - halo), min(width, c1 + halo)
+    top, left = 1 + lo - (r0 - halo), 1 + first - (c0 - halo)  # where the image's rows lo.. and columns first.. land
+    bottom, right = top + hi - lo, left + last - first
     for row in range(top, bottom):
-        moments = integral[row, left:right]  # (W, C)
-        moments[:, :d] = z[lo + row - top]
+        moments = integral[row, left:right]  # (w, C)
+        moments[:, :d] = z[lo + row - top, first:last]
         if valid is not None:  # no-data pixels add nothing to a window's sums
-            moments[:, -1] = valid[lo + row - top]
+            moments[:, -1] = valid[lo + row - top, first:last]
             moments[:, :d] *= moments[:, -1:]
-        first = moments[:, :d]  # (W, d)
-        products = moments[:, d:d + pairs.shape[1]]  # (W, K)
-        np.multiply(np.take(first, pairs[0], axis=1), np.take(first, pairs[1], axis=1), out=products)
+        values = moments[:, :d]  # (w, d)
+        products = moments[:, d:d + pairs.shape[1]]  # (w, K)
+        np.multiply(np.take(values, pairs[0], axis=1), np.take(values, pairs[1], axis=1), out=products)
         if row > top:
             moments += integral[row - 1, left:right]
     integral[bottom:, left:right] = integral[bottom - 1, left:right]
@@ -236,8 +238,8 @@ def _window_sum(integral: np.ndarray, offset: int, size: int, rows: tuple[int, i
 
 def _ring_sums(integral: np.ndarray, inner: int, outer: int, rows: tuple[int, int], cols: tuple[int, int]
                ) -> np.ndarray:
-    """Sums (r, c, C) over the background rings (`outer` window minus `inner` window) of a chunk's rows and columns
-    [start, stop), from its integral image (`_moment_integral`)."""
+    """Sums (r, c, C) over the background rings (`outer` window minus `inner` window) of a tile's rows and columns
+    [start, stop) (counted from the tile's first), from its integral image (`_moment_integral`)."""
     shape = (rows[1] - rows[0], cols[1] - cols[0], integral.shape[-1])
     sums = _window_sum(integral, 0, outer, rows, cols, np.empty(shape))
     sums -= _window_sum(integral, outer // 2 - inner // 2, inner, rows, cols, np.empty(shape))
@@ -301,8 +303,28 @@ def local_rx(cube: np.ndarray, inner: int = 7, outer: int = 21, n_components: in
     return local_rx_components(principal_components(cube, n_components, chunk_rows), inner, outer, ridge, chunk_rows)
 
 
-INTEGRAL_BUDGET = 1 << 24  # float64 elements of one row chunk's integral image (128 MiB)
+INTEGRAL_BUDGET = 1 << 24  # float64 elements of one tile's integral image (128 MiB)
 BLOCK_PIXELS = 1 << 7  # pixels solved together: their (P, d + 1, d + 1) systems (1 MiB at d = 30) stay in the cache
+
+
+def _tile_shape(width: int, halo: int, channels: int, chunk_rows: int | None) -> tuple[int, int]:
+    """(rows, columns) of the tiles local RX builds one integral image at a time for, each (rows + 2 halo + 1,
+    columns + 2 halo + 1, `channels`) within INTEGRAL_BUDGET: the scene's whole width where the tile can be at least
+    as tall as wide, else square, since the halo around a tile is integrated for each tile it borders (whole-width
+    chunks of a 1024-wide scene were 11 rows tall: 3x the integration). `chunk_rows` fixes whole-width tiles."""
+    pad = 2 * halo + 1
+    area = INTEGRAL_BUDGET // channels  # pixels of one integral image
+    cols = width if chunk_rows else min(width, max(1, math.isqrt(area) - pad))
+    return chunk_rows or max(1, area // (cols + pad) - pad), cols
+
+
+def _blocks(rows: tuple[int, int], cols: tuple[int, int]):
+    """Blocks ((b0, b1), (k0, k1)) of about BLOCK_PIXELS pixels covering a tile's rows and columns [start, stop):
+    whole tile rows where one fits, else parts of a row."""
+    width = cols[1] - cols[0]
+    step_rows, step_cols = max(1, BLOCK_PIXELS // width), min(width, BLOCK_PIXELS)
+    for b0, k0 in itertools.product(range(rows[0], rows[1], step_rows), range(cols[0], cols[1], step_cols)):
+        yield (b0, min(rows[1], b0 + step_rows)), (k0, min(cols[1], k0 + step_cols))
 
 
 def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: float = 1e-6,
@@ -310,18 +332,17 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
     """Dual-window local RX of an already projected cube z (H, W, d) -> (H, W) float32.
 
     Vectorised: the window sums of z and of the d(d+1)/2 distinct products z_i z_j come from one zero-padded
-    integral image per row chunk (`_moment_integral`; ring = outer sum minus inner sum, each four slices), then the
-    covariances of BLOCK_PIXELS pixels at a time are assembled and solved by Cholesky (`_ring_rx`). A chunk's
-    integral image holds `outer - 1` halo rows beside its own, so chunks are as tall as INTEGRAL_BUDGET allows.
-    Peak memory: one integral image (about 128 MiB), one block (a few MiB) and z. `valid` (H, W): the pixels a
-    background window may hold (None = all); a window then counts its valid pixels only.
+    integral image per tile (`_tile_shape`, `_moment_integral`; ring = outer sum minus inner sum, each four slices),
+    then the covariances of BLOCK_PIXELS pixels at a time are assembled and solved by Cholesky (`_ring_rx`).
+    Peak memory: one integral image (about 128 MiB), one block (a few MiB) and z. `chunk_rows`: whole-width tiles of
+    that many rows. `valid` (H, W): the pixels a background window may hold (None = all); a window then counts its
+    valid pixels only.
     """
     _check_windows(inner, outer)
     height, width, d = z.shape
     pairs, index = np.stack(np.triu_indices(d)), _bordered_index(d)  # (2, K): the distinct products z_i z_j, j >= i
     channels = d + pairs.shape[1] + (valid is not None)  # the last channel counts valid pixels
-    halo = outer // 2
-    rows = chunk_rows or max(1, INTEGRAL_BUDGET // ((width + 2 * halo + 1) * channels) - 2 * halo - 1)
+    tile_rows, tile_cols = _tile_shape(width, outer // 2, channels, chunk_rows)
     # pixel counts of the background windows clipped at the image border: outer box minus inner box
     counts = (np.outer(_clipped_length(height, outer), _clipped_length(width, outer))
               - np.outer(_clipped_length(height, inner), _clipped_length(width, inner)))[..., None]  # (H, W, 1)
@@ -329,17 +350,16 @@ def local_rx_components(z: np.ndarray, inner: int = 7, outer: int = 21, ridge: f
     if valid is None and counts.min() < 2:
         raise DataError(f"local RX: a background window holds {int(counts.min())} pixels; the image "
                         f"({height}x{width}) is too small for windows ({inner}, {outer})")
-    block_rows, block_cols = max(1, BLOCK_PIXELS // width), min(width, BLOCK_PIXELS)
     out = np.empty((height, width), dtype=np.float32)
-    for r0 in range(0, height, rows):
-        r1 = min(height, r0 + rows)
-        integral = _moment_integral(z, valid, r0, r1, halo, pairs)
-        for b0, c0 in itertools.product(range(r0, r1, block_rows), range(0, width, block_cols)):
-            b1, c1 = min(r1, b0 + block_rows), min(width, c0 + block_cols)
-            sums = _ring_sums(integral, inner, outer, (b0 - r0, b1 - r0), (c0, c1)).reshape(-1, channels)  # (P, C)
-            count = counts[b0:b1, c0:c1].reshape(-1, 1) if valid is None else np.maximum(sums[:, -1:], 2)  # (P, 1)
-            scores = _ring_rx(z[b0:b1, c0:c1].reshape(-1, d), sums, count, pairs, index, ridge, valid is not None)
-            out[b0:b1, c0:c1] = scores.reshape(b1 - b0, c1 - c0)
+    for r0, c0 in itertools.product(range(0, height, tile_rows), range(0, width, tile_cols)):
+        rows, cols = (r0, min(height, r0 + tile_rows)), (c0, min(width, c0 + tile_cols))
+        integral = _moment_integral(z, valid, rows, cols, outer // 2, pairs)
+        for (b0, b1), (k0, k1) in _blocks(rows, cols):
+            sums = _ring_sums(integral, inner, outer, (b0 - r0, b1 - r0), (k0 - c0, k1 - c0))  # (r, c, C)
+            sums = sums.reshape(-1, channels)  # (P, C)
+            count = counts[b0:b1, k0:k1].reshape(-1, 1) if valid is None else np.maximum(sums[:, -1:], 2)  # (P, 1)
+            scores = _ring_rx(z[b0:b1, k0:k1].reshape(-1, d), sums, count, pairs, index, ridge, valid is not None)
+            out[b0:b1, k0:k1] = scores.reshape(b1 - b0, k1 - k0)
     return out
 
 

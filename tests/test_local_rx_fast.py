@@ -100,14 +100,15 @@ def _holes(h, w, seed=0):
     return valid
 
 
-CASES = {  # name: (h, w, d, inner, outer, chunk_rows, block_pixels)
-    "default windows, 30 components": (25, 27, 30, 7, 21, None, None),
-    "row chunks, blocks of part of a row": (23, 17, 6, 3, 9, 4, 5),
-    "one-row chunks, blocks of several rows": (9, 31, 3, 1, 5, 1, 70),
-    "windows larger than the scene": (6, 5, 3, 3, 21, None, None),
-    "tiny scene": (3, 3, 2, 1, 3, None, None),
-    "one row": (1, 20, 2, 1, 5, None, None),
-    "one component": (12, 14, 1, 3, 7, 5, 7),
+CASES = {  # name: (h, w, d, inner, outer, chunk_rows, block_pixels, integral_budget)
+    "default windows, 30 components": (25, 27, 30, 7, 21, None, None, None),
+    "row chunks, blocks of part of a row": (23, 17, 6, 3, 9, 4, 5, None),
+    "one-row chunks, blocks of several rows": (9, 31, 3, 1, 5, 1, 70, None),
+    "6 x 6 tiles (a 225-pixel integral image)": (23, 29, 6, 3, 9, None, 8, 225 * 28),
+    "windows larger than the scene": (6, 5, 3, 3, 21, None, None, None),
+    "tiny scene": (3, 3, 2, 1, 3, None, None, None),
+    "one row": (1, 20, 2, 1, 5, None, None, None),
+    "one component": (12, 14, 1, 3, 7, 5, 7, None),
 }
 
 
@@ -115,9 +116,11 @@ CASES = {  # name: (h, w, d, inner, outer, chunk_rows, block_pixels)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("case", list(CASES))
 def test_local_rx_matches_the_replaced_implementation(case, masked, dtype, monkeypatch):
-    h, w, d, inner, outer, chunk_rows, block_pixels = CASES[case]
+    h, w, d, inner, outer, chunk_rows, block_pixels, integral_budget = CASES[case]
     if block_pixels is not None:
         monkeypatch.setattr("anomaly.baselines.BLOCK_PIXELS", block_pixels)
+    if integral_budget is not None:  # float64 elements: 225 pixels of 27 channels, 28 with a mask
+        monkeypatch.setattr("anomaly.baselines.INTEGRAL_BUDGET", integral_budget)
     z = _random_z(h, w, d, dtype=dtype)
     valid = _holes(h, w) if masked else None
     new = local_rx_components(z, inner, outer, chunk_rows=chunk_rows, valid=valid)
