@@ -247,13 +247,15 @@ def _ring_sums(integral: np.ndarray, inner: int, outer: int, rows: tuple[int, in
 
 
 def _quadratic_form(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """diff^T cov^-1 diff (P,) from each pixel's row (P, K + d + 1): packed covariance, diff, then a slot for t.
+    """diff^T cov^-1 diff (P,) from each pixel's row (P, K + d + 1): packed covariance, diff, and a slot that t is
+    written to.
 
     One batched Cholesky of the bordered matrices [[cov, diff], [diff^T, t]] gathered by `index`
     (`_bordered_index`), and no triangular solve: with cov = L L^T their factor's last row is (L^-1 diff,
     sqrt(t - |L^-1 diff|^2)), so the score is the sum of squares of that row's first d entries, whatever t is;
     t = the largest float keeps the last pivot positive. Half the work of numpy's LU solve. A block where rounding
-    left a covariance not positive definite is solved by LU, as before."""
+    left a covariance not positive definite (the ridge is relative) is solved by LU, which needs it non-singular
+    only."""
     d = index.shape[0] - 1
     rows[:, -1] = np.finfo(np.float64).max
     bordered = np.take(rows, index, axis=-1)  # (P, d + 1, d + 1)
