@@ -89,11 +89,11 @@ def _local_rx_loop(z, inner, outer, ridge=1e-6):
     return out
 
 
-@pytest.mark.parametrize("inner, outer, chunk_rows, solve_budget", [(3, 7, None, None), (1, 5, 4, None), (3, 9, 2, None),
-                                                                  (3, 7, None, 500)])
-def test_local_rx_matches_per_pixel_loop(inner, outer, chunk_rows, solve_budget, monkeypatch):
-    if solve_budget is not None:  # column blocks of the solve: 500 elements hold one row of 2-3 columns
-        monkeypatch.setattr("anomaly.baselines.SOLVE_BUDGET", solve_budget)
+@pytest.mark.parametrize("inner, outer, chunk_rows, block_pixels", [(3, 7, None, None), (1, 5, 4, None), (3, 9, 2, None),
+                                                                  (3, 7, None, 3), (3, 7, 5, 30)])
+def test_local_rx_matches_per_pixel_loop(inner, outer, chunk_rows, block_pixels, monkeypatch):
+    if block_pixels is not None:  # pixels solved together: 3 = part of a row, 30 = two rows of 14
+        monkeypatch.setattr("anomaly.baselines.BLOCK_PIXELS", block_pixels)
     cube, _ = _scene()
     z = principal_components(cube, 4)
     expect = _local_rx_loop(z, inner, outer)
@@ -176,3 +176,20 @@ def test_the_rx_heads_are_the_baselines_on_the_prepared_cube(rx_components):
     maps = rx_head_maps(cube, None, 8, ["grx", "lrx"], {"inner": 3, "outer": 7, "n_components": 4}, rx_components)
     np.testing.assert_allclose(maps["grx"], global_rx(cube, n_components=rx_components), rtol=1e-4)
     np.testing.assert_allclose(maps["lrx"], local_rx(cube, inner=3, outer=7, n_components=4), rtol=1e-4)
+
+
+def test_the_rx_heads_prepare_a_one_chunk_scene_once():
+    """grx and lrx share one read of a scene that fits in a chunk: each raw row goes through the preprocessing once
+    (a larger scene is read once for its statistics and once to score)."""
+    from anomaly.scoring import rx_head_maps
+
+    cube, _ = _scene(b=8)
+    prepared = []
+
+    def transform(rows):  # (r, W, B) -> (r, W, B), counting the rows it prepares
+        prepared.append(len(rows))
+        return rows
+
+    maps = rx_head_maps(cube, transform, 8, ["grx", "lrx"], {"inner": 3, "outer": 7, "n_components": 4}, 3)
+    assert sum(prepared) == len(cube)
+    np.testing.assert_array_equal(maps["grx"], rx_head_maps(cube, None, 8, ["grx"], {"n_components": 4}, 3)["grx"])
