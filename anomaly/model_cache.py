@@ -23,7 +23,6 @@ from anomaly.checkpoint import load_universal_model
 from encoder.hsi_bert_encoder import UniversalHSIModel
 from utils.logging import get_logger
 
-Key = tuple[str, int, int, str, str | None]  # encoder path, size, mtime_ns, device, tokenizer path
 log = get_logger("anomaly")
 
 
@@ -31,7 +30,8 @@ class ModelCache:
     """The (model, info) of each encoder file read in this process."""
 
     def __init__(self) -> None:
-        self._models: dict[Key, tuple[UniversalHSIModel, dict[str, Any]]] = {}
+        # (encoder path, size, mtime_ns, device, tokenizer path) -> (model, info)
+        self._models: dict[tuple, tuple[UniversalHSIModel, dict[str, Any]]] = {}
         self._lock = threading.Lock()  # a Dask worker with several threads may load from two tasks at once
 
     def load(self, encoder_ckpt: str | Path, device: torch.device, tokenizer_ckpt: str | Path | None = None

@@ -121,7 +121,7 @@ def run_detect(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     lock_output_dir(out)  # one detect run per output folder: two would write one summary.csv
     summary = BatchSummary(out / SUMMARY_NAME, rows)
-    if args.cluster:
+    if args.cluster and tasks:
         results, where = dask_cluster(tasks, args.cluster), f"the Dask cluster at {args.cluster}"
     elif args.workers > 1 and len(tasks) > 1:
         workers = min(args.workers, len(tasks))

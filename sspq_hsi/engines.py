@@ -43,8 +43,8 @@ def _exit_with(parent: int) -> None:
 
 
 def _start_worker(threads: int) -> None:
-    """A pool worker's start: its share of the machine's cores (torch takes them all by default), and a watch on
-    the command's process."""
+    """A pool worker's start: its share of the machine's cores as torch threads, and a watch on the command's
+    process."""
     import torch
 
     torch.set_num_threads(threads)
@@ -90,10 +90,12 @@ def _pool_round(queue: deque[SceneTask], workers: int, threads: int) -> Iterator
 
 
 def local_pool(tasks: Iterable[SceneTask], workers: int) -> Iterator[SceneResult]:
-    """`workers` spawned processes on this machine, each with its share of the cores; a pool broken by a dying
-    worker is replaced for the scenes not yet started."""
+    """`workers` spawned processes on this machine, each with its share of the cores (at most OMP_NUM_THREADS when
+    that is set); a pool broken by a dying worker is replaced for the scenes not yet started."""
     queue = deque(tasks)
     threads = max(1, (os.cpu_count() or 1) // workers)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     while queue:
         yield from _pool_round(queue, workers, threads)
 

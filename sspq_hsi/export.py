@@ -5,8 +5,8 @@ from __future__ import annotations
 from sspq_hsi.commands import Command, dispatch
 
 EXPORTS = {
-    "detector": Command("sspq_hsi.export_detector", "a Stage 3 detector with its encoder and tokenizer inside, "
-                                                    "one file that scores anywhere (anomaly/export_detector.py)"),
+    "detector": Command("sspq_hsi.export_detector", "a detector with its encoder and tokenizer inside, one file "
+                                                    "(anomaly/export_detector.py)"),
 }
 
 

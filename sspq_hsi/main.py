@@ -7,12 +7,9 @@ import sys
 from sspq_hsi.commands import Command, dispatch
 
 COMMANDS = {
-    "detect": Command("sspq_hsi.detect", "score scenes (folders, globs, files, @lists): Stage 3 training and "
-                                         "inference per scene, on local workers or a Dask cluster, with a summary"),
-    "pretrain": Command("sspq_hsi.pretrain", "Stages 1 + 2: train the tokenizer, then pre-train the encoder "
-                                             "(main_pretrain.py)"),
-    "export": Command("sspq_hsi.export", "write a model for use elsewhere: `export detector` packs a detector with "
-                                         "its encoder and tokenizer"),
+    "detect": Command("sspq_hsi.detect", "score many scenes: Stage 3 training and inference of each, a summary"),
+    "pretrain": Command("sspq_hsi.pretrain", "Stages 1 + 2: the tokenizer, then the encoder (main_pretrain.py)"),
+    "export": Command("sspq_hsi.export", "write a trained model that travels (export detector)"),
 }
 
 

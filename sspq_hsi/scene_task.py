@@ -71,7 +71,7 @@ def finished(task: SceneTask) -> SceneResult | None:
     marker = read_marker(Path(task.folder))
     if marker is None or marker.get("status") != "done":
         return None
-    return SceneResult(task.scene, "skipped", marker["seconds"], marker["roc_auc"], task.folder)
+    return SceneResult(task.scene, "skipped", marker.get("seconds"), marker.get("roc_auc"), task.folder)
 
 
 @functools.cache
