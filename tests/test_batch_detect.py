@@ -1,5 +1,6 @@
 """`sspq-hsi detect` on a folder of tiny scenes: one corrupt scene fails alone, a re-run skips the done scenes and
-redoes a half-done one, and the same run goes through local worker processes and a real two-worker Dask cluster.
+redoes a half-done one, and the same run goes through local worker processes and a real two-worker Dask cluster;
+the model cache behind "each worker loads the models once", and benchmarks/batch_case.py.
 
 Tiny untrained tokenizer and encoder (tests/test_inference.py's make_stage3_ckpts); 16 x 16 x 12 synthetic scenes.
 Everything is written under tmp_path.
@@ -18,12 +19,15 @@ import numpy as np
 import pytest
 
 from anomaly.run_folders import OUTPUT_FILES
+from benchmarks.batch_case import run as run_case
+from benchmarks.cli_args import batch_parser
 from data.synthetic import make_synthetic_scene
 from sspq_hsi import scene_task
 from sspq_hsi.engines import local_pool
 from sspq_hsi.main import main
 from sspq_hsi.scene_task import SceneTask
 from tests.test_inference import make_stage3_ckpts
+from utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 LIGHT = ["anomaly_epochs=1", "local_rx.inner=3", "local_rx.outer=5", "device=cpu"]  # default heads: nothing trains
@@ -187,3 +191,16 @@ def test_a_real_two_worker_dask_cluster(setup, tmp_path, capsys):
         assert main(detect_args(encoder, out, scenes, extra=["--cluster", cluster.scheduler_address])) == 1
     assert_two_scored_one_failed(out)
     assert f"in the Dask cluster at {cluster.scheduler_address}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_batch_case_times_a_mode_and_refuses_an_unknown_one(setup, tmp_path):
+    encoder, scenes = setup
+    args = ["--scenes", str(scenes), "--encoder_ckpt", str(encoder), *[x for s in LIGHT for x in ("--set", s)]]
+    with pytest.raises(ConfigError, match="--modes: unknown 3; the modes are loop, 1, 2, cluster"):
+        run_case(batch_parser().parse_args([*args, "--modes", "1,3"]))
+    result = run_case(batch_parser().parse_args([*args, "--modes", "1", "--out", str(tmp_path / "case.json")]))
+    assert json.loads((tmp_path / "case.json").read_text()) == result
+    mode = result["modes"]["1"]
+    assert result["count"] == 3 and mode["scenes_ok"] == 2 and 0 < mode["mean_scene_seconds"] < mode["wall_seconds"]
+    assert mode["seconds_per_scene"] == pytest.approx(mode["wall_seconds"] / 3)
