@@ -15,7 +15,7 @@ import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +34,8 @@ EMBEDDED_KEY = "embedded_parents"  # detector checkpoint entry: {"encoder": uint
 RELEASE_KEY = "release_config"  # ... and, for a detector built on a release, {"release_config": config.json's bytes}
 # LoRA settings older detectors stored: the adapters now train only in the scene fit, in eval mode, by its own loss
 RETIRED_LORA_KEYS = ("dropout", "mlm_weight")
+# (encoder_ckpt, device, tokenizer_ckpt=None) -> (model, info): load_universal_model, or a ModelCache's load
+ModelLoader = Callable[..., tuple[UniversalHSIModel, dict[str, Any]]]
 
 
 def encoder_or_release(encoder_ckpt: str | Path) -> Path:
@@ -152,9 +154,11 @@ def _embedded_parents(ckpt: dict[str, Any], ckpt_path: str | Path, folder: Path)
 
 
 def read_detector(detector_ckpt: str | Path, device: torch.device,
-                  read: tuple[dict[str, Any], dict[str, str]] | None = None) -> DetectorFile:
+                  read: tuple[dict[str, Any], dict[str, str]] | None = None,
+                  load_models: ModelLoader = load_universal_model) -> DetectorFile:
     """Read `anomaly_detector.pth` and rebuild the frozen models it builds on (module docstring); `read`: the
-    file's (ckpt, record) when the caller has already read it (utils.checkpoint.read_checkpoint)."""
+    file's (ckpt, record) when the caller has already read it (utils.checkpoint.read_checkpoint); `load_models`
+    rebuilds the encoder it names (anomaly/model_cache.py keeps them between scenes; embedded copies never)."""
     ckpt, record = read or read_checkpoint(detector_ckpt, "anomaly")
     trained = trained_config(ckpt, detector_ckpt)
     with tempfile.TemporaryDirectory(prefix="sspq-parents-") as folder:
@@ -162,7 +166,8 @@ def read_detector(detector_ckpt: str | Path, device: torch.device,
             enc_path, tok_path = _embedded_parents(ckpt, detector_ckpt, Path(folder))
         else:
             enc_path, tok_path = locate_parent(ckpt, detector_ckpt, "encoder"), None
-        model, info = load_universal_model(enc_path, device, tok_path)
+        load = load_universal_model if EMBEDDED_KEY in ckpt else load_models  # a temporary copy is read once
+        model, info = load(enc_path, device, tok_path)
         if EMBEDDED_KEY not in ckpt:  # the encoder's record was taken as it was read
             check_parent(ckpt, detector_ckpt, enc_path, info["encoder"])
         if EMBEDDED_KEY in ckpt:  # name the files the chain was built from, not the temporary copies

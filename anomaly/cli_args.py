@@ -60,9 +60,10 @@ def check_inference(args: argparse.Namespace) -> None:
     output_folder(run.out_dir, scene_name(run.data_path), args.overwrite)
 
 
-def export_parser() -> argparse.ArgumentParser:
+def export_parser(command: str = "python anomaly/export_detector.py") -> argparse.ArgumentParser:
+    """anomaly/export_detector.py's parser, `sspq-hsi export detector`'s with that `command`."""
     parser = script_parser("Export a trained detector with its encoder and tokenizer inside",
-                           "python anomaly/export_detector.py --detector_ckpt "
+                           f"{command} --detector_ckpt "
                            "checkpoints/anomaly/abu-urban-1/anomaly_detector.pth --out detector_portable.pth",
                            {"--out": "the detector checkpoint with its encoder and tokenizer checkpoints inside"})
     parser.add_argument("--detector_ckpt", required=True, help="Stage 3 checkpoint written by anomaly/train_anomaly.py")

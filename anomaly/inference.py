@@ -63,7 +63,7 @@ if __name__ == "__main__":  # parsed and pre-flight checked before torch loads
 
 import numpy as np  # noqa: E402
 
-from anomaly.checkpoint import read_detector, trained_config  # noqa: E402
+from anomaly.checkpoint import ModelLoader, load_universal_model, read_detector, trained_config  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detections import (CSV_NAME, GEOJSON_NAME, detection_summary, detections_csv,  # noqa: E402
                                 detections_geojson, find_detections)
@@ -141,11 +141,12 @@ class ScoredScene:
 def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Scene | None = None,
                         before_scoring: Callable[[], None] | None = None, overrides: list[str] | None = None,
                         config_path: str | Path | None = None,
-                        read: tuple[dict[str, Any], dict[str, str]] | None = None) -> ScoredScene:
+                        read: tuple[dict[str, Any], dict[str, str]] | None = None,
+                        load_models: ModelLoader = load_universal_model) -> ScoredScene:
     """Score `run.data_path` (or the already loaded `scene`) with the trained detector, writing nothing;
     `before_scoring` runs once the models, settings, preprocessing and domain are checked (run_inference locks its
     output folder there, so a refused setting leaves no folder behind). `read`: the detector file's (ckpt, record)
-    when the caller has read it already.
+    when the caller has read it already; `load_models` reads its encoder (anomaly/checkpoint.read_detector).
 
     `run` gives the run keys (device, batch size, ...). The detector scores as trained, changed by what the
     `overrides` change and may change; where the config file `config_path` (that `run` was read from) differs,
@@ -156,7 +157,7 @@ def score_with_detector(run: AnomalyConfig, detector_ckpt: str | Path, scene: Sc
     device = resolve_device(run.device)
     scene = scene if scene is not None else load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path,
                                                        run.cube_layout)
-    chain = read_detector(detector_ckpt, device, read)
+    chain = read_detector(detector_ckpt, device, read, load_models)
     settings = inference_settings(chain.trained, list(overrides or []), detector_ckpt,
                                   run if config_path is not None else None, config_path)
     detector = HSIAnomalyDetector.from_file(chain, settings=settings)
@@ -205,7 +206,7 @@ def _detections_line(summary: dict[str, Any]) -> str:
 
 def run_inference(config_path: str | None, detector_ckpt: str | Path | None = None, data_path: str | None = None,
                   out_dir: str | None = None, overwrite: bool = False,
-                  overrides: list[str] | None = None) -> Path:
+                  overrides: list[str] | None = None, load_models: ModelLoader = load_universal_model) -> Path:
     """Spec 6.3: score `data_path` with the trained detector and write the outputs; returns the folder.
 
     `detector_ckpt` defaults to `<output_dir>/anomaly_detector.pth` for the scene, where train_anomaly.py wrote it
@@ -227,7 +228,7 @@ def run_inference(config_path: str | None, detector_ckpt: str | Path | None = No
     set_seed(run.seed)
     scene = load_scene(run.data_path, run.cube_key, run.gt_key, run.gt_path, run.cube_layout)
     scored = score_with_detector(run, detector_ckpt, scene, lambda: lock_output_dir(folder), overrides, config_path,
-                                 read)
+                                 read, load_models)
     metrics, result, settings = scored.metrics, scored.scores, scored.settings
     found = find_detections(result.anomaly_map, scene.geo, settings.pfa, settings.detection_threshold)
     gt = scene.gt if scene.gt is None or scene.valid is None else scene.gt * scene.valid  # no object under no data

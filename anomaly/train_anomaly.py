@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from anomaly import objective  # noqa: E402
 from anomaly.adapt import fit_to_scene, scene_windows  # noqa: E402
-from anomaly.checkpoint import encoder_or_release, load_universal_model  # noqa: E402
+from anomaly.checkpoint import ModelLoader, encoder_or_release, load_universal_model  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
@@ -231,9 +231,10 @@ def load_last(cfg: AnomalyConfig, path: Path) -> dict[str, Any]:
 @interruptible("anomaly")
 def train_anomaly_detector(config_path: str | None, overrides: list[str] | None = None,
                            encoder_ckpt: str | None = None, data_path: str | None = None, *,
-                           resume: bool = False) -> Path:
+                           resume: bool = False, load_models: ModelLoader = load_universal_model) -> Path:
     """Spec 6.3: read the config, fit the detector on the target scene, write anomaly_detector.pth;
-    `resume` continues from <output_dir>/last.pth (output_dir "" = checkpoints/anomaly/<scene name>)."""
+    `resume` continues from <output_dir>/last.pth (output_dir "" = checkpoints/anomaly/<scene name>);
+    `load_models` reads the encoder (anomaly/model_cache.py keeps it loaded between scenes)."""
     cfg = load_anomaly_config(config_path, overrides, encoder_ckpt=encoder_ckpt, data_path=data_path)
     cfg = replace(cfg, encoder_ckpt=str(encoder_or_release(cfg.encoder_ckpt)))
     set_seed(cfg.seed)
@@ -243,7 +244,7 @@ def train_anomaly_detector(config_path: str | None, overrides: list[str] | None 
     last_path = out_dir / LAST_NAME
     last = load_last(cfg, last_path) if resume else None  # before the models and the scene are loaded
     start = time.time()
-    model, info = load_universal_model(cfg.encoder_ckpt, device)
+    model, info = load_models(cfg.encoder_ckpt, device)
     if last is not None:
         check_parent(last, last_path, cfg.encoder_ckpt, info["encoder"])
     tok_cfg = info["tokenizer_config"]

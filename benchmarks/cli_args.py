@@ -1,4 +1,4 @@
-"""The benchmark command lines (benchmarks/run_benchmark.py, merge_results.py, scale_case.py): their parsers,
+"""The benchmark command lines (benchmarks/run_benchmark.py, merge_results.py, scale_case.py, batch_case.py): their parsers,
 importing neither torch nor transformers, so that `--help` and usage errors answer before the scripts' heavy
 imports (utils/cli.py). benchmarks/speed_case.py keeps its own parser."""
 
@@ -57,4 +57,26 @@ def scale_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detector_ckpt", default=None, help="also run Stage 3 inference with this checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="anomaly-config override for that inference (e.g. device=cuda); repeatable")
+    return parser
+
+
+BATCH_MODES = ("loop", "1", "2", "cluster")
+
+
+def batch_parser() -> argparse.ArgumentParser:
+    parser = script_parser("Batch case: sspq-hsi detect on a folder of scenes with 1 and 2 local workers and on a "
+                           "2-worker Dask LocalCluster, against a shell loop of main_anomaly.py",
+                           "python benchmarks/batch_case.py --scenes ../shared/data/had --encoder_ckpt "
+                           "checkpoints/encoder/universal_hsi_encoder.pth --out results/batch_case.json",
+                           {"--out": "the seconds per scene of each mode and the conditions, as JSON, when given "
+                                     "(the runs' outputs go to a temporary folder)"},
+                           (("--set", "anomaly.config:AnomalyConfig"),))
+    parser.add_argument("--scenes", required=True, help="folder (or glob, or @LIST) of the scenes to score")
+    parser.add_argument("--encoder_ckpt", required=True, help="Stage 2 checkpoint the scenes are scored with")
+    parser.add_argument("--modes", default=",".join(BATCH_MODES),
+                        help="comma list of loop (python main_anomaly.py once per scene), 1 and 2 (--workers), "
+                             "cluster (--cluster on a LocalCluster of 2 single-thread workers)")
+    parser.add_argument("--out", default=None, help="also write the result as JSON here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="anomaly-config override for every run; repeatable")
     return parser

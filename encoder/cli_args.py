@@ -26,13 +26,19 @@ def pretrain_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pipeline_parser() -> argparse.ArgumentParser:
+def pipeline_parser(command: str = "python main_pretrain.py", builtin_configs: bool = False
+                    ) -> argparse.ArgumentParser:
+    """main_pretrain.py's parser; `sspq-hsi pretrain` (`command`) defaults to the configs' built-in values
+    (`builtin_configs`), since the installed command runs from any folder, where configs/ may not be."""
     parser = stage_parser("Stages 1 + 2: SSPQ tokenizer, then cross-domain encoder pre-training",
-                          "configs/pretrain.yaml", "python main_pretrain.py --scenes ../shared/data/had",
+                          None if builtin_configs else "configs/pretrain.yaml",
+                          f"{command} --scenes ../shared/data/had",
                           {**{f"tokenizer {path}": what for path, what in TOKENIZER_WRITES.items()},
                            **{f"encoder {path}": what for path, what in ENCODER_WRITES.items()}},
                           PRETRAIN_CONFIG, (("--tokenizer_set", TOKENIZER_CONFIG),))
-    parser.add_argument("--tokenizer_config", default="configs/tokenizer.yaml", help="Stage 1 YAML config")
+    parser.add_argument("--tokenizer_config", default=None if builtin_configs else "configs/tokenizer.yaml",
+                        help="Stage 1 YAML config" + (" (default: the built-in defaults, which configs/ repeats)"
+                                                      if builtin_configs else ""))
     parser.add_argument("--tokenizer_set", dest="tokenizer_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
     add_scenes_argument(parser)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from anomaly.cli_args import export_parser, inference_parser, pipeline_parser as anomaly_pipeline, train_parser
-from benchmarks.cli_args import benchmark_parser, merge_parser, scale_parser
+from benchmarks.cli_args import batch_parser, benchmark_parser, merge_parser, scale_parser
 from encoder.cli_args import pipeline_parser as pretrain_pipeline, pretrain_parser
 from sspq_tokenizer.cli_args import tokenizer_parser
 from utils.cli import script_parser
@@ -29,6 +29,7 @@ SCRIPTS = {  # script -> its parser (the one the script imports as build_parser)
     "benchmarks/run_benchmark.py": benchmark_parser,
     "benchmarks/merge_results.py": merge_parser,
     "benchmarks/scale_case.py": scale_parser,
+    "benchmarks/batch_case.py": batch_parser,
 }
 
 

@@ -1,10 +1,11 @@
-"""The pre-training scene list (data/scenes.py): its entries' checks, and `--scenes DIR|GLOB|FILE [...]`."""
+"""The pre-training scene list (data/scenes.py): its entries' checks, and `--scenes DIR|GLOB|FILE|@LIST [...]`
+(the same expansion names the scenes of `sspq-hsi detect`)."""
 
 import numpy as np
 import pytest
 
 from data.io import load_scene
-from data.scenes import SCENE_SUFFIXES, SceneEntry, check_scene_entries, scene_entries, scene_overrides
+from data.scenes import SCENE_SUFFIXES, SceneEntry, check_scene_entries, scene_entries, scene_files, scene_overrides
 from encoder.config import PretrainConfig
 from sspq_tokenizer.config import TokenizerConfig
 from utils.config import load_config
@@ -52,6 +53,26 @@ def test_two_files_with_one_stem_are_refused(folder):
         scene_entries([str(folder / "a.mat"), str(folder / "*.np?")])
     with pytest.raises(ConfigError, match=r"a.npy is named twice"):
         scene_entries([str(folder / "a.npy"), str(folder / "*.npy")])
+
+
+def test_a_list_file_names_folders_globs_and_files_relative_to_itself(folder, tmp_path, monkeypatch):
+    (folder / "campaign.txt").write_text("# flight lines\nsub/d.mat\n\n  *.np?  \n" + f"{folder / 'c.hdr'}\n")
+    monkeypatch.chdir(tmp_path)  # relative lines are read against the list's folder, not the working one
+    assert scene_files([f"@{folder / 'campaign.txt'}"]) == [folder / "sub" / "d.mat", folder / "a.npy",
+                                                            folder / "b.npz", folder / "c.hdr"]
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"detect @.*nope.txt: no such list file"),
+    ("# nothing\n\n", r"detect @.*nope.txt: the list names no scene"),
+    ("b.npz\nmissing.npz\n", r"detect .*missing.npz: no such file, folder or glob match"),
+    ("b.npz\n*.npz\n", r"detect: .*b.npz is named twice"),
+])
+def test_a_bad_list_is_an_error_naming_the_option_and_the_list(folder, text, message):
+    if text is not None:
+        (folder / "nope.txt").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        scene_files([f"@{folder / 'nope.txt'}"], option="detect")
 
 
 def test_the_suffixes_are_the_ones_load_scene_reads(tmp_path):

@@ -39,11 +39,13 @@ import argparse
 import contextlib
 import sys
 import textwrap
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from tqdm import tqdm
 
 from utils.errors import SSPQError
+
+T = TypeVar("T")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -100,14 +102,17 @@ def script_parser(description: str, example: str, writes: dict[str, str],
     return parser
 
 
-def stage_parser(description: str, default_config: str, example: str, writes: dict[str, str],
+def stage_parser(description: str, default_config: str | None, example: str, writes: dict[str, str],
                  config_class: str | None = None,
                  extra_keys: tuple[tuple[str, str], ...] = ()) -> argparse.ArgumentParser:
     """A script parser with --config and --set; --help lists `config_class`'s keys ("module:Class"), then
-    `extra_keys`' ((option, "module:Class") pairs)."""
+    `extra_keys`' ((option, "module:Class") pairs). `default_config` None: the config dataclass's own defaults
+    (what configs/*.yaml repeat), for the installed `sspq-hsi` command, which runs from any folder."""
     keys = ((("--set", config_class),) if config_class else ()) + tuple(extra_keys)
     parser = script_parser(description, example, writes, keys)
-    parser.add_argument("--config", default=default_config, help="YAML config file")
+    parser.add_argument("--config", default=default_config,
+                        help="YAML config file" + ("" if default_config else " (default: the built-in defaults, "
+                                                                              "which configs/ repeats)"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (dotted keys for nested fields); repeatable")
     return parser
@@ -115,9 +120,10 @@ def stage_parser(description: str, default_config: str, example: str, writes: di
 
 def add_scenes_argument(parser: argparse.ArgumentParser) -> None:
     """`--scenes DIR|GLOB|FILE [...]`: the pre-training scenes, replacing the config's list (data/scenes.py)."""
-    parser.add_argument("--scenes", nargs="+", default=None, metavar="DIR|GLOB|FILE",
+    parser.add_argument("--scenes", nargs="+", default=None, metavar="DIR|GLOB|FILE|@LIST",
                         help="pre-train on these scenes instead of the config's pretrain_datasets: folders, glob "
-                             "patterns or .npz/.npy/.mat/.hdr files; one domain per scene, named by file stem")
+                             "patterns, scene files or @LIST (a text file of those, one per line); one domain per "
+                             "scene, named by file stem")
 
 
 def _close_progress_bars() -> None:
@@ -153,9 +159,10 @@ def parse_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     return args
 
 
-def run_main(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+def run_main(main: Callable[[argparse.Namespace], T], args: argparse.Namespace) -> T:
+    """`main(args)` under the one-line error handling; returns what it returns (`sspq-hsi`'s exit status)."""
     with _one_line_errors(args.debug):
-        main(args)
+        return main(args)
 
 
 def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
