@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 
 from sspq_tokenizer.cli_args import TOKENIZER_CONFIG, TOKENIZER_WRITES
-from utils.cli import add_scenes_argument, stage_parser
+from utils.cli import add_scenes_argument, script_parser, stage_parser
+from utils.errors import ConfigError
 
 PRETRAIN_CONFIG = "encoder.config:PretrainConfig"  # the dataclass whose keys --help lists
 ENCODER_WRITES = {"<output_dir>/universal_hsi_encoder.pth": "the encoder of the epoch with the best mean validation "
@@ -43,3 +44,31 @@ def pipeline_parser(command: str = "python main_pretrain.py", builtin_configs: b
                         metavar="KEY=VALUE", help="override a tokenizer config field; repeatable")
     add_scenes_argument(parser)
     return parser
+
+
+def release_parser(prog: str = "sspq-hsi export release") -> argparse.ArgumentParser:
+    """`sspq-hsi export release`: an encoder checkpoint and its tokenizer as a release folder (encoder/release.py)."""
+    parser = script_parser("Write an encoder checkpoint and its tokenizer as a release folder: safetensors weights, "
+                           "config.json (configs, domain table, sha256 per file)",
+                           f"{prog} --encoder_ckpt checkpoints/encoder/universal_hsi_encoder.pth --out my_release "
+                           f"--sensor '*=AVIRIS' --sensor hydice-urban=HYDICE",
+                           {"<out>/tokenizer.safetensors, <out>/encoder.safetensors": "the two stages' weights",
+                            "<out>/config.json": "architecture, preprocessing, domain table, sha256 of each file"})
+    parser.prog = prog
+    parser.add_argument("--encoder_ckpt", required=True, help="Stage 2 checkpoint (it names its tokenizer)")
+    parser.add_argument("--out", required=True, help="release folder to write")
+    parser.add_argument("--sensor", action="append", default=[], metavar="SCENE=SENSOR",
+                        help="the sensor of a pre-training scene (repeat); '*=SENSOR' for every scene not named")
+    parser.add_argument("--overwrite", action="store_true", help="replace a release already in --out")
+    return parser
+
+
+def sensor_table(pairs: list[str]) -> dict[str, str]:
+    """--sensor SCENE=SENSOR pairs as a dict ('*' = every scene not named); ConfigError on a malformed pair."""
+    table: dict[str, str] = {}
+    for pair in pairs:
+        scene, sep, sensor = pair.partition("=")
+        if not sep or not scene.strip() or not sensor.strip():
+            raise ConfigError(f"--sensor {pair!r}: expected SCENE=SENSOR (or '*=SENSOR')")
+        table[scene.strip()] = sensor.strip()
+    return table

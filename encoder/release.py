@@ -51,7 +51,8 @@ def _tensors(state_dict: dict[str, torch.Tensor]) -> bytes:
 
 def write_release(encoder_ckpt: str | Path, out: str | Path, sensors: dict[str, str]) -> dict[str, Any]:
     """Write the release folder `out` from an encoder checkpoint and the tokenizer checkpoint it records;
-    `sensors`: pre-training scene name -> sensor (every scene of the domain table needs one). Returns config.json."""
+    `sensors`: pre-training scene name -> sensor, "*" for every scene not named (each scene of the domain table
+    needs one). Returns config.json."""
     enc_ckpt, _ = read_checkpoint(encoder_ckpt, "encoder")
     tok_path = locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
     tok_ckpt, tok_record = read_checkpoint(tok_path, "tokenizer")
@@ -60,7 +61,8 @@ def write_release(encoder_ckpt: str | Path, out: str | Path, sensors: dict[str, 
     if not spectra:
         raise CheckpointError(f"{encoder_ckpt} records no mean spectra of its domains, which a release needs to "
                               f"choose a new scene's domain; re-run Stage 2 with this code")
-    missing = sorted(set(enc_ckpt["domains"]) - set(sensors))
+    sensors = {name: sensors.get(name, sensors.get("*")) for name in enc_ckpt["domains"]}
+    missing = sorted(name for name, sensor in sensors.items() if not sensor)
     if missing:
         raise CheckpointError(f"no sensor given for the pre-training scene(s) {', '.join(missing)}")
     blobs = {"tokenizer": _tensors(tok_ckpt["state_dict"]), "encoder": _tensors(enc_ckpt["state_dict"])}

@@ -15,6 +15,7 @@ from anomaly.checkpoint import load_universal_model
 from anomaly.export_detector import export_detector
 from anomaly.inference import run_inference
 from anomaly.train_anomaly import train_anomaly_detector
+from sspq_hsi import export_release
 from encoder.release import CONFIG_NAME, RELEASE_DIR, WEIGHT_FILES, read_release, write_release
 from tests.test_inference import make_stage3_ckpts, scene_file, sets
 from utils.checkpoint import load_checkpoint, sha256_file
@@ -139,3 +140,18 @@ def test_a_fresh_checkout_scores_a_real_scene_with_the_release(tmp_path, monkeyp
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["checkpoints"]["encoder"]["path"] == str((RELEASE_DIR / "encoder.safetensors").resolve())
     assert metrics["fused"]["auc"] > 0.98  # transductive seed 0 scores 0.99 (weights/MODEL_CARD.md)
+
+
+def test_the_export_release_command(tiny, tmp_path, capsys):
+    root, release = tiny
+    argv = ["--encoder_ckpt", str(root / "enc.pth"), "--out", str(tmp_path / "r"), "--sensor", "*=AVIRIS",
+            "--sensor", "b=HYDICE"]
+    assert export_release.main(argv, "sspq-hsi export release") == 0
+    config = json.loads((tmp_path / "r" / CONFIG_NAME).read_text())
+    assert [d["sensor"] for d in config["domains"]] == ["AVIRIS", "HYDICE"]
+    assert config["sha256"] == json.loads((release / CONFIG_NAME).read_text())["sha256"]  # the same bytes
+    for bad, message in ((argv, "already holds a release; pass --overwrite"),
+                         (argv[:3] + [str(tmp_path / "r2"), "--sensor", "a"], "--sensor 'a': expected SCENE=SENSOR")):
+        with pytest.raises(SystemExit) as exit_info:
+            export_release.main(bad, "sspq-hsi export release")
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
