@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from anomaly.cli_args import export_parser
-from encoder.cli_args import pipeline_parser
+from encoder.cli_args import pipeline_parser, release_parser
 from sspq_hsi.detect import detect_parser
 from test_cli_help import HEAVY, run_traced
 from tests.test_inference import make_stage3_ckpts, scene_file
@@ -24,7 +24,7 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PARSERS = {"detect": detect_parser, "pretrain": lambda: pipeline_parser(builtin_configs=True),
-           "export detector": export_parser}  # each command that parses options, by its words after `sspq-hsi`
+           "export detector": export_parser, "export release": release_parser}  # each command that parses options, by its words after `sspq-hsi`
 
 
 def project() -> dict:
@@ -54,7 +54,7 @@ def test_the_dependencies_are_the_requirements_files():
     assert set(extras["dev"]) == requirements("requirements-dev.txt")
 
 
-@pytest.mark.parametrize("command", [[], ["detect"], ["pretrain"], ["export"], ["export", "detector"]],
+@pytest.mark.parametrize("command", [[], ["detect"], ["pretrain"], ["export"], ["export", "detector"], ["export", "release"]],
                          ids=lambda c: " ".join(c) or "sspq-hsi")
 def test_help_answers_before_torch_loads(command):
     out, imported = run_traced(["-m", "sspq_hsi", *command, "--help"])

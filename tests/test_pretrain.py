@@ -1,5 +1,6 @@
 """Stage 2 end to end on a tiny synthetic setup: learning, checkpoint contents, reproducible validation, resume."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_short_run_lowers_validation_loss(trained):
 def test_checkpoint_describes_itself(trained, tokenizer_ckpt):
     ckpt = load_checkpoint(trained, "encoder")
     assert ckpt["parent"] == {"path": str(Path(tokenizer_ckpt).resolve()), "sha256": sha256_file(tokenizer_ckpt),
-                              "relative": "../tok0/best.pth"}
+                              "relative": os.path.relpath(Path(tokenizer_ckpt).resolve(), Path(trained).resolve().parent)}
     assert ckpt["domains"] == {"synthetic": 0}
     tok_cfg = load_checkpoint(tokenizer_ckpt, "tokenizer")["config"]  # Stage 3's `domain_id: auto` matches these
     scene = load_scene("synthetic")
