@@ -44,6 +44,13 @@ def release_folder(path: str | Path) -> Path | None:
     return None
 
 
+MACHINE_KEYS = ("output_dir", "tokenizer_ckpt")  # where the builder's checkpoints were: nothing to a user of the release
+
+
+def _portable(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in MACHINE_KEYS}
+
+
 def _tensors(state_dict: dict[str, torch.Tensor]) -> bytes:
     # safetensors refuses tensors that share memory (BERT ties its decoder to the word embeddings): store copies
     return save_tensors({name: value.detach().contiguous().clone() for name, value in state_dict.items()})
@@ -71,8 +78,8 @@ def write_release(encoder_ckpt: str | Path, out: str | Path, sensors: dict[str, 
     config = {
         "format": RELEASE_FORMAT, "format_version": RELEASE_VERSION,
         "sha256": {WEIGHT_FILES[what]: hashlib.sha256(blob).hexdigest() for what, blob in blobs.items()},
-        "tokenizer": {"config": tok_ckpt["config"]},
-        "encoder": {"config": enc_ckpt["config"]},  # its encoder_args rebuild the model
+        "tokenizer": {"config": _portable(tok_ckpt["config"])},
+        "encoder": {"config": _portable(enc_ckpt["config"])},  # its encoder_args rebuild the model
         "domains": domains,
     }
     out = Path(out)

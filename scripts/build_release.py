@@ -3,17 +3,19 @@
     python scripts/build_release.py                       # ../shared/data/had + ../shared/data/pretrain -> weights/
     python scripts/build_release.py --data DIR --out weights_new --workdir runs/release --seed 0
 
-Stages 1-2 run with the repository's default configs (configs/tokenizer.yaml, configs/pretrain.yaml) on every
-scene file of DIR/had and DIR/pretrain, one domain per scene in name order, seed 0: the benchmark's transductive
-Stages 1-2 (benchmarks/ours.py), so the release is the encoder those figures were measured with. Checkpoints go to
---workdir (the .pth files, resumable); the release (safetensors + config.json, encoder/release.py) to --out. The
-sensor of each scene is the `sensor` entry of its .npz. The model card (weights/MODEL_CARD.md) is not rewritten.
+Paths are relative to the repository root. Stages 1-2 run with the repository's default configs
+(configs/tokenizer.yaml, configs/pretrain.yaml) on every scene file of DIR/had and DIR/pretrain, one domain per
+scene in name order, seed 0: the benchmark's transductive Stages 1-2 (benchmarks/ours.py), so the release is the
+encoder those figures were measured with. Checkpoints go to --workdir (the .pth files, resumable); the release
+(safetensors + config.json, encoder/release.py) to --out. The sensor of each scene is the `sensor` entry of its
+.npz. The model card (weights/MODEL_CARD.md) is not rewritten.
 Prints each file's sha256 and size, and the seconds taken.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                            {"weights/tokenizer.safetensors, weights/encoder.safetensors": "the two stages' weights",
                             "weights/config.json": "architecture, preprocessing, domain table, sha256 of each file",
                             "runs/release/": "the Stage 1-2 checkpoints (.pth) the release is written from"})
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding had/ and pretrain/")
-    parser.add_argument("--out", default=str(ROOT / "weights"), help="release folder to write")
-    parser.add_argument("--workdir", default=str(ROOT / "runs" / "release"), help="Stage 1-2 checkpoints")
+    parser.add_argument("--data", default="../shared/data", help="folder holding had/ and pretrain/")
+    parser.add_argument("--out", default="weights", help="release folder to write")
+    parser.add_argument("--workdir", default="runs/release", help="Stage 1-2 checkpoints")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -68,6 +70,7 @@ def build(data: Path, out: Path, workdir: Path, seed: int) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
+    os.chdir(ROOT)  # relative paths are the repository's, so config.json records the same scene paths on any machine
     start = time.perf_counter()
     out = Path(args.out)
     config = build(Path(args.data), out, Path(args.workdir), args.seed)
