@@ -22,13 +22,13 @@ import torch
 from anomaly.config import AnomalyConfig
 from encoder.checkpoint import load_encoder
 from encoder.hsi_bert_encoder import UniversalHSIModel
-from encoder.release import CONFIG_NAME, RELEASE_DIR, WEIGHT_FILES, read_release, release_folder
+from encoder.release import read_release
+from encoder.release_files import CONFIG_NAME, WEIGHT_FILES, release_folder
 from sspq_tokenizer.checkpoint import load_tokenizer
 from utils.atomic import write_files
 from utils.checkpoint import check_parent, locate_parent, read_checkpoint
 from utils.config import from_dict
 from utils.errors import CheckpointError, ConfigError
-from utils.logging import get_logger
 
 EMBEDDED_KEY = "embedded_parents"  # detector checkpoint entry: {"encoder": uint8 tensor, "tokenizer": ...}
 RELEASE_KEY = "release_config"  # ... and, for a detector built on a release, {"release_config": config.json's bytes}
@@ -36,20 +36,6 @@ RELEASE_KEY = "release_config"  # ... and, for a detector built on a release, {"
 RETIRED_LORA_KEYS = ("dropout", "mlm_weight")
 # (encoder_ckpt, device, tokenizer_ckpt=None) -> (model, info): load_universal_model, or a ModelCache's load
 ModelLoader = Callable[..., tuple[UniversalHSIModel, dict[str, Any]]]
-
-
-def encoder_or_release(encoder_ckpt: str | Path) -> Path:
-    """The encoder Stage 3 builds on: `encoder_ckpt`, or the released encoder (weights/) when `encoder_ckpt` is the
-    config's default path and nothing is there (a fresh clone that has not pre-trained); the log says which."""
-    path = Path(encoder_ckpt)
-    if path.exists() or str(encoder_ckpt) != AnomalyConfig.encoder_ckpt:
-        return path
-    if release_folder(RELEASE_DIR) is None:
-        raise CheckpointError(f"no encoder at {path} and no released encoder at {RELEASE_DIR}: pre-train one with "
-                              f"main_pretrain.py, restore weights/ (git checkout weights/), or pass --encoder_ckpt")
-    get_logger("anomaly").info(f"no encoder at {path}: using the released encoder {RELEASE_DIR} (pre-trained on the "
-                               f"13 shared scenes; weights/MODEL_CARD.md)")
-    return RELEASE_DIR
 
 
 def _read_pair(encoder_ckpt: str | Path, tokenizer_ckpt: str | Path | None) -> tuple[Path, dict[str, Any], dict[str, str], dict[str, Any], dict[str, str]]:
@@ -141,11 +127,12 @@ def _embedded_parents(ckpt: dict[str, Any], ckpt_path: str | Path, folder: Path)
     built on a release carries the release's three files (its tokenizer is checked by read_release: tokenizer None)."""
     embedded = ckpt[EMBEDDED_KEY]
     data = {what: embedded[what].numpy().tobytes() for what in ("encoder", "tokenizer")}
+    if RELEASE_KEY in embedded:  # the recorded parent is the release's config.json, which pins both weight files
+        config = embedded[RELEASE_KEY].numpy().tobytes()
+        _check_embedded(config, ckpt["parent"], ckpt_path, "release config")
+        write_files({folder / WEIGHT_FILES[what]: blob for what, blob in data.items()} | {folder / CONFIG_NAME: config})
+        return folder / CONFIG_NAME, None
     _check_embedded(data["encoder"], ckpt["parent"], ckpt_path, "encoder")
-    if RELEASE_KEY in embedded:
-        write_files({folder / WEIGHT_FILES[what]: blob for what, blob in data.items()}
-                    | {folder / CONFIG_NAME: embedded[RELEASE_KEY].numpy().tobytes()})
-        return folder / WEIGHT_FILES["encoder"], None
     # the tokenizer's record is in the encoder checkpoint
     enc_ckpt = torch.load(io.BytesIO(data["encoder"]), map_location="cpu", weights_only=True)
     _check_embedded(data["tokenizer"], enc_ckpt["parent"], ckpt_path, "tokenizer")

@@ -28,7 +28,8 @@ if __name__ == "__main__":  # parsed before torch loads: --help and usage errors
 import torch  # noqa: E402
 
 from anomaly.checkpoint import EMBEDDED_KEY, RELEASE_KEY  # noqa: E402
-from encoder.release import CONFIG_NAME, WEIGHT_FILES, read_release, release_folder  # noqa: E402
+from encoder.release import read_release  # noqa: E402
+from encoder.release_files import CONFIG_NAME, WEIGHT_FILES, release_folder  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, save_checkpoint  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
@@ -55,9 +56,9 @@ def export_detector(detector_ckpt: str | Path, out: str | Path, overwrite: bool 
     enc_path = locate_parent(ckpt, detector_ckpt, "encoder")
     check_parent(ckpt, detector_ckpt, enc_path)
     release = release_folder(enc_path)
-    if release is not None:  # built on a release: carry its weight files and config.json (checked as they are read)
+    if release is not None:  # built on a release (its config.json recorded): carry its three files, checked as read
         read_release(release)
-        tok_path = release / WEIGHT_FILES["tokenizer"]
+        enc_path, tok_path = release / WEIGHT_FILES["encoder"], release / WEIGHT_FILES["tokenizer"]
     else:
         enc_ckpt = load_checkpoint(enc_path, "encoder")
         tok_path = locate_parent(enc_ckpt, enc_path, "tokenizer")

@@ -21,7 +21,7 @@ import torch
 
 from anomaly.checkpoint import load_universal_model
 from encoder.hsi_bert_encoder import UniversalHSIModel
-from encoder.release import WEIGHT_FILES, release_folder
+from encoder.release_files import CONFIG_NAME, release_folder
 from utils.logging import get_logger
 
 log = get_logger("anomaly")
@@ -41,8 +41,8 @@ class ModelCache:
         if not Path(encoder_ckpt).exists():  # nothing to keep: load_universal_model says what is missing
             return load_universal_model(encoder_ckpt, device, tokenizer_ckpt)
         release = release_folder(encoder_ckpt)
-        if release is not None:  # Stage 3 names the folder, a detector its encoder file: one key for both
-            encoder_ckpt = release / WEIGHT_FILES["encoder"]
+        # one key per file however it is named; Stage 3 names a release's folder, a detector its config.json
+        encoder_ckpt = (release / CONFIG_NAME if release is not None else Path(encoder_ckpt)).resolve()
         stat = os.stat(encoder_ckpt)
         key = (str(encoder_ckpt), stat.st_size, stat.st_mtime_ns, str(device),
                None if tokenizer_ckpt is None else str(tokenizer_ckpt))

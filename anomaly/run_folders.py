@@ -1,4 +1,5 @@
-"""Where Stage 3 writes: one folder per scene, so that a run on one scene never replaces another's.
+"""Where Stage 3 writes: one folder per scene, so that a run on one scene never replaces another's; and which
+encoder it reads when the config names the default one (`encoder_or_release`).
 
     detector_dir("", "data/air1.mat")                     # checkpoints/anomaly/air1 (output_dir left empty)
     detector_dir("checkpoints/anomaly", "data/air1.mat")  # checkpoints/anomaly (given: used exactly)
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anomaly.config import AnomalyConfig
 from data.io import scene_name
+from encoder.release_files import RELEASE_DIR, release_folder
 from utils.errors import CheckpointError, ConfigError
+from utils.logging import get_logger
 
 CKPT_NAME = "anomaly_detector.pth"
 DETECTOR_ROOT = Path("checkpoints/anomaly")
@@ -47,3 +51,17 @@ def output_folder(out_dir: str | None, scene: str, overwrite: bool) -> Path:
         raise ConfigError(f"{folder} already holds an earlier run's {', '.join(existing)}; pass --overwrite "
                           f"to replace them, or choose another --out_dir")
     return folder
+
+
+def encoder_or_release(encoder_ckpt: str | Path) -> Path:
+    """The encoder Stage 3 builds on: `encoder_ckpt`, or the released encoder (weights/) when `encoder_ckpt` is the
+    config's default path and nothing is there (a fresh clone that has not pre-trained); the log says which."""
+    path = Path(encoder_ckpt)
+    if path.exists() or str(encoder_ckpt) != AnomalyConfig.encoder_ckpt:
+        return path
+    if release_folder(RELEASE_DIR) is None:
+        raise CheckpointError(f"no encoder at {path} and no released encoder at {RELEASE_DIR}: pre-train one with "
+                              f"main_pretrain.py, restore weights/ (git checkout weights/), or pass --encoder_ckpt")
+    get_logger("anomaly").info(f"no encoder at {path}: using the released encoder {RELEASE_DIR} (pre-trained on the "
+                               f"13 shared scenes; weights/MODEL_CARD.md)")
+    return RELEASE_DIR

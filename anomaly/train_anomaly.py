@@ -39,12 +39,12 @@ import torch  # noqa: E402
 
 from anomaly import objective  # noqa: E402
 from anomaly.adapt import fit_to_scene, scene_windows  # noqa: E402
-from anomaly.checkpoint import ModelLoader, encoder_or_release, load_universal_model  # noqa: E402
+from anomaly.checkpoint import ModelLoader, load_universal_model  # noqa: E402
 from anomaly.config import AnomalyConfig, load_anomaly_config  # noqa: E402
 from anomaly.detector import HSIAnomalyDetector  # noqa: E402
 from anomaly.heads import code_log_frequencies  # noqa: E402
 from anomaly.settings import same_scene  # noqa: E402
-from anomaly.run_folders import CKPT_NAME, detector_dir  # noqa: E402
+from anomaly.run_folders import CKPT_NAME, detector_dir, encoder_or_release  # noqa: E402
 from data.datasets import HSIPatchExtractor  # noqa: E402
 from data.io import Scene, load_scene  # noqa: E402
 from data.blocks import NoDataRows  # noqa: E402

@@ -6,9 +6,10 @@
 A release folder holds `tokenizer.safetensors`, `encoder.safetensors` (weights only) and `config.json`: the
 format, each weight file's sha256, the two stages' configs (architecture and preprocessing), the encoder's
 constructor arguments and its domain table (each pre-training scene's name, id, sensor and mean prepared
-spectrum). `read_release` checks every file against its recorded sha256 and rebuilds the two checkpoint dicts
-that `anomaly.checkpoint.load_universal_model` reads from .pth files, so a detector built on a release records
-and checks `encoder.safetensors` as its parent like any encoder checkpoint. The model card beside them is text.
+spectrum). `read_release` checks every weight file against its recorded sha256 and rebuilds the two checkpoint
+dicts that `anomaly.checkpoint.load_universal_model` reads from .pth files. The release's record is config.json's
+path and sha256 (it pins the weight files by theirs), so a detector built on a release records and checks it as
+its parent like any encoder checkpoint, and an edited config.json is refused there. The model card is text.
 """
 
 from __future__ import annotations
@@ -23,27 +24,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from encoder.release_files import CONFIG_NAME, WEIGHT_FILES, release_folder
 from utils.atomic import write_files
 from utils.checkpoint import FORMAT_VERSION, check_parent, locate_parent, read_checkpoint
 from utils.errors import CheckpointError
 
 RELEASE_FORMAT = "sspq-hsi-release"
 RELEASE_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHT_FILES = {"tokenizer": "tokenizer.safetensors", "encoder": "encoder.safetensors"}
-RELEASE_DIR = Path(__file__).resolve().parent.parent / "weights"  # the release this repository ships
-
-
-def release_folder(path: str | Path) -> Path | None:
-    """The release folder that `path` names (the folder, its config.json or one of its weight files), or None
-    when `path` is not part of a release (an ordinary .pth checkpoint)."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if path.is_dir() or path.name == CONFIG_NAME or path.name in WEIGHT_FILES.values():
-        return folder if (folder / CONFIG_NAME).is_file() else None
-    return None
-
-
 MACHINE_KEYS = ("output_dir", "tokenizer_ckpt")  # where the builder's checkpoints were: nothing to a user of the release
 
 
@@ -95,7 +82,7 @@ def _weights(folder: Path, config: dict[str, Any], what: str) -> tuple[dict[str,
         raise CheckpointError(f"{folder}: the release's {path.name} is missing")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    recorded = config["sha256"].get(path.name)
+    recorded = config["sha256"][path.name]
     if digest != recorded:
         raise CheckpointError(f"{path}: sha256 {digest[:12]} differs from the {str(recorded)[:12]} recorded in "
                               f"{folder / CONFIG_NAME}: the file is damaged or was replaced; restore the release "
@@ -113,22 +100,30 @@ def read_release(path: str | Path) -> tuple[dict[str, Any], dict[str, str], dict
     folder = release_folder(path)
     if folder is None:
         raise CheckpointError(f"{path}: not a release folder (no {CONFIG_NAME} beside it)")
+    config_path = folder / CONFIG_NAME
     try:
-        config = json.loads((folder / CONFIG_NAME).read_text())
+        data = config_path.read_bytes()
+        config = json.loads(data)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: not a readable release config ({err})") from None
-    if config.get("format") != RELEASE_FORMAT or config.get("format_version") != RELEASE_VERSION:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: release format {config.get('format')!r} version "
-                              f"{config.get('format_version')!r}; this code reads {RELEASE_FORMAT!r} version "
-                              f"{RELEASE_VERSION}")
-    tok_state, tok_record = _weights(folder, config, "tokenizer")
-    enc_state, enc_record = _weights(folder, config, "encoder")
-    tok_ckpt = {"format_version": FORMAT_VERSION, "stage": "tokenizer", "config": config["tokenizer"]["config"],
-                "state_dict": tok_state}
-    domains = config["domains"]
-    enc_ckpt = {"format_version": FORMAT_VERSION, "stage": "encoder", "config": config["encoder"]["config"],
-                "encoder_args": config["encoder"]["config"]["encoder_args"], "state_dict": enc_state,
-                "domains": {d["name"]: d["id"] for d in domains},
-                "domain_spectra": {d["name"]: d["mean_spectrum"] for d in domains},
-                "parent": dict(tok_record)}
-    return tok_ckpt, tok_record, enc_ckpt, enc_record
+        raise CheckpointError(f"{config_path}: not a readable release config ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != RELEASE_FORMAT or (
+            config.get("format_version") != RELEASE_VERSION):
+        found = config if not isinstance(config, dict) else (config.get("format"), config.get("format_version"))
+        raise CheckpointError(f"{config_path}: release format {found!r}; this code reads {RELEASE_FORMAT!r} "
+                              f"version {RELEASE_VERSION}")
+    try:
+        tok_state, tok_record = _weights(folder, config, "tokenizer")
+        enc_state, _ = _weights(folder, config, "encoder")
+        tok_ckpt = {"format_version": FORMAT_VERSION, "stage": "tokenizer", "config": config["tokenizer"]["config"],
+                    "state_dict": tok_state}
+        domains = config["domains"]
+        enc_ckpt = {"format_version": FORMAT_VERSION, "stage": "encoder", "config": config["encoder"]["config"],
+                    "encoder_args": config["encoder"]["config"]["encoder_args"], "state_dict": enc_state,
+                    "domains": {d["name"]: d["id"] for d in domains},
+                    "domain_spectra": {d["name"]: d["mean_spectrum"] for d in domains},
+                    "parent": dict(tok_record)}
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{config_path}: the release config lacks {err} (written by another tool, or "
+                              f"edited); rebuild it (scripts/build_release.py, sspq-hsi export release)") from None
+    record = {"path": str(config_path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+    return tok_ckpt, tok_record, enc_ckpt, record

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from anomaly.cli_args import CONFIG_CLASS
 from anomaly.config import load_anomaly_config
+from anomaly.run_folders import encoder_or_release
 from data.scenes import scene_files
 from sspq_hsi.engines import dask_cluster, in_process, local_pool
 from sspq_hsi.scene_task import DETECTOR_FOLDER, MARKER, SceneResult, SceneTask, finished
@@ -70,14 +71,14 @@ def detect_parser(prog: str = "sspq-hsi detect") -> argparse.ArgumentParser:
                        help="scenes scored at once by worker processes on this machine, the cores shared among them")
     where.add_argument("--cluster", default=None, metavar="ADDRESS",
                        help="score on the workers of the Dask scheduler at ADDRESS (tcp://host:8786): pip install "
-                            "'sspq-hsi[cluster]' here and on the workers, which must see the scenes and OUT_DIR at "
+                            "-e '.[cluster]' (a clone of this repository) here and on the workers, which must see the scenes and OUT_DIR at "
                             "the same paths")
     return parser
 
 
 def _here(path: str) -> str:
     """`path` made absolute when it exists here, for workers whose working folder may be another; else as given (a
-    missing default encoder is resolved by the config loader on the worker)."""
+    missing file is then named by the worker's error)."""
     return str(Path(path).resolve()) if Path(path).exists() else path
 
 
@@ -95,7 +96,8 @@ def plan(args: argparse.Namespace) -> tuple[list[SceneTask], list[SceneResult]]:
         raise ConfigError("detect trains and scores each scene on itself, so it runs unsupervised only; for "
                           "supervised: true run anomaly/train_anomaly.py and anomaly/inference.py")
     out = Path(args.out_dir).resolve()
-    overrides = (*args.overrides, f"encoder_ckpt={_here(cfg.encoder_ckpt)}")
+    # the release fallback decided here, once: workers whose working folder is another get the same encoder
+    overrides = (*args.overrides, f"encoder_ckpt={_here(str(encoder_or_release(cfg.encoder_ckpt)))}")
     config = str(Path(args.config).resolve()) if args.config else None
     tasks, rows = [], []
     for path in scene_files(args.scenes, option="detect"):

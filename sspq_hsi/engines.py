@@ -107,7 +107,7 @@ def dask_cluster(tasks: Iterable[SceneTask], address: str) -> Iterator[SceneResu
         from distributed import Client, as_completed
     except ImportError:
         raise ConfigError("--cluster runs on Dask distributed, which is not installed: pip install "
-                          "'sspq-hsi[cluster]' (or pip install distributed)") from None
+                          "-e '.[cluster]' in this repository (or pip install distributed)") from None
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as err:

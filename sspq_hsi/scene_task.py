@@ -67,10 +67,15 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def finished(task: SceneTask) -> SceneResult | None:
-    """The earlier run's result when the task's folder holds a finished scene, else None."""
+    """The earlier run's result when the task's folder holds this scene finished from the same file with the same
+    settings; a failed row when it holds another file's or other settings' (never silently skipped); else None."""
     marker = read_marker(Path(task.folder))
     if marker is None or marker.get("status") != "done":
         return None
+    if (marker.get("data_path"), marker.get("overrides")) != (task.data_path, list(task.overrides)):
+        return failed(task, f"{task.folder} holds this scene name scored from {marker.get('data_path')} with "
+                            f"--set {marker.get('overrides')}, not from {task.data_path} with --set "
+                            f"{list(task.overrides)}; pass --overwrite to score it again, or choose another --out_dir")
     return SceneResult(task.scene, "skipped", marker.get("seconds"), marker.get("roc_auc"), task.folder)
 
 
@@ -83,7 +88,8 @@ def _models():
 
 
 def _marker(task: SceneTask, status: str, **extra: Any) -> str:
-    return json.dumps({"status": status, "scene": task.scene, "data_path": task.data_path, **extra}, indent=2) + "\n"
+    return json.dumps({"status": status, "scene": task.scene, "data_path": task.data_path,
+                       "overrides": list(task.overrides), **extra}, indent=2) + "\n"
 
 
 def _score(task: SceneTask) -> tuple[float, float | None]:

@@ -204,3 +204,18 @@ def test_the_batch_case_times_a_mode_and_refuses_an_unknown_one(setup, tmp_path)
     mode = result["modes"]["1"]
     assert result["count"] == 3 and mode["scenes_ok"] == 2 and 0 < mode["mean_scene_seconds"] < mode["wall_seconds"]
     assert mode["seconds_per_scene"] == pytest.approx(mode["wall_seconds"] / 3)
+
+
+def test_a_done_marker_of_another_file_or_other_settings_is_not_skipped(tmp_path):
+    folder = tmp_path / "out" / "scene"
+    task = SceneTask("scene", str(tmp_path / "day2" / "scene.npz"), str(folder), None, ("encoder_ckpt=/w/enc.pth",),
+                     False, False)
+    folder.mkdir(parents=True)
+    marker = {"status": "done", "scene": "scene", "data_path": task.data_path, "overrides": list(task.overrides),
+              "seconds": 2.0, "roc_auc": 0.99}
+    (folder / scene_task.MARKER).write_text(json.dumps(marker))
+    assert scene_task.finished(task).status == "skipped"
+    for changed in ({"data_path": str(tmp_path / "day1" / "scene.npz")}, {"overrides": ["encoder_ckpt=/w/other"]}):
+        (folder / scene_task.MARKER).write_text(json.dumps({**marker, **changed}))
+        row = scene_task.finished(task)
+        assert row.status == "failed" and row.roc_auc is None and "pass --overwrite" in row.error

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import anomaly.checkpoint as chain
+import anomaly.run_folders as run_folders
 from anomaly.checkpoint import load_universal_model
 from anomaly.export_detector import export_detector
 from anomaly.inference import run_inference
 from anomaly.train_anomaly import train_anomaly_detector
 from sspq_hsi import export_release
-from encoder.release import CONFIG_NAME, RELEASE_DIR, WEIGHT_FILES, read_release, write_release
+from encoder.release import read_release, write_release
+from encoder.release_files import CONFIG_NAME, RELEASE_DIR, WEIGHT_FILES
 from tests.test_inference import make_stage3_ckpts, scene_file, sets
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.errors import CheckpointError
@@ -55,8 +56,8 @@ def test_a_release_loads_the_same_models_without_unpickling(tiny, monkeypatch):
         assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
         assert info["domains"] == ref_info["domains"] and info["domain_spectra"] == ref_info["domain_spectra"]
         assert info["tokenizer_config"] == {k: v for k, v in ref_info["tokenizer_config"].items() if k != "output_dir"}
-        assert info["encoder"] == {"path": str((release / "encoder.safetensors").resolve()),
-                                   "sha256": sha256_file(release / "encoder.safetensors")}
+        assert info["encoder"] == {"path": str((release / CONFIG_NAME).resolve()),
+                                   "sha256": sha256_file(release / CONFIG_NAME)}
     config = json.loads((release / CONFIG_NAME).read_text())
     assert [(d["id"], d["name"], d["sensor"]) for d in config["domains"]] == [(0, "a", "AVIRIS"), (1, "b", "HYDICE")]
     assert config["sha256"] == {name: sha256_file(release / name) for name in WEIGHT_FILES.values()}
@@ -72,7 +73,10 @@ def test_a_damaged_or_foreign_release_is_refused(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="encoder.safetensors: sha256 .* differs"):
         read_release(damaged)
     (damaged / CONFIG_NAME).write_text(json.dumps({"format": "other", "format_version": 1}))
-    with pytest.raises(CheckpointError, match="release format 'other'"):
+    with pytest.raises(CheckpointError, match="release format \\('other', 1\\)"):
+        read_release(damaged)
+    (damaged / CONFIG_NAME).write_text(json.dumps({"format": "sspq-hsi-release", "format_version": 1}))
+    with pytest.raises(CheckpointError, match="the release config lacks 'sha256'"):
         read_release(damaged)
     with pytest.raises(CheckpointError, match="no sensor given for the pre-training scene\\(s\\) b"):
         write_release(root / "enc.pth", tmp_path / "r2", {"a": "AVIRIS"})
@@ -82,24 +86,33 @@ def test_a_damaged_or_foreign_release_is_refused(tiny, tmp_path):
 
 def test_stage3_uses_the_release_when_the_default_encoder_is_absent(tiny, tmp_path, monkeypatch, caplog):
     root, release = tiny
-    monkeypatch.setattr(chain, "RELEASE_DIR", release)
+    monkeypatch.setattr(run_folders, "RELEASE_DIR", release)
     monkeypatch.chdir(tmp_path)  # no checkpoints/encoder/universal_hsi_encoder.pth here
     scene = scene_file(tmp_path / "scene.npz")
     with caplog.at_level(logging.INFO, logger="sspq.anomaly"):
         ckpt = train_anomaly_detector(None, sets(tmp_path), data_path=scene)
     assert f"using the released encoder {release}" in caplog.text
     stored = load_checkpoint(ckpt, "anomaly")
-    assert stored["parent"]["path"] == str((release / "encoder.safetensors").resolve())
+    assert stored["parent"]["path"] == str((release / CONFIG_NAME).resolve())
     from_release = np.load(run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / "out")) / "anomaly_map.npy")
     ckpt_pth = train_anomaly_detector(None, sets(tmp_path, output_dir=tmp_path / "det2"),
                                       encoder_ckpt=str(root / "enc.pth"), data_path=scene)
     from_pth = np.load(run_inference(None, ckpt_pth, data_path=scene, out_dir=str(tmp_path / "out2")) / "anomaly_map.npy")
     np.testing.assert_array_equal(from_release, from_pth)
-    # a path the user named is never replaced by the release
+    # the detector records the release's config.json, which pins the weights: an edited config.json is refused
+    edited = copy_release(release, tmp_path / "edited")
+    on_edited = train_anomaly_detector(None, sets(tmp_path, output_dir=tmp_path / "det5"), encoder_ckpt=str(edited),
+                                       data_path=scene)
+    config = json.loads((edited / CONFIG_NAME).read_text())
+    config["tokenizer"]["config"]["normalize"] = "zscore"
+    (edited / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"was built from .*{CONFIG_NAME} .* but .* has sha256"):
+        run_inference(None, on_edited, data_path=scene, out_dir=str(tmp_path / "out5"))
+    # any path but the default one is never replaced by the release
     with pytest.raises(CheckpointError, match="missing.pth: checkpoint not found"):
         train_anomaly_detector(None, sets(tmp_path, output_dir=tmp_path / "det3"), encoder_ckpt="missing.pth",
                                data_path=scene)
-    monkeypatch.setattr(chain, "RELEASE_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(run_folders, "RELEASE_DIR", tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="no encoder at .* and no released encoder"):
         train_anomaly_detector(None, sets(tmp_path, output_dir=tmp_path / "det4"), data_path=scene)
 
@@ -139,7 +152,7 @@ def test_a_fresh_checkout_scores_a_real_scene_with_the_release(tmp_path, monkeyp
     ckpt = train_anomaly_detector(config, [f"output_dir={tmp_path / 'det'}"], data_path=scene)
     out = run_inference(config, ckpt, data_path=scene, out_dir=str(tmp_path / "out"))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["checkpoints"]["encoder"]["path"] == str((RELEASE_DIR / "encoder.safetensors").resolve())
+    assert metrics["checkpoints"]["encoder"]["path"] == str((RELEASE_DIR / CONFIG_NAME).resolve())
     assert metrics["fused"]["auc"] > 0.98  # transductive seed 0 scores 0.99 (weights/MODEL_CARD.md)
 
 
