@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from anomaly.config import AnomalyConfig
-from encoder.checkpoint import load_encoder
+from encoder.checkpoint import load_encoder, read_encoder_chain
 from encoder.hsi_bert_encoder import UniversalHSIModel
 from encoder.release import read_release
 from encoder.release_files import CONFIG_NAME, WEIGHT_FILES, release_folder
@@ -38,16 +38,14 @@ RETIRED_LORA_KEYS = ("dropout", "mlm_weight")
 ModelLoader = Callable[..., tuple[UniversalHSIModel, dict[str, Any]]]
 
 
-def _read_pair(encoder_ckpt: str | Path, tokenizer_ckpt: str | Path | None) -> tuple[Path, dict[str, Any], dict[str, str], dict[str, Any], dict[str, str]]:
-    """(tokenizer path, tokenizer ckpt, its record, encoder ckpt, its record) from a .pth pair or a release folder."""
+def _read_pair(encoder_ckpt: str | Path, tokenizer_ckpt: str | Path | None
+               ) -> tuple[dict[str, Any], dict[str, str], Path, dict[str, Any], dict[str, str]]:
+    """`read_encoder_chain`'s (encoder ckpt, record, tokenizer path, tokenizer ckpt, record), from a .pth pair or a
+    release folder."""
     if tokenizer_ckpt is None and release_folder(encoder_ckpt) is not None:
         tok_ckpt, tok_record, enc_ckpt, enc_record = read_release(encoder_ckpt)
-        return Path(tok_record["path"]), tok_ckpt, tok_record, enc_ckpt, enc_record
-    enc_ckpt, enc_record = read_checkpoint(encoder_ckpt, "encoder")
-    tok_path = Path(tokenizer_ckpt) if tokenizer_ckpt is not None else locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
-    tok_ckpt, tok_record = read_checkpoint(tok_path, "tokenizer")
-    check_parent(enc_ckpt, encoder_ckpt, tok_path, tok_record)
-    return tok_path, tok_ckpt, tok_record, enc_ckpt, enc_record
+        return enc_ckpt, enc_record, Path(tok_record["path"]), tok_ckpt, tok_record
+    return read_encoder_chain(encoder_ckpt, tokenizer_ckpt)
 
 
 def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokenizer_ckpt: str | Path | None = None
@@ -60,7 +58,7 @@ def load_universal_model(encoder_ckpt: str | Path, device: torch.device, tokeniz
     "domains", "domain_spectra" (None in checkpoints older than `domain_id: auto`), "hidden_size",
     "encoder" / "tokenizer" parent records ({"path", "sha256"}).
     """
-    tok_path, tok_ckpt, tok_record, enc_ckpt, enc_record = _read_pair(encoder_ckpt, tokenizer_ckpt)
+    enc_ckpt, enc_record, tok_path, tok_ckpt, tok_record = _read_pair(encoder_ckpt, tokenizer_ckpt)
     tokenizer, _ = load_tokenizer(tok_path, ckpt=tok_ckpt)
     encoder, _ = load_encoder(encoder_ckpt, ckpt=enc_ckpt)
     if encoder.grid_size != tokenizer.grid_size:

@@ -28,6 +28,7 @@ if __name__ == "__main__":  # parsed before torch loads: --help and usage errors
 import torch  # noqa: E402
 
 from anomaly.checkpoint import EMBEDDED_KEY, RELEASE_KEY  # noqa: E402
+from encoder.checkpoint import read_encoder_chain  # noqa: E402
 from encoder.release import read_release  # noqa: E402
 from encoder.release_files import CONFIG_NAME, WEIGHT_FILES, release_folder  # noqa: E402
 from utils.checkpoint import check_parent, load_checkpoint, locate_parent, save_checkpoint  # noqa: E402
@@ -60,9 +61,7 @@ def export_detector(detector_ckpt: str | Path, out: str | Path, overwrite: bool 
         read_release(release)
         enc_path, tok_path = release / WEIGHT_FILES["encoder"], release / WEIGHT_FILES["tokenizer"]
     else:
-        enc_ckpt = load_checkpoint(enc_path, "encoder")
-        tok_path = locate_parent(enc_ckpt, enc_path, "tokenizer")
-        check_parent(enc_ckpt, enc_path, tok_path)
+        tok_path = read_encoder_chain(enc_path)[2]
     extra = {key: value for key, value in ckpt.items() if key not in BASE_KEYS}
     extra[EMBEDDED_KEY] = {"encoder": _file_tensor(enc_path), "tokenizer": _file_tensor(tok_path)}
     if release is not None:

@@ -26,7 +26,8 @@ from safetensors.torch import save as save_tensors
 
 from encoder.release_files import CONFIG_NAME, WEIGHT_FILES, release_folder
 from utils.atomic import write_files
-from utils.checkpoint import FORMAT_VERSION, check_parent, locate_parent, read_checkpoint
+from encoder.checkpoint import read_encoder_chain
+from utils.checkpoint import FORMAT_VERSION
 from utils.errors import CheckpointError
 
 RELEASE_FORMAT = "sspq-hsi-release"
@@ -47,10 +48,7 @@ def write_release(encoder_ckpt: str | Path, out: str | Path, sensors: dict[str, 
     """Write the release folder `out` from an encoder checkpoint and the tokenizer checkpoint it records;
     `sensors`: pre-training scene name -> sensor, "*" for every scene not named (each scene of the domain table
     needs one). Returns config.json."""
-    enc_ckpt, _ = read_checkpoint(encoder_ckpt, "encoder")
-    tok_path = locate_parent(enc_ckpt, encoder_ckpt, "tokenizer")
-    tok_ckpt, tok_record = read_checkpoint(tok_path, "tokenizer")
-    check_parent(enc_ckpt, encoder_ckpt, tok_path, tok_record)
+    enc_ckpt, _, _, tok_ckpt, _ = read_encoder_chain(encoder_ckpt)
     spectra = enc_ckpt.get("domain_spectra")
     if not spectra:
         raise CheckpointError(f"{encoder_ckpt} records no mean spectra of its domains, which a release needs to "
