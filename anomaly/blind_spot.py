@@ -1,10 +1,11 @@
 """Blind-spot scoring of a scene with the pre-trained encoder (the context heads).
 
-Every pixel is scored while hidden: the scene is tiled with square core blocks of `block` tokens
-(`block * d` pixels for d x d token cells), and each core is scored in its own window, a tokenizer patch
-centred on it and shifted to lie inside the image (no mirrored pixels, which could show a hidden pixel
-its own copy). The encoder sees neither the core's tokens nor its spectra, nor the joint ids of the guard
-ring around it (their spatial codes were computed from core pixels); it predicts the core from the rest.
+Every pixel is scored while hidden: the scene is tiled with square cores of `block` tokens (`block * d`
+pixels for d x d token cells), and the cores are scored in windows, tokenizer patches inside the image (no
+mirrored pixels, which could show a hidden pixel its own copy): one core per window, or several
+(anomaly/blind_spot_windows.py). The encoder sees neither the cores' tokens nor their spectra, nor the joint ids
+of the guard rings around them (their spatial codes were computed from core pixels), nor, without `context_ids`,
+any joint id; it predicts the cores from the rest.
 
 The tiling is repeated at `offsets` phases along the diagonal (0, block/offsets, ...), so an object that
 straddles a core edge in one phase lies whole inside a core in another; a pixel's score is the maximum
@@ -22,7 +23,7 @@ Heads (each a per-pixel map, higher = more anomalous):
                is scored once; no (H, W, B) residual cube is kept)
 
 The windows' tokens come from anomaly/window_tokens.py: each pixel is prepared and spectrally encoded once
-per stripe of rows, not once per window that holds it.
+per stripe of rows, not once per window that holds it; without `context_ids` only their spectra are gathered.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from anomaly.baselines import local_rx_components, truncated_precision
+from anomaly.blind_spot_windows import BlindSpotWindows
 from anomaly.head_registry import CONTEXT_HEADS, HEADS, RESIDUAL_HEADS
 from anomaly.window_tokens import WindowTokenizer
 from utils.errors import DataError
@@ -41,61 +43,23 @@ RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and cov
 RIDGE = 1e-6  # relative ridge on the residual covariance before inversion
 
 
-def core_starts(length: int, block: int, phase: int) -> np.ndarray:
-    """Start pixels (n,) of the cores tiling [0, length) with `block`-pixel cores at `phase` (the first
-    core is cut at the image edge when phase > 0)."""
-    first = phase - block if phase > 0 else 0
-    return np.arange(first, length, block, dtype=np.int64)
-
-
-def window_starts(core: np.ndarray, block: int, patch: int, length: int) -> np.ndarray:
-    """Window start (n,) of each core start (n,): the core centred in a `patch`-pixel window, shifted to lie
-    inside [0, length); a scene shorter than the patch keeps the window centred (mirrored pixels then)."""
-    centred = core + block // 2 - patch // 2
-    if length < patch:
-        return np.full_like(core, (length - patch) // 2)
-    return np.clip(centred, 0, length - patch)
-
-
-class BlindSpotWindows:
-    """The windows of one phase: corners (N, 2) in the image, and each core's pixel box (N, 4) as
-    (row0, row1, col0, col1), clipped to the image."""
-
-    def __init__(self, height: int, width: int, patch: int, block_px: int, phase: int):
-        rows, cols = core_starts(height, block_px, phase), core_starts(width, block_px, phase)
-        r, c = np.meshgrid(rows, cols, indexing="ij")
-        r, c = r.ravel(), c.ravel()  # (N,)
-        self.corners = np.stack([window_starts(r, block_px, patch, height),
-                                 window_starts(c, block_px, patch, width)], axis=1)  # (N, 2)
-        self.boxes = np.stack([np.maximum(r, 0), np.minimum(r + block_px, height),
-                               np.maximum(c, 0), np.minimum(c + block_px, width)], axis=1)  # (N, 4)
-
-    def core_masks(self, index: np.ndarray, patch: int, cell: int) -> torch.Tensor:
-        """(n, T) bool over the token grids of the windows `index` (n,): the cells that hold core pixels."""
-        g = patch // cell
-        local = self.boxes[index] - np.repeat(self.corners[index], 2, axis=1)  # (n, 4) in the window
-        edges = np.arange(g + 1) * cell  # (g+1,) cell borders
-        lo, hi = edges[:-1], edges[1:]  # (g,)
-        rows = (hi[None] > local[:, :1]) & (lo[None] < local[:, 1:2])  # (n, g)
-        cols = (hi[None] > local[:, 2:3]) & (lo[None] < local[:, 3:4])  # (n, g)
-        return torch.from_numpy((rows[:, :, None] & cols[:, None, :]).reshape(len(local), g * g))
-
-
 def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, index: np.ndarray, domain_id: int,
-                  heads: list[str], batch_size: int, device: torch.device
+                  heads: list[str], batch_size: int, device: torch.device, context_ids: bool
                   ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (window indices (n,), {head: (n, T)} for the heads other than RESIDUAL_HEADS, plus "residual" (M, B) at
     the masked positions when one of those is wanted, core masks (n, T)) for the windows `index` (sorted), batch by
-    batch."""
-    patch, cell = tokens.tokenizer.patch_size, tokens.tokenizer.patch_size // tokens.tokenizer.grid_size
+    batch. `context_ids` False: the encoder sees no joint id (a tokenizer that serves none gives mask ids)."""
+    cell = tokens.tokenizer.patch_size // tokens.tokenizer.grid_size
     token_heads = bool({"lm_nll", "lm_spectral"} & set(heads))
     wanted = [name for name in heads if name not in RESIDUAL_HEADS]
     for local, ids, spectra in tokens.windows(windows.corners[index], batch_size):
         batch = index[local]  # (n,)
-        mask = windows.core_masks(batch, patch, cell).to(device)  # (n, T)
+        mask = windows.core_masks(batch, cell).to(device)  # (n, T)
+        if ids is None:
+            ids = torch.full(mask.shape, encoder.mask_token_id, dtype=torch.long, device=device)  # (n, T)
         domains = torch.full((len(batch),), int(domain_id), dtype=torch.long, device=device)  # (n,)
         scores = encoder.masked_scores(ids, domains, mask, spectra if encoder.spectral_input_dim > 0 else None,
-                                       token_heads=token_heads)
+                                       token_heads=token_heads, context_ids=context_ids)
         out = {name: scores[name] for name in wanted}
         if set(RESIDUAL_HEADS) & set(heads):
             out["residual"] = scores["residual"]  # (M, B)
@@ -156,40 +120,40 @@ def _paint_components(z: np.ndarray, windows: BlindSpotWindows, batch: np.ndarra
     mean, axes = projection
     values = ((residual - mean) @ axes).cpu().numpy()  # (M, d)
     window, token = (t.cpu().numpy() for t in mask.nonzero(as_tuple=True))  # (M,) each
-    corners, boxes = windows.corners[batch[window]], windows.boxes[batch[window]]  # (M, 2), (M, 4)
+    corners, core = windows.corners[batch[window]], windows.core_pixels(batch[window])  # (M, 2), (M, S, S)
     for dr in range(cell):
         for dc in range(cell):
-            rows = corners[:, 0] + (token // grid) * cell + dr  # (M,) a pixel of each masked cell
-            cols = corners[:, 1] + (token % grid) * cell + dc
-            inside = (rows >= boxes[:, 0]) & (rows < boxes[:, 1]) & (cols >= boxes[:, 2]) & (cols < boxes[:, 3])
-            z[rows[inside], cols[inside]] = values[inside]  # only the core's own pixels (a cell may straddle it)
+            local_r, local_c = (token // grid) * cell + dr, (token % grid) * cell + dc  # (M,) a pixel of each cell
+            inside = core[np.arange(len(token)), local_r, local_c]  # only the core's own pixels (a cell may straddle it)
+            z[corners[inside, 0] + local_r[inside], corners[inside, 1] + local_c[inside]] = values[inside]
 
 
 def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.ndarray,
            scores: dict[str, torch.Tensor], cell: int, grid: int) -> None:
     """Raise each map's core pixels of the windows `batch` (n,) to the windows' scores (n, T) where higher."""
+    which, local_r, local_c = np.nonzero(windows.core_pixels(batch))  # (P,) each: the core pixels
+    rows, cols = windows.corners[batch[which], 0] + local_r, windows.corners[batch[which], 1] + local_c  # (P,) each
     for name, values in scores.items():
         pixels = values.reshape(len(batch), 1, grid, grid)  # (n, 1, g, g)
         pixels = pixels.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[:, 0].cpu().numpy()  # (n, S, S)
-        for i, w in enumerate(batch):
-            r0, r1, c0, c1 = windows.boxes[w]
-            wr, wc = windows.corners[w]
-            region = pixels[i, r0 - wr:r1 - wr, c0 - wc:c1 - wc]
-            np.maximum(maps[name][r0:r1, c0:c1], region, out=maps[name][r0:r1, c0:c1])
+        np.maximum.at(maps[name], (rows, cols), pixels[which, local_r, local_c])
 
 
 @torch.no_grad()
 def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, heads: list[str],
                     block: int, offsets: int, batch_size: int, device: torch.device,
                     local_rx: dict[str, int] | None = None, rx_components: int = 0,
-                    valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases.
+                    valid: np.ndarray | None = None, *, layout: str, context_ids: bool) -> dict[str, np.ndarray]:
+    """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases of cores in
+    windows laid out as `layout` (anomaly/blind_spot_windows.py); `context_ids` False shows an encoder that reads
+    spectra the context's spectra alone, and no window is tokenised unless a token head needs its targets (an
+    encoder pre-trained without spectra always sees the ids beyond the guard rings: they are all it reads).
 
     ctx_rx's residual mean and covariance (and ctx_lrx's principal axes) come from the cores of up to
     RESIDUAL_SAMPLE windows of phase 0, spread evenly over the scene; those windows are scored once, their other
     heads kept for the map. ctx_rx works on the residuals' `rx_components` leading axes (0 = all). ctx_lrx:
     dual-window local RX (`local_rx`: inner, outer, n_components) on the phase-0 residuals projected on those
-    axes, an (H, W, d) cube (phase 0's cores cover every pixel once). `valid` (H, W): the pixels that hold data;
+    axes, an (H, W, d) cube (phase 0's cores cover every pixel). `valid` (H, W): the pixels that hold data;
     the residuals of cells touching the others enter no statistic, nor do those pixels enter ctx_lrx's windows."""
     unknown = sorted(set(heads) - set(CONTEXT_HEADS))
     if unknown:
@@ -197,6 +161,7 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
     spectral = [name for name in heads if HEADS[name].needs_spectra]
     if spectral and encoder.spectral_input_dim == 0:
         raise ValueError(f"{', '.join(spectral)} need an encoder pre-trained with spectral_input: true")
+    context_ids = context_ids or encoder.spectral_input_dim == 0  # an encoder that reads no spectra has ids only
     height, width = cube.shape[:2]
     cell, grid = tokenizer.patch_size // tokenizer.grid_size, tokenizer.grid_size
     block_px = block * cell
@@ -209,10 +174,13 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
         windows_rx = {key: value for key, value in local_rx.items() if key != "n_components"}
         d = min(int(local_rx["n_components"]), encoder.spectral_input_dim)
         z = np.zeros((height, width, d), dtype=np.float32)  # (H, W, d)
-    tokens = WindowTokenizer(tokenizer, cube, transform, device)
+    phases = [BlindSpotWindows.tile(layout, height, width, tokenizer.patch_size, block_px, (k * block_px) // offsets)
+              for k in range(offsets)]
+    token_heads = bool({"lm_nll", "lm_spectral"} & set(heads))
+    tokens = WindowTokenizer(tokenizer, cube, transform, device, ids=token_heads or context_ids)
 
     def batches(windows, index):
-        return score_batches(encoder, tokens, windows, index, domain_id, heads, batch_size, device)
+        return score_batches(encoder, tokens, windows, index, domain_id, heads, batch_size, device, context_ids)
 
     def finish(windows, batch, scores, mask, phase):
         residual = scores.pop("residual", None)
@@ -223,8 +191,7 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
         _paint(maps, windows, batch, scores, cell, grid)
 
     whitener = projection = None
-    for k in range(offsets):
-        windows = BlindSpotWindows(height, width, tokenizer.patch_size, block_px, (k * block_px) // offsets)
+    for k, windows in enumerate(phases):
         rest = np.arange(len(windows.corners))
         if k == 0 and set(RESIDUAL_HEADS) & set(heads):
             picked = np.unique(np.linspace(0, len(rest) - 1, min(len(rest), RESIDUAL_SAMPLE)).round().astype(np.int64))

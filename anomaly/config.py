@@ -17,6 +17,7 @@ from data.io import LAYOUTS
 from utils.config import check, load_config
 
 NORMALIZERS = ("log_z", "robust_z", "minmax", "rank")
+SCORE_LAYOUTS = ("block", "pairs", "lattice")  # score_layout (anomaly/blind_spot_windows.py)
 
 
 def _weights_as_dict(self) -> dict[str, float]:
@@ -136,8 +137,17 @@ class AnomalyConfig:
                                                         "score (anomaly/blind_spot.py); small blocks keep the context "
                                                         "close to the hidden pixels"})
     score_offsets: int = field(default=2, metadata={"help": "phases of the core tiling along the diagonal; a pixel's "
-                                                             "score is its maximum over them (2: every pixel sees a "
-                                                             "second block position)"})
+                                                             "score is its maximum over them (2: every pixel also "
+                                                             "sees a second block position, at twice the cost)"})
+    score_layout: str = field(default="block", metadata={"help": "how cores share windows (anomaly/blind_spot_windows"
+                                                                ".py): block = one core per window, centred; lattice = "
+                                                                "the cores of one parity class, one core apart (4 per "
+                                                                "8 x 8 window with lm_block 2: 3.8x fewer windows, each "
+                                                                "core nearer its window's edge)"})
+    context_ids: bool = field(default=False, metadata={"help": "true = the windows also show the encoder the joint ids "
+                                                              "beyond the guard rings (every window tokenised); false "
+                                                              "= the context is the cells' spectra alone (an encoder "
+                                                              "pre-trained without spectra always sees the ids)"})
     adapt_steps: int = field(default=0, metadata={"help": "label-free steps of the pre-training objective fitting the "
                                                            "scene's domain row (and LoRA adapters with use_lora) on its "
                                                            "own blind-spot windows before scoring (anomaly/adapt.py); "
@@ -193,6 +203,8 @@ class AnomalyConfig:
             check(self.domain_id >= 0, f"domain_id: must be >= 0 (or 'auto'), got {self.domain_id}")
         check(self.lm_block >= 1, f"lm_block: must be >= 1, got {self.lm_block}")
         check(self.score_offsets >= 1, f"score_offsets: must be >= 1, got {self.score_offsets}")
+        check(self.score_layout in SCORE_LAYOUTS,
+              f"score_layout: must be one of {', '.join(SCORE_LAYOUTS)}, got '{self.score_layout}'")
         check(self.adapt_steps >= 0, f"adapt_steps: must be >= 0 (0 = no adaptation), got {self.adapt_steps}")
         check(self.adapt_lr > 0, f"adapt_lr: must be > 0, got {self.adapt_lr}")
         check(not self.use_lora or self.adapt_steps > 0,

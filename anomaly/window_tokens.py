@@ -46,12 +46,13 @@ class WindowTokenizer:
     per stripe of each call.
 
     tokenizer: an SSPQTokenizer in eval mode; cube (H, W, B_raw) ndarray or memmap; transform (..., B_raw) ->
-    (..., B) or None for a prepared cube."""
+    (..., B) or None for a prepared cube; ids: False serves None for the ids (no spectral or spatial codes)."""
 
-    def __init__(self, tokenizer, cube, transform: Callable | None, device: torch.device | str):
+    def __init__(self, tokenizer, cube, transform: Callable | None, device: torch.device | str, ids: bool = True):
         if tokenizer.training:
             raise RuntimeError("WindowTokenizer needs the tokenizer in eval mode (frozen codebooks)")
         self.tokenizer, self.cube, self.transform, self.device = tokenizer, cube, transform, device
+        self.ids = ids  # False: the caller hides every id, so only cell spectra are served (no codes computed)
         self._cached: tuple | None = None  # (bounds (r0, r1, c0, c1), pixels, pooled, codes) of a scene that fits
         self._codes: torch.Tensor | None = None  # (H', W') spectral codes of a larger scene's rows encoded so far
         self._done: np.ndarray | None = None  # (H',) bool: which of those rows are filled
@@ -102,14 +103,19 @@ class WindowTokenizer:
             pooled = F.avg_pool2d(planes, cell, stride=1)[0].permute(1, 2, 0).contiguous()  # (R', C', B)
         else:
             pooled = pixels  # (R', C', B)
-        codes = self._row_codes(r0, pooled) if inside and not fits else self._encode(pooled)
+        if not self.ids:
+            codes = None
+        elif inside and not fits:
+            codes = self._row_codes(r0, pooled)
+        else:
+            codes = self._encode(pooled)
         if fits:
             self._cached = ((r0, r1, c0, c1), pixels, pooled, codes)
         return r0, c0, pixels, pooled, codes
 
     @torch.no_grad()
     def windows(self, corners: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-        """Yield (index (n,), joint ids (n, T), cell spectra (n, T_s, B) float32) for the windows at top-left
+        """Yield (index (n,), joint ids (n, T) or None (`ids` False), cell spectra (n, T_s, B) float32) for the windows at top-left
         `corners` (N, 2) (sorted by row), `batch_size` at a time, in their order. Corners outside the image
         read mirrored pixels, as HSIPatchExtractor does."""
         corners = np.asarray(corners, dtype=np.int64)
@@ -128,11 +134,14 @@ class WindowTokenizer:
             for first in range(0, len(stripe), batch_size):
                 local = torch.from_numpy(part[first:first + batch_size] - [r0, c0]).to(self.device)  # (n, 2)
                 n = len(local)
-                pr, pc = local[:, :1] + offsets, local[:, 1:] + offsets  # (n, S) each
-                gathered = flat[(pr[:, :, None] * width + pc[:, None, :]).reshape(n, -1)]  # (n, S*S, B)
-                patches = gathered.transpose(1, 2).reshape(n, bands, patch, patch).contiguous()  # (n, B, S, S)
                 gr, gc = local[:, :1] + grid, local[:, 1:] + grid  # (n, g_s) each
                 at = (gr[:, :, None] * cells_width + gc[:, None, :]).reshape(n, -1)  # (n, T_s) cell positions
                 spectra = flat_cells[at]  # (n, T_s, B)
+                if not self.ids:
+                    yield stripe[first:first + batch_size], None, spectra
+                    continue
+                pr, pc = local[:, :1] + offsets, local[:, 1:] + offsets  # (n, S) each
+                gathered = flat[(pr[:, :, None] * width + pc[:, None, :]).reshape(n, -1)]  # (n, S*S, B)
+                patches = gathered.transpose(1, 2).reshape(n, bands, patch, patch).contiguous()  # (n, B, S, S)
                 k = codes.reshape(-1)[at]  # (n, T_s)
                 yield stripe[first:first + batch_size], tok.joint_ids(k, patches), spectra  # (n, T), (n, T_s, B)

@@ -40,7 +40,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "anomaly.yaml"  # 
 # (label, function name in the profile): the parts of one inference, by where they live in the code
 PARTS = [("load checkpoints", "read_detector"), ("fit preprocessing", "prepare"),
          ("context heads (blind-spot windows), all included", "blind_spot_maps"),
-         ("- window tokens (stripes prepared, spectral codes, spatial codes)", "windows"),
+         ("- window tokens (stripes prepared; codes only with context_ids)", "windows"),
          ("- spectral codes", "spectral_codes"), ("- encoder passes", "masked_scores"),
          ("- core pixels painted into the maps", "_paint"), ("patch heads, tokenizer included", "patch_head_maps"),
          ("grx + lrx heads, cube preparation included", "rx_head_maps"), ("lrx windows", "local_rx_components")]

@@ -169,12 +169,16 @@ class HSIEncoderBERT(nn.Module):
                                                   self.spectral_mask_share)
         return masked_input_ids, labels
 
-    def blind_inputs(self, tokens: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def blind_inputs(self, tokens: torch.Tensor, mask: torch.Tensor, spectra: torch.Tensor | None = None,
+                     context_ids: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What the encoder may see when `mask` (N, T) is hidden: (input ids (N, T) with the mask id on the
-        mask and its guard ring, spectra (N, T, B) zeroed on the mask, or None)."""
-        hidden_ids = mask | guard_ring(mask, self.grid_size, self.guard_radius) if self.guard_radius else mask
-        input_ids = tokens.masked_fill(hidden_ids, self.mask_token_id)  # (N, T)
+        mask and its guard ring, or everywhere when `context_ids` is False, spectra (N, T, B) zeroed on the mask,
+        or None)."""
+        if not context_ids:
+            input_ids = torch.full_like(tokens, self.mask_token_id)  # (N, T): the spectra are the whole context
+        else:
+            hidden_ids = mask | guard_ring(mask, self.grid_size, self.guard_radius) if self.guard_radius else mask
+            input_ids = tokens.masked_fill(hidden_ids, self.mask_token_id)  # (N, T)
         if spectra is None:
             return input_ids, None
         return input_ids, spectra.masked_fill(mask.unsqueeze(-1), 0.0)  # (N, T, B)
@@ -271,14 +275,15 @@ class HSIEncoderBERT(nn.Module):
         return error / target.var(dim=0, unbiased=False).mean().clamp_min(1e-8)
 
     def masked_scores(self, tokens: torch.Tensor, domain_ids: torch.Tensor, mask: torch.Tensor,
-                      spectra: torch.Tensor | None = None, *, token_heads: bool = True) -> dict[str, torch.Tensor]:
+                      spectra: torch.Tensor | None = None, *, token_heads: bool = True,
+                      context_ids: bool = True) -> dict[str, torch.Tensor]:
         """Blind-spot scores of the masked positions, each (N, T) float32 (0 where not masked):
         "lm_nll" -log p(joint id | context); "lm_spectral" -log sum_m p(k + K_s m | context), the spectral
         code's marginal (needs spectral_codebook_size); "ctx_spec" the mean squared error of the
         context-predicted spectrum, and "residual" (M, B) at the masked positions in nonzero() order, the pixel's
         spectrum minus that prediction (encoders that read spectra). `token_heads=False` skips the MLM head (the
-        two token scores)."""
-        input_ids, visible = self.blind_inputs(tokens, mask, spectra)
+        two token scores); `context_ids=False` shows no joint id (`blind_inputs`), `tokens` then serve as targets only."""
+        input_ids, visible = self.blind_inputs(tokens, mask, spectra, context_ids)
         selected = self.masked_hidden(input_ids, domain_ids, visible, mask)  # (M, H)
         target = tokens[mask]  # (M,)
         per_position, out = {}, {}

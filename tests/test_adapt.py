@@ -57,7 +57,7 @@ def test_the_fitted_encoder_keeps_the_blind_spot():
     """Fitting on the scene's own windows cannot let a pixel see itself: the core's prediction of the fitted encoder
     does not move when the pixels under the core change, and does when a context pixel does."""
     tokenizer, encoder, cube, _, _ = lora_fitted()
-    assert_the_core_is_blind(tokenizer, encoder, cube, 0, (10, 9))
+    assert_the_core_is_blind(tokenizer, encoder, cube, "block", 0, (10, 9))
 
 
 def test_a_diverging_fit_stops_with_one_named_error():

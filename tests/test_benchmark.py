@@ -80,8 +80,8 @@ def test_ours_quick_runs_all_stages_and_reports_heads(tmp_path):
                                                  str(tmp_path / "had" / "scene0.npz"), "--repeats", "1"]))
     parts = speed["ours_parts_seconds"]
     assert speed["ours_over_global_rx"] > 0 and parts["- encoder passes"] > 0
-    window_tokens = parts["- window tokens (stripes prepared, spectral codes, spatial codes)"]
-    assert window_tokens > 0 and parts["- spectral codes"] > 0
+    window_tokens = parts["- window tokens (stripes prepared; codes only with context_ids)"]
+    assert window_tokens > 0 and parts["- spectral codes"] == 0  # context_ids false: no window is tokenised
     assert parts["context heads (blind-spot windows), all included"] >= parts["- encoder passes"] + window_tokens
     # a second run into the same folder reuses the finished Stages 1-2 and scores the same map
     again = run(_args("--scenes", str(tmp_path / "had"), "--out", str(tmp_path / "o"), "--quick",

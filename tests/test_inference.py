@@ -297,3 +297,20 @@ def test_one_class_training_embeds_each_patch_once_and_the_recomputing_path_agre
     assert recomputed_calls == 4 * patches  # the centre, then 3 epochs
     for key in cached:
         torch.testing.assert_close(cached[key], recomputed[key])
+
+
+def test_an_encoder_without_spectra_sees_the_ids_whatever_context_ids_says(ckpts, tmp_path):
+    """Without ids the blind-spot context is the cells' spectra; an ids-only encoder has nothing else to read, so it
+    scores the same map with context_ids false (the default) and true."""
+    enc = HSIEncoderBERT(64, 2, "none", False, 0.35, 36, grid_size=6, bert_config=TINY_BERT, spectral_codebook_size=8,
+                         guard_radius=2)
+    save_checkpoint(tmp_path / "ids_only.pth", "encoder", {"encoder_args": enc.encoder_args()}, enc.state_dict(),
+                    parent=parent_record(ckpts / "tok.pth"), domains={"a": 0, "b": 1})
+    scene = scene_file(tmp_path / "scene.npz")
+    heads = ["head_weights.ctx_spec=0", "head_weights.ctx_rx=0", "head_weights.lm_nll=1", "domain_id=0",
+             f"output_dir={tmp_path / 'det'}", "anomaly_epochs=1", "local_rx.inner=3", "local_rx.outer=5"]
+    ckpt = train_anomaly_detector(None, heads, encoder_ckpt=str(tmp_path / "ids_only.pth"), data_path=scene)
+    maps = [np.load(run_inference(None, ckpt, data_path=scene, out_dir=str(tmp_path / f"out_{ids}"),
+                                  overrides=[f"context_ids={ids}"]) / "head_maps.npz")["lm_nll"] for ids in ("false", "true")]
+    assert np.isfinite(maps[0]).all() and maps[0].std() > 0
+    np.testing.assert_array_equal(maps[0], maps[1])
