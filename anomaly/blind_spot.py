@@ -40,6 +40,7 @@ from anomaly.window_tokens import WindowTokenizer
 from utils.errors import DataError
 
 RESIDUAL_SAMPLE = 2048  # windows whose core residuals fit ctx_rx's mean and covariance
+REFINE_PHASES = 2  # phases of the one-core-a-window scoring that re-scores the refined pixels
 RIDGE = 1e-6  # relative ridge on the residual covariance before inversion
 
 
@@ -64,6 +65,16 @@ def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, i
         if set(RESIDUAL_HEADS) & set(heads):
             out["residual"] = scores["residual"]  # (M, B)
         yield batch, out, mask
+
+
+def refined_windows(candidates: np.ndarray, windows: BlindSpotWindows) -> np.ndarray:
+    """Indices (n,) of the windows whose core pixels include a `candidates` (H, W) pixel."""
+    height, width = candidates.shape
+    patch = windows.rows.shape[1]
+    rows = np.clip(windows.corners[:, :1] + np.arange(patch), 0, height - 1)  # (N, S)
+    cols = np.clip(windows.corners[:, 1:] + np.arange(patch), 0, width - 1)  # (N, S)
+    hit = candidates[rows[:, :, None], cols[:, None, :]] & windows.core_pixels(np.arange(len(windows.corners)))
+    return np.flatnonzero(hit.any(axis=(1, 2)))  # (N, S, S) -> (n,)
 
 
 def residual_distance(residual: torch.Tensor, mask: torch.Tensor, whitener: tuple[torch.Tensor, torch.Tensor]
@@ -143,11 +154,14 @@ def _paint(maps: dict[str, np.ndarray], windows: BlindSpotWindows, batch: np.nda
 def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain_id: int, heads: list[str],
                     block: int, offsets: int, batch_size: int, device: torch.device,
                     local_rx: dict[str, int] | None = None, rx_components: int = 0,
-                    valid: np.ndarray | None = None, *, layout: str, context_ids: bool) -> dict[str, np.ndarray]:
+                    valid: np.ndarray | None = None, *, layout: str, context_ids: bool,
+                    refine_share: float) -> dict[str, np.ndarray]:
     """{head: (H, W) float32}: every pixel's score while hidden, the maximum over `offsets` phases of cores in
     windows laid out as `layout` (anomaly/blind_spot_windows.py); `context_ids` False shows an encoder that reads
     spectra the context's spectra alone, and no window is tokenised unless a token head needs its targets (an
     encoder pre-trained without spectra always sees the ids beyond the guard rings: they are all it reads).
+    `refine_share` > 0: then the pixels in the top `refine_share` of any painted head's map are scored again one
+    core a window at REFINE_PHASES phases, their score the maximum over every view.
 
     ctx_rx's residual mean and covariance (and ctx_lrx's principal axes) come from the cores of up to
     RESIDUAL_SAMPLE windows of phase 0, spread evenly over the scene; those windows are scored once, their other
@@ -212,6 +226,18 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
             rest = np.setdiff1d(rest, picked)
         for batch, scores, mask in batches(windows, rest):
             finish(windows, batch, scores, mask, k)
+    if refine_share > 0:
+        candidates = np.zeros((height, width), dtype=bool)  # (H, W)
+        for name in painted:
+            scored = maps[name] if valid is None else maps[name][valid]
+            candidates |= maps[name] >= np.quantile(scored, 1 - refine_share)
+        if valid is not None:
+            candidates &= valid
+        for k in range(REFINE_PHASES):
+            fine = BlindSpotWindows.tile("block", height, width, tokenizer.patch_size, block_px,
+                                         (k * block_px) // REFINE_PHASES)
+            for batch, scores, mask in batches(fine, refined_windows(candidates, fine)):
+                finish(fine, batch, scores, mask, k + 1)  # phase > 0: ctx_lrx keeps the first pass's residuals
     if z is not None:
         maps["ctx_lrx"] = local_rx_components(z, **windows_rx, valid=valid)
     return {name: maps[name] for name in heads}

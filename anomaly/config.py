@@ -144,6 +144,10 @@ class AnomalyConfig:
                                                                 "the cores of one parity class, one core apart (4 per "
                                                                 "8 x 8 window with lm_block 2: 3.8x fewer windows, each "
                                                                 "core nearer its window's edge)"})
+    refine_share: float = field(default=0.0, metadata={"help": "share of the pixels, the highest of each context "
+                                                                "head's map, scored again one core a window at two "
+                                                                "phases, their score the maximum over every view; 0 = "
+                                                                "off"})
     context_ids: bool = field(default=False, metadata={"help": "true = the windows also show the encoder the joint ids "
                                                               "beyond the guard rings (every window tokenised); false "
                                                               "= the context is the cells' spectra alone (an encoder "
@@ -203,6 +207,7 @@ class AnomalyConfig:
             check(self.domain_id >= 0, f"domain_id: must be >= 0 (or 'auto'), got {self.domain_id}")
         check(self.lm_block >= 1, f"lm_block: must be >= 1, got {self.lm_block}")
         check(self.score_offsets >= 1, f"score_offsets: must be >= 1, got {self.score_offsets}")
+        check(0.0 <= self.refine_share < 1.0, f"refine_share: must lie in [0, 1), got {self.refine_share}")
         check(self.score_layout in SCORE_LAYOUTS,
               f"score_layout: must be one of {', '.join(SCORE_LAYOUTS)}, got '{self.score_layout}'")
         check(self.adapt_steps >= 0, f"adapt_steps: must be >= 0 (0 = no adaptation), got {self.adapt_steps}")

@@ -154,7 +154,8 @@ def score_scene(detector, cube: np.ndarray, domain_id: int, batch_size: int, tra
         model = detector.universal_model
         maps.update(blind_spot_maps(model.encoder, model.tokenizer, cube, transform, domain_id, context_heads,
                                     cfg.lm_block, cfg.score_offsets, batch_size, detector.device, local_rx,
-                                    cfg.rx_components, valid, layout=cfg.score_layout, context_ids=cfg.context_ids))
+                                    cfg.rx_components, valid, layout=cfg.score_layout, context_ids=cfg.context_ids,
+                                    refine_share=cfg.refine_share))
     scene_heads = [h for h in active if h in SCENE_HEADS]
     if scene_heads:
         maps.update(rx_head_maps(cube, transform, detector.num_bands, scene_heads, local_rx, cfg.rx_components, valid))

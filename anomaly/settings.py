@@ -27,7 +27,7 @@ from utils.errors import ConfigError
 from utils.logging import get_logger
 
 CHANGEABLE = ("normalize_scores", "extent_window", "line_length", "line_weight", "fused_smoothing", "lm_block",
-              "score_offsets", "score_layout", "context_ids", "inference_stride", "local_rx.inner", "local_rx.outer", "local_rx.n_components",
+              "score_offsets", "score_layout", "refine_share", "context_ids", "inference_stride", "local_rx.inner", "local_rx.outer", "local_rx.n_components",
               "rx_components", "pfa", "detection_threshold")
 FIXED = ("freeze_encoder", "use_lora", "lora.r", "lora.alpha", "lora.target_modules", "one_class.per_token",
          "one_class.rep_dim", "one_class.center_eps", "supervised", "adapt_steps")

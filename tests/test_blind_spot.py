@@ -30,10 +30,11 @@ def tiny_models(guard: bool = True, channels=(8, 8)):
     return tokenizer, encoder
 
 
-def scene_maps(encoder, tokenizer, cube, heads, layout="block", context_ids=True, **kwargs):
-    """blind_spot_maps with 2 x 2-token cores at 2 phases, 16 windows a batch, on the CPU."""
-    return blind_spot_maps(encoder, tokenizer, cube, None, 0, heads, 2, 2, 16, torch.device("cpu"), layout=layout,
-                           context_ids=context_ids, **kwargs)
+def scene_maps(encoder, tokenizer, cube, heads, layout="block", context_ids=True, offsets=2, refine_share=0.0,
+               **kwargs):
+    """blind_spot_maps with 2 x 2-token cores, 16 windows a batch, on the CPU."""
+    return blind_spot_maps(encoder, tokenizer, cube, None, 0, heads, 2, offsets, 16, torch.device("cpu"),
+                           layout=layout, context_ids=context_ids, refine_share=refine_share, **kwargs)
 
 
 def core_prediction(tokenizer, encoder, cube, windows, index, context_ids=True):
@@ -229,3 +230,21 @@ def test_without_context_ids_no_window_is_tokenised_and_the_lattice_scores_as_wi
         assert not np.array_equal(spectra_only["block"][name], with_ids["block"][name])
     token_head = scene_maps(encoder, tokenizer, cube, ["lm_nll"], "block", False)["lm_nll"]
     assert np.isfinite(token_head).all() and token_head.std() > 0
+
+
+def test_refined_pixels_take_the_maximum_of_the_coarse_and_the_one_core_views():
+    """refine_share: the top pixels of the coarse (lattice, one phase) map are scored again one core a window at two
+    phases; there the score is the maximum of both scorings, elsewhere it lies between the coarse score and that."""
+    tokenizer, encoder = tiny_models()
+    torch.nn.init.normal_(encoder.spectrum_out[-1].weight, std=0.1)
+    cube = np.random.default_rng(5).random((H, W, BANDS), dtype=np.float32)
+    coarse = scene_maps(encoder, tokenizer, cube, ["ctx_spec"], "lattice", False, offsets=1)["ctx_spec"]
+    full = scene_maps(encoder, tokenizer, cube, ["ctx_spec"], "block", False, offsets=2)["ctx_spec"]
+    refined = scene_maps(encoder, tokenizer, cube, ["ctx_spec"], "lattice", False, offsets=1,
+                         refine_share=0.1)["ctx_spec"]
+    candidates = coarse >= np.quantile(coarse, 0.9)
+    both = np.maximum(coarse, full)
+    np.testing.assert_array_equal(refined[candidates], both[candidates])
+    assert (refined >= coarse).all() and (refined <= both).all()
+    assert 0 < (refined != coarse).mean() < 0.9  # some pixels moved, and not the whole scene was scored again
+
