@@ -45,13 +45,13 @@ RIDGE = 1e-6  # relative ridge on the residual covariance before inversion
 
 
 def score_batches(encoder, tokens: WindowTokenizer, windows: BlindSpotWindows, index: np.ndarray, domain_id: int,
-                  heads: list[str], batch_size: int, device: torch.device, context_ids: bool
+                  heads: list[str], batch_size: int, device: torch.device, context_ids: bool, token_heads: bool
                   ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (window indices (n,), {head: (n, T)} for the heads other than RESIDUAL_HEADS, plus "residual" (M, B) at
     the masked positions when one of those is wanted, core masks (n, T)) for the windows `index` (sorted), batch by
-    batch. `context_ids` False: the encoder sees no joint id (a tokenizer that serves none gives mask ids)."""
+    batch. `context_ids` False: the encoder sees no joint id (a tokenizer that serves none gives mask ids);
+    `token_heads`: whether lm_nll or lm_spectral is among `heads` (the MLM head runs)."""
     cell = tokens.tokenizer.patch_size // tokens.tokenizer.grid_size
-    token_heads = bool({"lm_nll", "lm_spectral"} & set(heads))
     wanted = [name for name in heads if name not in RESIDUAL_HEADS]
     for local, ids, spectra in tokens.windows(windows.corners[index], batch_size):
         batch = index[local]  # (n,)
@@ -194,7 +194,8 @@ def blind_spot_maps(encoder, tokenizer, cube, transform: Callable | None, domain
     tokens = WindowTokenizer(tokenizer, cube, transform, device, ids=token_heads or context_ids)
 
     def batches(windows, index):
-        return score_batches(encoder, tokens, windows, index, domain_id, heads, batch_size, device, context_ids)
+        return score_batches(encoder, tokens, windows, index, domain_id, heads, batch_size, device, context_ids,
+                             token_heads)
 
     def finish(windows, batch, scores, mask, phase):
         residual = scores.pop("residual", None)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from anomaly.config import SCORE_LAYOUTS
+
 
 def core_starts(length: int, block: int, phase: int) -> np.ndarray:
     """Start pixels (n,) of the cores tiling [0, length) with `block`-pixel cores at `phase` (the first
@@ -76,7 +78,7 @@ class BlindSpotWindows:
 
     @classmethod
     def tile(cls, layout: str, height: int, width: int, patch: int, block_px: int, phase: int) -> "BlindSpotWindows":
-        """The windows of `layout` ("block" or "lattice", module docstring) at `phase`."""
+        """The windows of `layout` (one of SCORE_LAYOUTS: block, pairs, lattice; module docstring) at `phase`."""
         if layout == "block":
             axes = [(_block_axis(height, patch, block_px, phase), _block_axis(width, patch, block_px, phase))]
         elif layout == "pairs":
@@ -86,7 +88,7 @@ class BlindSpotWindows:
             axes = [(_lattice_axis(height, patch, block_px, phase, p), _lattice_axis(width, patch, block_px, phase, q))
                     for p in (0, 1) for q in (0, 1)]
         else:
-            raise ValueError(f"blind-spot layout {layout!r}: use block or lattice")
+            raise ValueError(f"blind-spot layout {layout!r}: use one of {', '.join(SCORE_LAYOUTS)}")
         corners, rows, cols = [], [], []
         for (row_starts, row_cores), (col_starts, col_cores) in axes:
             r, c = np.meshgrid(np.arange(len(row_starts)), np.arange(len(col_starts)), indexing="ij")

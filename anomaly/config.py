@@ -140,10 +140,10 @@ class AnomalyConfig:
                                                              "score is its maximum over them (2: every pixel also "
                                                              "sees a second block position, at twice the cost)"})
     score_layout: str = field(default="block", metadata={"help": "how cores share windows (anomaly/blind_spot_windows"
-                                                                ".py): block = one core per window, centred; lattice = "
-                                                                "the cores of one parity class, one core apart (4 per "
-                                                                "8 x 8 window with lm_block 2: 3.8x fewer windows, each "
-                                                                "core nearer its window's edge)"})
+                                                                ".py): block = one core per window, centred; pairs / "
+                                                                "lattice = 2 / 4 cores of one parity class a window, "
+                                                                "one core apart (with lm_block 2: half / a quarter of "
+                                                                "the windows, each core nearer its window's edge)"})
     refine_share: float = field(default=0.0, metadata={"help": "share of the pixels, the highest of each context "
                                                                 "head's map, scored again one core a window at two "
                                                                 "phases, their score the maximum over every view; 0 = "
